@@ -1,0 +1,2 @@
+//! Datapaths: the thin I/O shells around [`crate::nf::Core`]. Each owns its I/O, clock and
+//! threads; none makes a balancing decision.

@@ -1,0 +1,30 @@
+//! kvlb: a key-value load balancer for memcached clusters.
+//!
+//! kvlb sits in the data path in front of a memcached cluster, parses memcached requests at
+//! packet level, detects hot keys with the lossy counting family, answers GETs of hot keys
+//! from its own caches, replicates hot keys across servers and routes everything else by
+//! libmemcached-compatible ketama hashing.
+//!
+//! The balancing logic lives in one deterministic core, [`nf::Core`]: bytes and a timestamp
+//! in, decisions and frames out, with no I/O, clocks or threads inside. The datapaths in
+//! [`datapath`] (OpenNetVM, standalone DPDK, pcap replay, kernel UDP sockets) are thin
+//! shells around it.
+//!
+//! `unsafe` lives only in the `onvm-sys` crate and in the DPDK/ONVM safe layer
+//! ([`datapath`] behind the `dpdk`/`onvm` features); every other module forbids it.
+
+#![deny(missing_debug_implementations)]
+#![warn(rust_2018_idioms, unused_qualifications)]
+
+pub mod backend;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod datapath;
+pub mod flow;
+pub mod hotkey;
+pub mod nf;
+pub mod proto;
+pub mod ring;
+pub mod stats;
+pub mod wire;
