@@ -11,6 +11,7 @@ use std::fmt;
 use crate::clock::Instant;
 use crate::config::{Config, ConfigError, Mac};
 use crate::stats::Stats;
+pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
 
 /// A datapath port, as numbered by the datapath (DPDK port id, ONVM port id, pcap "0").
 pub type PortId = u16;
@@ -65,45 +66,31 @@ pub enum Dest {
     Nf(ServiceId),
 }
 
-/// A frame buffer the core may rewrite in place and grow into its tailroom (a cache hit
-/// turns the request into the reply inside the same buffer).
-pub trait FrameBuf {
-    fn bytes(&self) -> &[u8];
-    fn bytes_mut(&mut self) -> &mut [u8];
-    /// Sets the frame length. Growing exposes bytes of unspecified content. Fails, leaving
-    /// the frame unchanged, when the buffer has no room.
-    fn set_len(&mut self, len: usize) -> Result<(), NoRoom>;
-}
-
-/// The buffer cannot hold the requested length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NoRoom;
-
-impl FrameBuf for Vec<u8> {
-    fn bytes(&self) -> &[u8] {
-        self
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        self
-    }
-    fn set_len(&mut self, len: usize) -> Result<(), NoRoom> {
-        // Bounded like a jumbo-frame mbuf so the core behaves the same on every datapath.
-        if len > MAX_FRAME {
-            return Err(NoRoom);
-        }
-        self.resize(len, 0);
-        Ok(())
-    }
-}
-
-/// Largest frame any datapath hands the core or receives from it.
-pub const MAX_FRAME: usize = 9216;
-
 /// A datapath port as the core sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortInfo {
     pub id: PortId,
     pub mac: Mac,
+}
+
+/// What a packet datapath drives: [`Core`] in production; tests of a datapath's mechanics
+/// may plug in something simpler.
+pub trait Pipeline {
+    /// Handles one frame that arrived on `in_port`, possibly rewriting it in place.
+    fn process_frame<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: &mut F,
+    ) -> Verdict;
+    /// Runs timers due at `now`.
+    fn on_tick(&mut self, now: Instant);
+    /// Hands every queued emitted frame to `send`, oldest first, and empties the outbox.
+    fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8]));
+    /// Counts a frame the datapath dropped on the pipeline's behalf (e.g. after a panic).
+    fn count_drop(&mut self, reason: DropReason);
+    /// Whether no request is outstanding (used by `--exit-when-idle`).
+    fn is_idle(&self) -> bool;
 }
 
 /// The deterministic balancing core shared by every datapath.
@@ -124,41 +111,39 @@ impl Core {
         })
     }
 
-    /// Handles one frame that arrived on `in_port`.
-    pub fn process_frame<F: FrameBuf + ?Sized>(
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl Pipeline for Core {
+    fn process_frame<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
         in_port: PortId,
         frame: &mut F,
     ) -> Verdict {
+        // The pipeline proper lands with the wire/proto, hotkey, ring and cache modules.
         let _ = (now, in_port, frame.bytes());
         self.stats.frames_in += 1;
         Verdict::Drop(DropReason::NotForUs)
     }
 
-    /// Runs timers due at `now`: detector epochs, replication, flow expiry, probes.
-    pub fn on_tick(&mut self, now: Instant) {
+    fn on_tick(&mut self, now: Instant) {
         let _ = now;
     }
 
-    /// Hands every queued emitted frame to `send`, oldest first, and empties the outbox.
-    pub fn drain_emitted(&mut self, mut send: impl FnMut(Dest, &[u8])) {
+    fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {
         for (dest, frame) in self.outbox.drain(..) {
             send(dest, &frame);
         }
     }
 
-    /// Counts a frame the datapath dropped on the core's behalf (e.g. after a panic).
-    pub fn count_drop(&mut self, reason: DropReason) {
+    fn count_drop(&mut self, reason: DropReason) {
         self.stats.count_drop(reason);
     }
 
-    /// Whether no request is outstanding (used by `--exit-when-idle`).
-    pub fn is_idle(&self) -> bool {
+    fn is_idle(&self) -> bool {
         true
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 }

@@ -3,3 +3,6 @@
 //!
 //! Owns: byte layouts and their checked views. Must not: know about memcached commands,
 //! backends or policy.
+
+mod buf;
+pub use buf::{FrameBuf, NoRoom, MAX_FRAME};
