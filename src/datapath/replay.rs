@@ -269,8 +269,12 @@ mod tests {
     fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
         let mut w = PcapWriter::new(File::create(path).unwrap()).unwrap();
         for (us, f) in frames {
-            w.write_packet(&PcapPacket::new(Duration::from_micros(*us), f.len() as u32, f))
-                .unwrap();
+            w.write_packet(&PcapPacket::new(
+                Duration::from_micros(*us),
+                f.len() as u32,
+                f,
+            ))
+            .unwrap();
         }
     }
 
@@ -291,7 +295,10 @@ mod tests {
         a[..6].copy_from_slice(&[2, 2, 2, 2, 2, 2]);
         let dropped = vec![0xffu8; 60];
         let b = vec![3u8; 64];
-        write_pcap(&input, &[(1000, a.clone()), (1000, dropped), (3500, b.clone())]);
+        write_pcap(
+            &input,
+            &[(1000, a.clone()), (1000, dropped), (3500, b.clone())],
+        );
         let out = dir.path().join("out");
         let mut p = Swap::default();
         let s = replay(&mut p, &input, 0, &out).unwrap();
@@ -324,8 +331,13 @@ mod tests {
         std::fs::write(&input, b"definitely not a pcap").unwrap();
         let e = replay(&mut Swap::default(), &input, 0, dir.path()).unwrap_err();
         assert!(e.to_string().contains("in.pcap"), "{e}");
-        let e = replay(&mut Swap::default(), &dir.path().join("missing.pcap"), 0, dir.path())
-            .unwrap_err();
+        let e = replay(
+            &mut Swap::default(),
+            &dir.path().join("missing.pcap"),
+            0,
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(matches!(e, ReplayError::Open { .. }));
     }
 }

@@ -6,6 +6,8 @@
 //! (replica writes, probes, ARP) in an outbox the datapath drains.
 #![forbid(unsafe_code)]
 
+pub mod guard;
+
 use std::fmt;
 
 use crate::clock::Instant;
