@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod guard;
+pub mod hot;
 
 use std::fmt;
 
