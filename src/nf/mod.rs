@@ -8,6 +8,7 @@
 
 pub mod guard;
 pub mod hot;
+pub mod neighbors;
 
 use std::fmt;
 
