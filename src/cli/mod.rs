@@ -5,6 +5,8 @@
 
 use std::ffi::OsString;
 
+pub mod route;
+
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
 #[derive(Debug)]
@@ -15,7 +17,11 @@ pub struct Command {
 }
 
 /// Every subcommand, in the order `kvlb --help` lists them.
-pub static COMMANDS: &[Command] = &[];
+pub static COMMANDS: &[Command] = &[Command {
+    name: "route",
+    summary: "print the backend each key on stdin lives on (libmemcached ketama)",
+    run: route::run,
+}];
 
 /// `kvlb --help`.
 pub fn usage() -> String {
