@@ -5,6 +5,8 @@
 
 use std::ffi::OsString;
 
+pub mod dpdk;
+
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
 #[derive(Debug)]
@@ -15,7 +17,13 @@ pub struct Command {
 }
 
 /// Every subcommand, in the order `kvlb --help` lists them.
-pub static COMMANDS: &[Command] = &[];
+pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "dpdk",
+        summary: "run as a standalone DPDK application on EAL ports (needs the `dpdk` feature)",
+        run: dpdk::run,
+    },
+];
 
 /// `kvlb --help`.
 pub fn usage() -> String {
