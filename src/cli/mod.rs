@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 
 pub mod dpdk;
+pub mod onvm;
 
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
@@ -18,6 +19,11 @@ pub struct Command {
 
 /// Every subcommand, in the order `kvlb --help` lists them.
 pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "onvm",
+        summary: "run as an OpenNetVM network function (needs the `onvm` feature)",
+        run: onvm::run,
+    },
     Command {
         name: "dpdk",
         summary: "run as a standalone DPDK application on EAL ports (needs the `dpdk` feature)",

@@ -28,6 +28,8 @@ mod signal;
 mod tsc;
 
 pub use app::{report_first_panic_only, ClockSource, DatapathCounters, DpdkDatapath, DpdkOptions};
+#[cfg(feature = "onvm")]
+pub(crate) use eal::leak_argv;
 pub use eal::Eal;
 pub use mbuf::{Mbuf, RteMbuf};
 pub use mempool::Mempool;
