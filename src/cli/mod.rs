@@ -5,6 +5,8 @@
 
 use std::ffi::OsString;
 
+pub mod dpdk;
+pub mod onvm;
 pub mod route;
 
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
@@ -17,11 +19,23 @@ pub struct Command {
 }
 
 /// Every subcommand, in the order `kvlb --help` lists them.
-pub static COMMANDS: &[Command] = &[Command {
-    name: "route",
-    summary: "print the backend each key on stdin lives on (libmemcached ketama)",
-    run: route::run,
-}];
+pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "onvm",
+        summary: "run as an OpenNetVM network function (needs the `onvm` feature)",
+        run: onvm::run,
+    },
+    Command {
+        name: "dpdk",
+        summary: "run as a standalone DPDK application on EAL ports (needs the `dpdk` feature)",
+        run: dpdk::run,
+    },
+    Command {
+        name: "route",
+        summary: "print the backend each key on stdin lives on (libmemcached ketama)",
+        run: route::run,
+    },
+];
 
 /// `kvlb --help`.
 pub fn usage() -> String {

@@ -1,0 +1,72 @@
+/* See shim.h. */
+#include "shim.h"
+
+#include <rte_mbuf_dyn.h>
+
+int kvlb_rte_errno(void) { return rte_errno; }
+unsigned kvlb_lcore_id(void) { return rte_lcore_id(); }
+uint64_t kvlb_rdtsc(void) { return rte_rdtsc(); }
+
+struct rte_mbuf *kvlb_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+int kvlb_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count) {
+    return rte_pktmbuf_alloc_bulk(mp, mbufs, count);
+}
+void kvlb_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+char *kvlb_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, char *); }
+char *kvlb_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
+char *kvlb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len); }
+char *kvlb_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_adj(m, len); }
+int kvlb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
+uint16_t kvlb_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
+uint16_t kvlb_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
+
+#ifdef RTE_ETH_RX_OFFLOAD_TIMESTAMP
+uint64_t kvlb_rx_offload_timestamp(void) { return RTE_ETH_RX_OFFLOAD_TIMESTAMP; }
+#else
+uint64_t kvlb_rx_offload_timestamp(void) { return DEV_RX_OFFLOAD_TIMESTAMP; }
+#endif
+
+#ifdef RTE_MBUF_DYNFIELD_TIMESTAMP_NAME
+/* DPDK >= 20.11: the timestamp is a dynamic field a driver registers. */
+static int timestamp_offset = -1;
+static uint64_t timestamp_flag;
+
+int kvlb_rx_timestamp_init(void) {
+    int flag_bit = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, NULL);
+    int offset = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, NULL);
+    if (flag_bit < 0 || offset < 0)
+        return -1;
+    timestamp_flag = UINT64_C(1) << flag_bit;
+    timestamp_offset = offset;
+    return 0;
+}
+
+int kvlb_mbuf_rx_timestamp(const struct rte_mbuf *m, uint64_t *ts) {
+    if (timestamp_offset < 0 || !(m->ol_flags & timestamp_flag))
+        return 0;
+    *ts = *RTE_MBUF_DYNFIELD(m, timestamp_offset, const rte_mbuf_timestamp_t *);
+    return 1;
+}
+#else
+/* DPDK <= 20.08: a fixed mbuf field. */
+int kvlb_rx_timestamp_init(void) { return 0; }
+
+int kvlb_mbuf_rx_timestamp(const struct rte_mbuf *m, uint64_t *ts) {
+    if (!(m->ol_flags & PKT_RX_TIMESTAMP))
+        return 0;
+    *ts = m->timestamp;
+    return 1;
+}
+#endif
+
+uint16_t kvlb_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
+    return rte_eth_rx_burst(port, queue, pkts, n);
+}
+uint16_t kvlb_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
+    return rte_eth_tx_burst(port, queue, pkts, n);
+}
+
+#ifdef KVLB_WITH_ONVM
+struct onvm_pkt_meta *kvlb_onvm_pkt_meta(struct rte_mbuf *m) { return onvm_get_pkt_meta(m); }
+const char *kvlb_onvm_pktmbuf_pool_name(void) { return PKTMBUF_POOL_NAME; }
+#endif

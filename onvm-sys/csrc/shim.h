@@ -1,0 +1,83 @@
+/*
+ * kvlb's C shim over DPDK (and ONVM): out-of-line copies of the static-inline functions and
+ * macros that bindgen cannot bind. Every function is a one-line forward; the Rust side
+ * (kvlb::datapath::dpdk) states the contracts.
+ *
+ * Compiled by onvm-sys/build.rs with the same -march and include flags as the DPDK it
+ * links against.
+ */
+#ifndef KVLB_SHIM_H
+#define KVLB_SHIM_H
+
+#include <stdint.h>
+
+#include <rte_config.h>
+#include <rte_version.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_cycles.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_ethdev.h>
+
+#ifdef KVLB_WITH_ONVM
+#include <onvm_nflib.h>
+#include <onvm_pkt_helper.h>
+#endif
+
+/* ---- errors, lcores, time ---- */
+
+/** rte_errno of the calling thread (a per-lcore TLS macro). */
+int kvlb_rte_errno(void);
+/** rte_lcore_id(): the calling thread's lcore id, or UINT32_MAX (LCORE_ID_ANY) off-EAL. */
+unsigned kvlb_lcore_id(void);
+/** rte_rdtsc(): the time-stamp counter. */
+uint64_t kvlb_rdtsc(void);
+
+/* ---- mbufs ---- */
+
+/** rte_pktmbuf_alloc(): a reset mbuf from mp, or NULL when the pool is empty. */
+struct rte_mbuf *kvlb_pktmbuf_alloc(struct rte_mempool *mp);
+/** rte_pktmbuf_alloc_bulk(): 0 and count mbufs in mbufs, or a negative errno and none. */
+int kvlb_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
+/** rte_pktmbuf_free(): frees every segment of m (NULL is allowed). */
+void kvlb_pktmbuf_free(struct rte_mbuf *m);
+/** rte_pktmbuf_mtod(m, char *): the first segment's data. */
+char *kvlb_pktmbuf_mtod(struct rte_mbuf *m);
+/** rte_pktmbuf_append(): grows the last segment by len, NULL (unchanged) without room. */
+char *kvlb_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+/** rte_pktmbuf_prepend(): grows the first segment at the front, NULL without headroom. */
+char *kvlb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+/** rte_pktmbuf_adj(): removes len bytes at the front, NULL if the first segment is shorter. */
+char *kvlb_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+/** rte_pktmbuf_trim(): removes len bytes at the end, -1 if the last segment is shorter. */
+int kvlb_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+/** rte_pktmbuf_headroom() / rte_pktmbuf_tailroom() of the first / last segment. */
+uint16_t kvlb_pktmbuf_headroom(const struct rte_mbuf *m);
+uint16_t kvlb_pktmbuf_tailroom(const struct rte_mbuf *m);
+
+/** Offload flag a port must be configured with for receive timestamps (0 if unknown). */
+uint64_t kvlb_rx_offload_timestamp(void);
+/**
+ * Looks up the receive-timestamp mbuf field (DPDK >= 20.11 registers it dynamically when a
+ * driver first needs it). Call after the ports are configured. Returns 0 when the field
+ * exists.
+ */
+int kvlb_rx_timestamp_init(void);
+/** Stores m's receive timestamp in *ts and returns 1, or returns 0 if m carries none. */
+int kvlb_mbuf_rx_timestamp(const struct rte_mbuf *m, uint64_t *ts);
+
+/* ---- ports ---- */
+
+uint16_t kvlb_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t kvlb_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+
+#ifdef KVLB_WITH_ONVM
+/** onvm_get_pkt_meta(): the NF packet metadata stored in the mbuf (udata64). */
+struct onvm_pkt_meta *kvlb_onvm_pkt_meta(struct rte_mbuf *m);
+/** The shared packet pool's name (PKTMBUF_POOL_NAME). */
+const char *kvlb_onvm_pktmbuf_pool_name(void);
+#endif
+
+#endif
