@@ -5,6 +5,9 @@
 
 use std::ffi::OsString;
 
+pub mod hotkeys;
+pub mod lc_experiments;
+
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
 #[derive(Debug)]
@@ -15,7 +18,18 @@ pub struct Command {
 }
 
 /// Every subcommand, in the order `kvlb --help` lists them.
-pub static COMMANDS: &[Command] = &[];
+pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "hotkeys",
+        summary: "run a hot-key detector over a key stream, print the hot keys as JSON",
+        run: hotkeys::run,
+    },
+    Command {
+        name: "lc-experiments",
+        summary: "lossy counting experiments: accuracy, memory, speed, drift (CSV + summary)",
+        run: lc_experiments::run,
+    },
+];
 
 /// `kvlb --help`.
 pub fn usage() -> String {
