@@ -6,6 +6,8 @@
 use std::ffi::OsString;
 
 pub mod dpdk;
+pub mod hotkeys;
+pub mod lc_experiments;
 pub mod onvm;
 pub mod route;
 
@@ -34,6 +36,16 @@ pub static COMMANDS: &[Command] = &[
         name: "route",
         summary: "print the backend each key on stdin lives on (libmemcached ketama)",
         run: route::run,
+    },
+    Command {
+        name: "hotkeys",
+        summary: "run a hot-key detector over a key stream, print the hot keys as JSON",
+        run: hotkeys::run,
+    },
+    Command {
+        name: "lc-experiments",
+        summary: "lossy counting experiments: accuracy, memory, speed, drift (CSV + summary)",
+        run: lc_experiments::run,
     },
 ];
 
