@@ -1,3 +1,365 @@
 //! The backend pool: addresses, outstanding requests, latency, health, failover and probes.
 //!
-//! Owns: what kvlb knows about each memcached server. Must not: parse packets.
+//! Owns: what kvlb knows about each memcached server and when it is considered up. Must not:
+//! parse packets or choose which backend serves a key (the ring and the core do).
+//!
+//! # Health
+//! A backend is marked down after `down_after` consecutive request timeouts, or at once on
+//! an ICMP port/host unreachable. Down backends receive only probes (`version`), one every
+//! `probe_interval`; the first answer brings them back. So a backend that stops answering
+//! under load is marked down within `down_after` timeouts of its first unanswered request.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::clock::Instant;
+use crate::config::{BackendSpec, Config, Mac};
+
+/// Index of a backend in the configured list (stable for the life of the core).
+pub type BackendId = usize;
+
+/// A health transition the caller must act on (rebuild the ring, log, count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Down(BackendId),
+    Up(BackendId),
+}
+
+/// Why a backend was marked down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownCause {
+    Timeouts,
+    Unreachable,
+}
+
+/// Counters for one backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Requests forwarded (client requests, replica writes and probes).
+    pub requests: u64,
+    pub responses: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub timeouts: u64,
+    /// SERVER_ERROR/CLIENT_ERROR/ERROR replies.
+    pub errors: u64,
+    pub marked_down: u64,
+    pub marked_up: u64,
+}
+
+/// One memcached server.
+#[derive(Debug)]
+pub struct Backend {
+    pub spec: BackendSpec,
+    /// Resolved link-layer address (static neighbour entry or learned by ARP).
+    pub mac: Option<Mac>,
+    up: bool,
+    consecutive_timeouts: u32,
+    outstanding: u32,
+    next_probe: Instant,
+    pub counters: BackendCounters,
+    /// Response latency in microseconds.
+    latency_us: Histogram<u64>,
+}
+
+impl Backend {
+    pub fn addr(&self) -> SocketAddrV4 {
+        self.spec.addr
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Requests sent and not yet answered or expired.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
+    }
+
+    /// Latency percentile in microseconds (0 when nothing was recorded).
+    pub fn latency_percentile_us(&self, q: f64) -> u64 {
+        self.latency_us.value_at_quantile(q)
+    }
+
+    /// Number of latency samples.
+    pub fn latency_samples(&self) -> u64 {
+        self.latency_us.len()
+    }
+}
+
+/// All backends, with the health policy.
+#[derive(Debug)]
+pub struct BackendPool {
+    backends: Vec<Backend>,
+    down_after: u32,
+    probe_interval: Duration,
+}
+
+impl BackendPool {
+    pub fn new(cfg: &Config) -> BackendPool {
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|spec| Backend {
+                spec: spec.clone(),
+                mac: cfg
+                    .neighbors
+                    .iter()
+                    .find(|(ip, _)| ip == spec.addr.ip())
+                    .map(|&(_, mac)| mac),
+                up: true,
+                consecutive_timeouts: 0,
+                outstanding: 0,
+                next_probe: Instant::ZERO,
+                counters: BackendCounters::default(),
+                // 1 µs .. 100 s at 2 significant digits: a few KiB per backend.
+                latency_us: Histogram::new_with_bounds(1, 100_000_000, 2)
+                    .expect("static histogram bounds are valid"),
+            })
+            .collect();
+        BackendPool {
+            backends,
+            down_after: cfg.down_after.max(1),
+            probe_interval: cfg.probe_interval,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    pub fn get(&self, id: BackendId) -> &Backend {
+        &self.backends[id]
+    }
+
+    pub fn get_mut(&mut self, id: BackendId) -> &mut Backend {
+        &mut self.backends[id]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter()
+    }
+
+    /// The backend with this address, if any.
+    pub fn find(&self, addr: SocketAddrV4) -> Option<BackendId> {
+        self.backends.iter().position(|b| b.spec.addr == addr)
+    }
+
+    /// The backends at this IP (for ICMP errors, which name the address but may quote a
+    /// truncated header).
+    pub fn find_ip(&self, ip: std::net::Ipv4Addr) -> impl Iterator<Item = BackendId> + '_ {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(move |(_, b)| *b.spec.addr.ip() == ip)
+            .map(|(i, _)| i)
+    }
+
+    /// Liveness of every backend, in configuration order (for the ring).
+    pub fn live_mask(&self) -> Vec<bool> {
+        self.backends.iter().map(|b| b.up).collect()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.backends.iter().filter(|b| b.up).count()
+    }
+
+    /// A request of `bytes` was sent to `id`.
+    pub fn on_sent(&mut self, id: BackendId, bytes: usize) {
+        let b = &mut self.backends[id];
+        b.outstanding += 1;
+        b.counters.requests += 1;
+        b.counters.bytes_out += bytes as u64;
+    }
+
+    /// A response of `bytes` arrived for a request sent `latency` ago. Returns `Up` if this
+    /// brought a down backend back.
+    pub fn on_response(
+        &mut self,
+        id: BackendId,
+        bytes: usize,
+        latency: Duration,
+        error_reply: bool,
+    ) -> Option<Health> {
+        let b = &mut self.backends[id];
+        b.outstanding = b.outstanding.saturating_sub(1);
+        b.counters.responses += 1;
+        b.counters.bytes_in += bytes as u64;
+        if error_reply {
+            b.counters.errors += 1;
+        }
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        b.latency_us.saturating_record(us);
+        b.consecutive_timeouts = 0;
+        if !b.up {
+            b.up = true;
+            b.counters.marked_up += 1;
+            log::info!("backend {} is up again", b.spec);
+            return Some(Health::Up(id));
+        }
+        None
+    }
+
+    /// A response arrived for a request that was no longer tracked (it had expired): the
+    /// backend is alive, but the request already counted as a timeout.
+    pub fn on_late_response(&mut self, id: BackendId) -> Option<Health> {
+        let b = &mut self.backends[id];
+        b.consecutive_timeouts = 0;
+        if !b.up {
+            b.up = true;
+            b.counters.marked_up += 1;
+            log::info!("backend {} is up again (late reply)", b.spec);
+            return Some(Health::Up(id));
+        }
+        None
+    }
+
+    /// A request to `id` timed out. Returns `Down` if this marked the backend down.
+    pub fn on_timeout(&mut self, id: BackendId, now: Instant) -> Option<Health> {
+        let b = &mut self.backends[id];
+        b.outstanding = b.outstanding.saturating_sub(1);
+        b.counters.timeouts += 1;
+        b.consecutive_timeouts = b.consecutive_timeouts.saturating_add(1);
+        if b.up && b.consecutive_timeouts >= self.down_after {
+            return Some(self.mark_down(id, now, DownCause::Timeouts));
+        }
+        None
+    }
+
+    /// The network said `id` is unreachable (ICMP). Returns `Down` if it was up.
+    pub fn on_unreachable(&mut self, id: BackendId, now: Instant) -> Option<Health> {
+        if self.backends[id].up {
+            return Some(self.mark_down(id, now, DownCause::Unreachable));
+        }
+        None
+    }
+
+    fn mark_down(&mut self, id: BackendId, now: Instant, cause: DownCause) -> Health {
+        let b = &mut self.backends[id];
+        b.up = false;
+        b.counters.marked_down += 1;
+        // Probe at once: a backend that was only briefly unreachable comes back quickly.
+        b.next_probe = now;
+        log::warn!(
+            "backend {} marked down ({})",
+            b.spec,
+            match cause {
+                DownCause::Timeouts => format!("{} consecutive timeouts", b.consecutive_timeouts),
+                DownCause::Unreachable => "ICMP unreachable".to_string(),
+            }
+        );
+        Health::Down(id)
+    }
+
+    /// Down backends due for a probe at `now`; each returned backend is scheduled for its
+    /// next probe one `probe_interval` later.
+    pub fn due_probes(&mut self, now: Instant, mut probe: impl FnMut(BackendId)) {
+        for (id, b) in self.backends.iter_mut().enumerate() {
+            if !b.up && b.next_probe <= now {
+                b.next_probe = now + self.probe_interval;
+                probe(id);
+            }
+        }
+    }
+
+    /// Forgets the latency samples (after each stats report, so percentiles are per period).
+    pub fn reset_latency(&mut self) {
+        for b in &mut self.backends {
+            b.latency_us.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> BackendPool {
+        let cfg = Config::from_args([
+            "--backend",
+            "127.0.0.1:11211",
+            "--backend",
+            "127.0.0.1:11212",
+            "--down-after",
+            "3",
+            "--probe-interval",
+            "100ms",
+            "--neighbor",
+            "127.0.0.1=02:00:00:00:00:01",
+        ])
+        .unwrap();
+        BackendPool::new(&cfg)
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_nanos(n * 1_000_000)
+    }
+
+    #[test]
+    fn timeouts_mark_down_and_probe_answers_bring_back() {
+        let mut p = pool();
+        assert_eq!(p.get(0).mac, Some([2, 0, 0, 0, 0, 1]));
+        for _ in 0..3 {
+            p.on_sent(1, 10);
+        }
+        assert_eq!(p.on_timeout(1, ms(0)), None);
+        assert_eq!(p.on_timeout(1, ms(1)), None);
+        assert_eq!(p.on_timeout(1, ms(2)), Some(Health::Down(1)));
+        assert_eq!(p.live_mask(), vec![true, false]);
+        assert_eq!(p.get(1).outstanding(), 0);
+
+        let mut probes = vec![];
+        p.due_probes(ms(2), |id| probes.push(id));
+        assert_eq!(probes, vec![1]);
+        probes.clear();
+        p.due_probes(ms(50), |id| probes.push(id));
+        assert!(probes.is_empty(), "next probe only after probe_interval");
+        p.due_probes(ms(102), |id| probes.push(id));
+        assert_eq!(probes, vec![1]);
+
+        p.on_sent(1, 9);
+        assert_eq!(
+            p.on_response(1, 20, Duration::from_micros(30), false),
+            Some(Health::Up(1))
+        );
+        assert!(p.get(1).is_up());
+        let c = &p.get(1).counters;
+        assert_eq!((c.marked_down, c.marked_up, c.timeouts), (1, 1, 3));
+    }
+
+    #[test]
+    fn a_response_resets_the_timeout_streak() {
+        let mut p = pool();
+        p.on_timeout(0, ms(0));
+        p.on_timeout(0, ms(1));
+        p.on_response(0, 1, Duration::from_micros(5), false);
+        p.on_timeout(0, ms(2));
+        p.on_timeout(0, ms(3));
+        assert!(p.get(0).is_up());
+        assert_eq!(p.on_unreachable(0, ms(4)), Some(Health::Down(0)));
+        assert_eq!(p.on_unreachable(0, ms(5)), None);
+    }
+
+    #[test]
+    fn latency_percentiles() {
+        let mut p = pool();
+        for us in 1..=100 {
+            p.on_sent(0, 1);
+            p.on_response(0, 1, Duration::from_micros(us), false);
+        }
+        let b = p.get(0);
+        assert_eq!(b.latency_samples(), 100);
+        let p50 = b.latency_percentile_us(0.5);
+        assert!((49..=51).contains(&p50), "{p50}");
+        assert!(b.latency_percentile_us(0.99) >= 98);
+    }
+}

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 
 pub mod dpdk;
 pub mod onvm;
+pub mod route;
 
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
@@ -28,6 +29,11 @@ pub static COMMANDS: &[Command] = &[
         name: "dpdk",
         summary: "run as a standalone DPDK application on EAL ports (needs the `dpdk` feature)",
         run: dpdk::run,
+    },
+    Command {
+        name: "route",
+        summary: "print the backend each key on stdin lives on (libmemcached ketama)",
+        run: route::run,
     },
 ];
 

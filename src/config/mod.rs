@@ -237,6 +237,9 @@ pub struct Config {
     pub l2_on_share: f64,
     /// ... and off when it falls below this.
     pub l2_off_share: f64,
+    /// Longest a learned value is served from a cache before it is fetched again (bounds
+    /// staleness from expiry and from writes that bypass kvlb).
+    pub cache_ttl: Duration,
 
     // --- replication ---
     /// Extra copies of each hot key (the next distinct servers on the continuum).
@@ -248,6 +251,9 @@ pub struct Config {
     /// Consecutive timeouts after which a backend is marked down.
     pub down_after: u32,
     pub probe_interval: Duration,
+    /// Flush a backend that comes back before it serves again (it may hold values
+    /// overwritten elsewhere while it was down).
+    pub rejoin_flush: bool,
 
     // --- flow table ---
     pub flow_capacity: usize,
@@ -259,8 +265,12 @@ pub struct Config {
     /// Requests per second per source (0: unlimited).
     pub rate_limit: u32,
     pub rate_burst: u32,
-    /// Largest reply (bytes) sent to a source that has not yet completed an exchange.
+    /// Largest reply (bytes) per request to a source outside `trusted`.
     pub unverified_reply_bytes: usize,
+    /// Sources exempt from the reply cap.
+    pub trusted: Vec<Cidr>,
+    /// Whether `trusted` still holds the default (the first `--trusted` replaces it).
+    trusted_default: bool,
 
     // --- stats ---
     /// Period of the stats report (zero: off).
@@ -294,17 +304,24 @@ impl Default for Config {
             l2_max_bytes: 8 << 20,
             l2_on_share: 0.2,
             l2_off_share: 0.1,
+            cache_ttl: Duration::from_secs(2),
             replicas: 2,
             replica_select: ReplicaSelect::LeastOutstanding,
             request_timeout: Duration::from_millis(250),
             down_after: 3,
             probe_interval: Duration::from_millis(500),
+            rejoin_flush: true,
             flow_capacity: 1 << 18,
             flow_timeout: Duration::from_secs(2),
             allow: Vec::new(),
             rate_limit: 0,
             rate_burst: 0,
             unverified_reply_bytes: 1400,
+            trusted: vec![Cidr {
+                addr: Ipv4Addr::new(127, 0, 0, 0),
+                len: 8,
+            }],
+            trusted_default: true,
             stats_interval: Duration::from_secs(1),
             stats_json: None,
         }
@@ -469,6 +486,9 @@ pub static OPTIONS: &[OptSpec] = &[
             "off" => L2Mode::Off,
             _ => return Err("expected auto, on or off".into()),
         }),
+    opt!("cache-ttl", Some("DURATION"), false,
+        "longest a learned value is served from cache before it is fetched again [default: 2s]",
+        |c, v| c.cache_ttl = parse_duration(v)?),
     opt!("l2-bytes", Some("BYTES"), false, "memory bound of the L2 cache [default: 8388608]",
         |c, v| c.l2_max_bytes = num(v)?),
     opt!("l2-on-share", Some("F"), false, "L2 switches on above this top-key traffic share [default: 0.2]",
@@ -490,6 +510,9 @@ pub static OPTIONS: &[OptSpec] = &[
         |c, v| c.down_after = num(v)?),
     opt!("probe-interval", Some("DURATION"), false, "how often down backends are probed [default: 500ms]",
         |c, v| c.probe_interval = parse_duration(v)?),
+    opt!("rejoin-flush", Some("on|off"), false,
+        "flush a backend that comes back before routing to it (it may hold stale values) [default: on]",
+        |c, v| c.rejoin_flush = flag(v)?),
     opt!("flow-capacity", Some("N"), false, "outstanding requests tracked at once [default: 262144]",
         |c, v| c.flow_capacity = num(v)?),
     opt!("flow-timeout", Some("DURATION"), false, "how long an unanswered request is tracked [default: 2s]",
@@ -501,8 +524,18 @@ pub static OPTIONS: &[OptSpec] = &[
     opt!("rate-burst", Some("N"), false, "burst allowed above --rate-limit [default: the rate]",
         |c, v| c.rate_burst = num(v)?),
     opt!("unverified-reply-bytes", Some("BYTES"), false,
-        "largest reply to a source that has not completed an exchange (anti-amplification) [default: 1400]",
+        "largest reply per request to a source outside --trusted (anti-amplification) [default: 1400]",
         |c, v| c.unverified_reply_bytes = num(v)?),
+    opt!("trusted", Some("CIDR"), true,
+        "source prefix exempt from the reply cap (repeatable; the first use replaces the default) [default: 127.0.0.0/8]",
+        |c, v| {
+            let cidr: Cidr = v.parse()?;
+            if c.trusted_default {
+                c.trusted.clear();
+                c.trusted_default = false;
+            }
+            c.trusted.push(cidr)
+        }),
     opt!("stats-interval", Some("DURATION"), false, "period of the stats report; 0 turns it off [default: 1s]",
         |c, v| c.stats_interval = parse_duration(v)?),
     opt!("stats-json", Some("FILE"), false, "append stats as JSON lines to FILE",

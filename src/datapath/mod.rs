@@ -8,3 +8,4 @@
 pub mod dpdk;
 #[cfg(feature = "onvm")]
 pub mod onvm;
+pub mod replay;

@@ -1,4 +1,352 @@
 //! The request table: (client address, client request id) ↔ (backend, kvlb request id),
 //! with expiry.
 //!
-//! Owns: matching responses to requests. Must not: parse packets or choose backends.
+//! Owns: matching responses to requests, and the kvlb-side request-id space. Must not: parse
+//! packets or choose backends.
+//!
+//! # Id space
+//! Memcached's UDP request id is 16 bits. kvlb widens its side of the space with several
+//! UDP source ports toward the backends: a request forwarded to a backend is identified by
+//! its [`Token`] = (source-port index, request id), and the backend's reply comes back to
+//! that port with that id. Tokens are slots of one preallocated table, so a lookup is an
+//! index, not a hash.
+//!
+//! # Never a wrong match
+//! A reply is matched only if its token names a live entry *and* it comes from the backend
+//! the entry was sent to. A token whose entry expired is quarantined for one more timeout
+//! before reuse, so a late reply to an expired request cannot match the next request that
+//! happens to get the same token. Freed tokens are reused oldest-first, which spreads reuse
+//! over the whole space. A full table refuses the insert; the caller counts the drop.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use crate::clock::Instant;
+
+/// The kvlb side of an outstanding request: which source port and request id it left with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Token {
+    /// Index into the configured source ports.
+    pub port_index: u16,
+    pub request_id: u16,
+}
+
+/// Why an insert was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    #[error("flow table full")]
+    Full,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    /// Bumped on every insert, so queued expiry records of earlier occupants are ignored.
+    generation: u32,
+    entry: Option<Live<T>>,
+}
+
+#[derive(Debug)]
+struct Live<T> {
+    backend: SocketAddrV4,
+    sent: Instant,
+    value: T,
+}
+
+/// The request table, generic over what the caller keeps per request.
+#[derive(Debug)]
+pub struct FlowTable<T> {
+    slots: Vec<Slot<T>>,
+    /// Tokens ready for reuse, oldest-freed first.
+    free: VecDeque<u32>,
+    /// (deadline, slot, generation) in insertion order: every entry lives for the same
+    /// `timeout`, so deadlines are already sorted.
+    expiry: VecDeque<(Instant, u32, u32)>,
+    /// Expired tokens waiting out their quarantine: (reusable at, slot).
+    quarantine: VecDeque<(Instant, u32)>,
+    timeout: Duration,
+    live: usize,
+    /// Number of source ports: slot `i` is token (port `i % ports`, id `i / ports`), so
+    /// consecutive slots alternate ports.
+    ports: u32,
+}
+
+impl<T> FlowTable<T> {
+    /// A table of `capacity` entries over `source_ports` ports (capacity is capped at
+    /// 65536 per port). Entries expire after `timeout`.
+    pub fn new(capacity: usize, source_ports: u16, timeout: Duration) -> FlowTable<T> {
+        let ports = u32::from(source_ports.max(1));
+        let capacity = capacity.clamp(1, (ports as usize) << 16);
+        let slots = (0..capacity)
+            .map(|_| Slot {
+                generation: 0,
+                entry: None,
+            })
+            .collect();
+        FlowTable {
+            ports,
+            slots,
+            free: (0..capacity as u32).collect(),
+            expiry: VecDeque::with_capacity(capacity),
+            quarantine: VecDeque::new(),
+            timeout,
+            live: 0,
+        }
+    }
+
+    /// Records a request sent to `backend` at `now`; returns the token it must carry.
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        backend: SocketAddrV4,
+        value: T,
+    ) -> Result<Token, FlowError> {
+        self.release_quarantine(now);
+        let slot_ix = self.free.pop_front().ok_or(FlowError::Full)?;
+        let slot = &mut self.slots[slot_ix as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.entry = Some(Live {
+            backend,
+            sent: now,
+            value,
+        });
+        self.expiry
+            .push_back((now + self.timeout, slot_ix, slot.generation));
+        self.live += 1;
+        Ok(self.token(slot_ix))
+    }
+
+    /// Borrows the entry for a reply from `backend` carrying `token`, if it matches.
+    pub fn get(&self, token: Token, backend: SocketAddrV4) -> Option<&T> {
+        let slot = self.slots.get(self.slot(token))?;
+        match &slot.entry {
+            Some(l) if l.backend == backend => Some(&l.value),
+            _ => None,
+        }
+    }
+
+    /// Mutably borrows a matching entry (see [`FlowTable::get`]).
+    pub fn get_mut(&mut self, token: Token, backend: SocketAddrV4) -> Option<&mut T> {
+        let ix = self.slot(token);
+        let slot = self.slots.get_mut(ix)?;
+        match &mut slot.entry {
+            Some(l) if l.backend == backend => Some(&mut l.value),
+            _ => None,
+        }
+    }
+
+    /// Removes and returns a matching entry with the time its request was sent. The token is
+    /// immediately reusable (its reply has arrived).
+    pub fn remove(&mut self, token: Token, backend: SocketAddrV4) -> Option<(Instant, T)> {
+        let slot_ix = self.slot(token);
+        let slot = self.slots.get_mut(slot_ix)?;
+        if !matches!(&slot.entry, Some(l) if l.backend == backend) {
+            return None;
+        }
+        let live = slot.entry.take()?;
+        self.live -= 1;
+        self.free.push_back(slot_ix as u32);
+        Some((live.sent, live.value))
+    }
+
+    /// Removes every entry whose deadline is ≤ `now`, handing each to `expired` with the
+    /// backend it was sent to. Their tokens are quarantined for one more timeout.
+    pub fn expire(&mut self, now: Instant, mut expired: impl FnMut(Token, SocketAddrV4, T)) {
+        while let Some(&(deadline, slot_ix, generation)) = self.expiry.front() {
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop_front();
+            let slot = &mut self.slots[slot_ix as usize];
+            if slot.generation != generation {
+                continue;
+            }
+            if let Some(live) = slot.entry.take() {
+                self.live -= 1;
+                self.quarantine.push_back((now + self.timeout, slot_ix));
+                let token = self.token(slot_ix);
+                expired(token, live.backend, live.value);
+            }
+        }
+        self.release_quarantine(now);
+        // Answered entries leave stale records behind; keep the queue bounded by dropping
+        // them from the front once they dominate.
+        if self.expiry.len() > 2 * self.slots.len().max(1024) {
+            let slots = &self.slots;
+            self.expiry.retain(|&(_, s, g)| {
+                slots[s as usize].generation == g && slots[s as usize].entry.is_some()
+            });
+        }
+    }
+
+    fn token(&self, slot: u32) -> Token {
+        Token {
+            port_index: (slot % self.ports) as u16,
+            request_id: (slot / self.ports) as u16,
+        }
+    }
+
+    fn slot(&self, token: Token) -> usize {
+        if u32::from(token.port_index) >= self.ports {
+            return usize::MAX; // out of range: no slot matches
+        }
+        (u32::from(token.request_id) * self.ports + u32::from(token.port_index)) as usize
+    }
+
+    fn release_quarantine(&mut self, now: Instant) {
+        while let Some(&(at, slot_ix)) = self.quarantine.front() {
+            if at > now {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.free.push_back(slot_ix);
+        }
+    }
+
+    /// The earliest deadline of a live entry, if any (for datapaths that sleep).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.expiry
+            .iter()
+            .find(|&&(_, s, g)| {
+                let slot = &self.slots[s as usize];
+                slot.generation == g && slot.entry.is_some()
+            })
+            .map(|&(d, _, _)| d)
+    }
+
+    /// Outstanding entries.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Tokens that can be handed out right now.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn b(n: u8) -> SocketAddrV4 {
+        SocketAddrV4::new([10, 0, 0, n].into(), 11211)
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_nanos(ms * 1_000_000)
+    }
+
+    #[test]
+    fn insert_match_remove() {
+        let mut f = FlowTable::new(4, 2, Duration::from_millis(100));
+        let a = f.insert(t(0), b(1), "a").unwrap();
+        let c = f.insert(t(0), b(2), "c").unwrap();
+        assert_ne!(a, c);
+        // Tokens alternate ports.
+        assert_ne!(a.port_index, c.port_index);
+        assert_eq!(f.get(a, b(1)), Some(&"a"));
+        assert_eq!(
+            f.get(a, b(2)),
+            None,
+            "reply from another backend must not match"
+        );
+        assert_eq!(f.remove(a, b(1)), Some((t(0), "a")));
+        assert_eq!(f.remove(a, b(1)), None);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn full_table_refuses() {
+        let mut f = FlowTable::new(2, 1, Duration::from_millis(100));
+        f.insert(t(0), b(1), 1).unwrap();
+        f.insert(t(0), b(1), 2).unwrap();
+        assert_eq!(f.insert(t(0), b(1), 3), Err(FlowError::Full));
+    }
+
+    #[test]
+    fn expired_tokens_are_quarantined() {
+        let mut f = FlowTable::new(1, 1, Duration::from_millis(100));
+        let a = f.insert(t(0), b(1), 1).unwrap();
+        let mut gone = vec![];
+        f.expire(t(100), |tok, be, v| gone.push((tok, be, v)));
+        assert_eq!(gone, vec![(a, b(1), 1)]);
+        assert_eq!(f.get(a, b(1)), None);
+        // The only token is in quarantine: the table is full until it is released.
+        assert_eq!(f.insert(t(150), b(1), 2), Err(FlowError::Full));
+        let a2 = f.insert(t(200), b(1), 2).unwrap();
+        assert_eq!(a, a2);
+        assert_eq!(f.get(a2, b(1)), Some(&2));
+    }
+
+    #[test]
+    fn answered_entries_do_not_expire_later_occupants() {
+        let mut f = FlowTable::new(1, 1, Duration::from_millis(100));
+        let a = f.insert(t(0), b(1), 1).unwrap();
+        f.remove(a, b(1)).unwrap();
+        let a2 = f.insert(t(90), b(1), 2).unwrap();
+        assert_eq!(a, a2);
+        // The first occupant's deadline (100ms) passes; the second (190ms) must survive.
+        f.expire(t(120), |_, _, _| panic!("nothing is due"));
+        assert_eq!(f.get(a2, b(1)), Some(&2));
+        assert_eq!(f.next_deadline(), Some(t(190)));
+    }
+
+    proptest! {
+        /// Against a model: a reply matches iff its request is live, from the right backend,
+        /// and never after expiry; counts stay consistent.
+        #[test]
+        fn model(ops in proptest::collection::vec((0u8..4, 0u8..3, 0u16..40), 1..300)) {
+            let timeout = Duration::from_millis(10);
+            let mut f = FlowTable::new(8, 2, timeout);
+            let mut model: std::collections::HashMap<Token, (SocketAddrV4, Instant, u32)> = Default::default();
+            let mut now = t(0);
+            let mut next = 0u32;
+            for (op, be, dt) in ops {
+                now = now + Duration::from_micros(u64::from(dt) * 100);
+                match op {
+                    0 | 1 => match f.insert(now, b(be), next) {
+                        Ok(tok) => {
+                            prop_assert!(!model.contains_key(&tok));
+                            model.insert(tok, (b(be), now, next));
+                            next += 1;
+                        }
+                        Err(FlowError::Full) => prop_assert!(f.len() + f.available() <= 8),
+                    },
+                    2 => {
+                        // A reply for some live token, possibly from the wrong backend.
+                        if let Some((&tok, &(bk, sent, v))) = model.iter().next() {
+                            let from = b(be);
+                            let got = f.remove(tok, from);
+                            if from == bk {
+                                prop_assert_eq!(got, Some((sent, v)));
+                                model.remove(&tok);
+                            } else {
+                                prop_assert_eq!(got, None);
+                            }
+                        }
+                    }
+                    _ => {
+                        let mut expired = vec![];
+                        f.expire(now, |tok, bk, v| expired.push((tok, bk, v)));
+                        for (tok, bk, v) in expired {
+                            let (mb, sent, mv) = model.remove(&tok).expect("expired a live entry");
+                            prop_assert_eq!((mb, mv), (bk, v));
+                            prop_assert!(sent + timeout <= now);
+                        }
+                        for (_, &(_, sent, _)) in model.iter() {
+                            prop_assert!(sent + timeout > now, "overdue entry survived expire");
+                        }
+                    }
+                }
+                prop_assert_eq!(f.len(), model.len());
+            }
+        }
+    }
+}

@@ -6,6 +6,10 @@
 //! (replica writes, probes, ARP) in an outbox the datapath drains.
 #![forbid(unsafe_code)]
 
+pub mod guard;
+pub mod hot;
+pub mod neighbors;
+
 use std::fmt;
 
 use crate::clock::Instant;

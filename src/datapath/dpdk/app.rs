@@ -6,10 +6,12 @@
 //! order given; frames are handled in arrival order; per port, transmitted frames keep the
 //! order in which they were queued, and everything queued in one poll round is sent before
 //! the next round. With [`ClockSource::RxTimestamp`] the pipeline's clock is the frames'
-//! capture time: before each frame `on_tick(frame time)` runs, then `process_frame`, and
-//! emitted frames are drained after each of those calls. No wall-clock time enters the
-//! pipeline, so a pcap gives the same decisions on every run and every datapath that follows
-//! the same rule.
+//! capture time and timers follow the replay datapath's rule
+//! ([`crate::datapath::replay`]): before each frame, `on_tick` runs at every tick interval
+//! of capture time since the previous tick (at most 10 000 in a row, then once at the frame's
+//! time); then `process_frame`; emitted frames are drained after each call. No wall-clock
+//! time enters the pipeline, so a pcap gives the same decisions on every run, and the same
+//! as the replay datapath.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +45,8 @@ pub struct DpdkOptions {
     /// pipeline's idleness is not waited for).
     pub exit_when_idle: bool,
     pub idle_grace: Duration,
-    /// How often `on_tick` runs with [`ClockSource::Tsc`].
+    /// How often `on_tick` runs (real time with [`ClockSource::Tsc`], capture time with
+    /// [`ClockSource::RxTimestamp`]).
     pub tick_interval: Duration,
     /// Period of the report callback (zero: only at the end).
     pub stats_interval: Duration,
@@ -57,7 +60,7 @@ impl Default for DpdkOptions {
             pass_port: None,
             exit_when_idle: false,
             idle_grace: Duration::from_millis(200),
-            tick_interval: Duration::from_millis(1),
+            tick_interval: crate::datapath::replay::TICK,
             stats_interval: Duration::from_secs(1),
         }
     }
@@ -104,6 +107,9 @@ pub struct DpdkDatapath<'p, P> {
     next_tick: Instant,
     /// The receive time of the latest frame ([`ClockSource::RxTimestamp`]).
     frame_time: Instant,
+    /// The next tick in capture time ([`ClockSource::RxTimestamp`]); none before the first
+    /// frame.
+    next_capture_tick: Option<Instant>,
     panic_logged: bool,
 }
 
@@ -142,6 +148,7 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             counters: DatapathCounters::default(),
             next_tick: Instant::ZERO,
             frame_time: Instant::ZERO,
+            next_capture_tick: None,
             panic_logged: false,
         }
     }
@@ -217,22 +224,24 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
 
     fn handle(&mut self, in_port: PortId, mut m: Mbuf, loop_now: Instant) {
         self.counters.rx += 1;
-        if !m.is_contiguous() {
-            // The core sees frames as one slice; a frame this large is not memcached UDP
-            // kvlb could handle anyway.
-            self.counters.multi_segment += 1;
-            return;
-        }
         let now = match self.opts.clock {
             ClockSource::Tsc => loop_now,
             ClockSource::RxTimestamp => {
+                // net_pcap reports microseconds; a frame without a timestamp keeps the
+                // previous frame's time.
                 if let Some(us) = m.rx_timestamp() {
                     self.frame_time = Instant::from_nanos(us.saturating_mul(1000));
                 }
-                self.tick(self.frame_time);
+                self.tick_capture_time(self.frame_time);
                 self.frame_time
             }
         };
+        if !m.is_contiguous() {
+            // The core sees frames as one slice; a frame larger than one mbuf is not
+            // memcached UDP kvlb could handle anyway.
+            self.counters.multi_segment += 1;
+            return;
+        }
         let pipeline = &mut *self.pipeline;
         let verdict = catch_unwind(AssertUnwindSafe(|| {
             pipeline.process_frame(now, in_port, &mut *m)
@@ -252,6 +261,23 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             Err(_) => self.panicked(),
         }
         self.drain_emitted();
+    }
+
+    /// Runs the timers due up to `now` in capture time, as the replay datapath does.
+    fn tick_capture_time(&mut self, now: Instant) {
+        let interval = self.opts.tick_interval;
+        let mut t = self.next_capture_tick.unwrap_or(now);
+        let mut ticks = 0;
+        while t <= now && ticks < 10_000 {
+            self.tick(t);
+            t = t + interval;
+            ticks += 1;
+        }
+        if t <= now {
+            self.tick(now);
+            t = now + interval;
+        }
+        self.next_capture_tick = Some(t);
     }
 
     fn tick(&mut self, now: Instant) {

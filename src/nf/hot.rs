@@ -1,0 +1,530 @@
+//! Replication state of hot keys: which servers may serve a read of a hot key right now.
+//!
+//! # The rules (why reads are never stale)
+//! Each hot key has a *write sequence* bumped by every write kvlb forwards for it, and a
+//! server list: the primary (the key's ketama server, the source of truth) and up to R
+//! replicas (the next distinct servers on the continuum).
+//! - A replica is **ready** iff it acknowledged (`STORED`) a write that carried the key's
+//!   latest write sequence. Only the primary and ready replicas are read.
+//! - A new hot period starts with no replica ready: kvlb first fetches the value from the
+//!   primary, then writes it to the replicas, and a replica becomes ready on its ack only if
+//!   no write to the key happened since the fetch was sent.
+//! - A client `set` of a hot key goes to the primary and, as a copy, to every replica that
+//!   has no write of this key in flight. At most one write per (key, replica) is in flight,
+//!   so two writes can never be reordered on the way to one replica; a replica skipped for
+//!   that reason is simply not ready until it is replicated again. Every other write
+//!   (add, cas, append, delete, incr, touch, ...) goes to the primary only and leaves every
+//!   replica not ready.
+//! - A fetch is sent only when no client write of the key is in flight to the primary (and
+//!   a `noreply` write, which is never answered, has had `settle` time to land), so the
+//!   fetch cannot overtake a write and read the value from before it.
+//! - When the ring changes (a server goes down or comes back), a hot key whose primary
+//!   changes to a server that is not a ready replica is **fenced**: that server may hold an
+//!   old copy, so kvlb deletes the key there and answers reads itself with a miss until
+//!   the delete is acknowledged. A miss is never stale.
+//!
+//! Owns: the per-key bookkeeping above. Must not: send anything (it returns plans; the core
+//! emits frames) or read clocks.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::backend::BackendId;
+use crate::clock::Instant;
+
+/// One server of a hot key's set, with its replication state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Replica {
+    backend: BackendId,
+    /// The write sequence this replica is known to hold.
+    holds: Option<u64>,
+    /// A write of this key to this replica is in flight.
+    in_flight: bool,
+}
+
+/// A hot key's replication state.
+#[derive(Clone, Debug)]
+pub struct HotKey {
+    primary: BackendId,
+    replicas: Vec<Replica>,
+    write_seq: u64,
+    /// A replication fetch from the primary is in flight, taken at this write sequence.
+    fetching: Option<u64>,
+    last_fetch: Option<Instant>,
+    /// Client writes forwarded to the primary and not yet answered.
+    primary_pending: u32,
+    /// Last `noreply` write forwarded (it is never answered).
+    last_unacked_write: Option<Instant>,
+    /// Reads are answered with a miss until the new primary confirms the key is gone.
+    fenced: bool,
+}
+
+impl HotKey {
+    pub fn primary(&self) -> BackendId {
+        self.primary
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Servers that may serve a read now: the primary, then ready replicas.
+    pub fn readable(&self) -> impl Iterator<Item = BackendId> + '_ {
+        std::iter::once(self.primary).chain(
+            self.replicas
+                .iter()
+                .filter(|r| r.holds == Some(self.write_seq))
+                .map(|r| r.backend),
+        )
+    }
+
+    /// Number of ready replicas.
+    pub fn ready_replicas(&self) -> usize {
+        self.readable().count() - 1
+    }
+
+    pub fn write_seq(&self) -> u64 {
+        self.write_seq
+    }
+}
+
+/// What the core must send for a client write of a hot key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WritePlan {
+    /// The write sequence the copies carry (hand it back in [`HotKeys::replica_acked`]).
+    pub seq: u64,
+    /// Replicas to send a copy of the write to.
+    pub copies: Vec<BackendId>,
+}
+
+/// The hot keys currently under replication.
+#[derive(Debug)]
+pub struct HotKeys {
+    keys: HashMap<Box<[u8]>, HotKey>,
+    refetch_after: Duration,
+    settle: Duration,
+}
+
+impl HotKeys {
+    /// `refetch_after` rate-limits replication fetches per key; `settle` is how long after
+    /// an unanswered (`noreply`) write a fetch may be sent.
+    pub fn new(refetch_after: Duration, settle: Duration) -> HotKeys {
+        HotKeys {
+            keys: HashMap::new(),
+            refetch_after,
+            settle,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&HotKey> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        self.keys.get(key)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.keys().map(|k| &**k)
+    }
+
+    /// Starts a hot period for `key` on `servers` (primary first). No replica is ready.
+    /// Returns false if the key was already hot.
+    pub fn make_hot(&mut self, key: &[u8], servers: &[BackendId]) -> bool {
+        if self.keys.contains_key(key) || servers.is_empty() {
+            return false;
+        }
+        self.keys.insert(
+            key.into(),
+            HotKey {
+                primary: servers[0],
+                replicas: servers[1..]
+                    .iter()
+                    .map(|&backend| Replica {
+                        backend,
+                        holds: None,
+                        in_flight: false,
+                    })
+                    .collect(),
+                write_seq: 0,
+                fetching: None,
+                last_fetch: None,
+                primary_pending: 0,
+                last_unacked_write: None,
+                fenced: false,
+            },
+        );
+        true
+    }
+
+    /// Ends the hot period; returns the replicas that may hold a copy (to clean up).
+    pub fn cool(&mut self, key: &[u8]) -> Option<Vec<BackendId>> {
+        self.keys
+            .remove(key)
+            .map(|h| h.replicas.iter().map(|r| r.backend).collect())
+    }
+
+    /// A client write of `key` is being forwarded to the primary at `now`. `broadcast` is
+    /// true for a plain `set` (copied to replicas); other writes only invalidate the
+    /// replicas. `answered`: the primary will reply (not `noreply`); then the core must call
+    /// [`HotKeys::primary_write_done`] when the reply arrives or the request expires.
+    pub fn on_write(
+        &mut self,
+        key: &[u8],
+        broadcast: bool,
+        answered: bool,
+        now: Instant,
+    ) -> Option<WritePlan> {
+        let h = self.keys.get_mut(key)?;
+        h.write_seq += 1;
+        if answered {
+            h.primary_pending += 1;
+        } else {
+            h.last_unacked_write = Some(now);
+        }
+        let seq = h.write_seq;
+        let mut copies = Vec::new();
+        if broadcast {
+            for r in &mut h.replicas {
+                if !r.in_flight {
+                    r.in_flight = true;
+                    copies.push(r.backend);
+                }
+            }
+        }
+        Some(WritePlan { seq, copies })
+    }
+
+    /// The primary answered (or never will: expired) a write announced with `answered`.
+    pub fn primary_write_done(&mut self, key: &[u8]) {
+        if let Some(h) = self.keys.get_mut(key) {
+            h.primary_pending = h.primary_pending.saturating_sub(1);
+        }
+    }
+
+    /// A replica answered a write of `key` sent with sequence `seq` (`stored`: it said
+    /// STORED). Also call it with `stored = false` when that write timed out.
+    pub fn replica_acked(&mut self, key: &[u8], replica: BackendId, seq: u64, stored: bool) {
+        let Some(h) = self.keys.get_mut(key) else {
+            return;
+        };
+        let current = h.write_seq;
+        if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == replica) {
+            r.in_flight = false;
+            if stored && seq == current {
+                r.holds = Some(seq);
+            }
+        }
+    }
+
+    /// Whether `key` should be (re)replicated now: some replica is neither ready nor busy,
+    /// no fetch is in flight, and the last fetch is old enough. `up` says which backends are
+    /// up (replicas on down servers are skipped).
+    pub fn wants_fetch(&self, key: &[u8], now: Instant, up: &dyn Fn(BackendId) -> bool) -> bool {
+        let Some(h) = self.keys.get(key) else {
+            return false;
+        };
+        if h.fetching.is_some() || h.fenced || h.primary_pending > 0 || !up(h.primary) {
+            return false;
+        }
+        if let Some(w) = h.last_unacked_write {
+            if now.saturating_duration_since(w) < self.settle {
+                return false;
+            }
+        }
+        if let Some(last) = h.last_fetch {
+            if now.saturating_duration_since(last) < self.refetch_after {
+                return false;
+            }
+        }
+        h.replicas
+            .iter()
+            .any(|r| r.holds != Some(h.write_seq) && !r.in_flight && up(r.backend))
+    }
+
+    /// Records a replication fetch sent to the primary; returns the sequence it is taken at.
+    pub fn fetch_sent(&mut self, key: &[u8], now: Instant) -> Option<u64> {
+        let h = self.keys.get_mut(key)?;
+        h.fetching = Some(h.write_seq);
+        h.last_fetch = Some(now);
+        Some(h.write_seq)
+    }
+
+    /// The primary answered the fetch taken at `seq` with a value (`found`), or not. Returns
+    /// the replicas to write the value to (marked in flight), or nothing if a write happened
+    /// since the fetch (the value may be old) or the key had no value.
+    pub fn fetched(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        found: bool,
+        up: &dyn Fn(BackendId) -> bool,
+    ) -> Vec<BackendId> {
+        let Some(h) = self.keys.get_mut(key) else {
+            return Vec::new();
+        };
+        if h.fetching != Some(seq) {
+            return Vec::new();
+        }
+        h.fetching = None;
+        if !found || seq != h.write_seq {
+            return Vec::new();
+        }
+        let mut targets = Vec::new();
+        for r in &mut h.replicas {
+            if r.holds != Some(seq) && !r.in_flight && up(r.backend) {
+                r.in_flight = true;
+                targets.push(r.backend);
+            }
+        }
+        targets
+    }
+
+    /// The fetch taken at `seq` got no answer.
+    pub fn fetch_failed(&mut self, key: &[u8], seq: u64) {
+        if let Some(h) = self.keys.get_mut(key) {
+            if h.fetching == Some(seq) {
+                h.fetching = None;
+            }
+        }
+    }
+
+    /// The ring changed: `servers_of(key)` gives each hot key's new server list (primary
+    /// first). Replicas that stay keep their state; a new primary that was not a ready
+    /// replica fences the key. Returns the keys fenced (the core deletes them on their new
+    /// primary and calls [`HotKeys::unfence`] on the ack).
+    pub fn reassign(
+        &mut self,
+        mut servers_of: impl FnMut(&[u8]) -> Vec<BackendId>,
+    ) -> Vec<(Box<[u8]>, BackendId)> {
+        let mut fenced = Vec::new();
+        for (key, h) in self.keys.iter_mut() {
+            let servers = servers_of(key);
+            let Some((&primary, rest)) = servers.split_first() else {
+                continue;
+            };
+            if primary != h.primary {
+                let was_ready = h
+                    .replicas
+                    .iter()
+                    .any(|r| r.backend == primary && r.holds == Some(h.write_seq));
+                if !was_ready {
+                    h.fenced = true;
+                    fenced.push((key.clone(), primary));
+                }
+                h.primary = primary;
+                // Start over: the old primary's knowledge of the latest value is gone.
+                h.fetching = None;
+            }
+            let old = std::mem::take(&mut h.replicas);
+            h.replicas = rest
+                .iter()
+                .map(|&b| {
+                    old.iter()
+                        .find(|r| r.backend == b)
+                        .cloned()
+                        .unwrap_or(Replica {
+                            backend: b,
+                            holds: None,
+                            in_flight: false,
+                        })
+                })
+                .collect();
+        }
+        fenced
+    }
+
+    /// The fencing delete of `key` on its new primary was answered.
+    pub fn unfence(&mut self, key: &[u8]) {
+        if let Some(h) = self.keys.get_mut(key) {
+            h.fenced = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const K: &[u8] = b"hot";
+
+    fn all_up(_: BackendId) -> bool {
+        true
+    }
+
+    fn readable(h: &HotKeys) -> Vec<BackendId> {
+        h.get(K).unwrap().readable().collect()
+    }
+
+    #[test]
+    fn replicas_become_readable_only_after_acking_the_latest_value() {
+        let mut h = HotKeys::new(Duration::from_millis(100), Duration::ZERO);
+        assert!(h.make_hot(K, &[0, 1, 2]));
+        assert_eq!(readable(&h), vec![0]);
+        let now = Instant::from_nanos(1);
+        assert!(h.wants_fetch(K, now, &all_up));
+        let seq = h.fetch_sent(K, now).unwrap();
+        assert!(!h.wants_fetch(K, now, &all_up), "one fetch at a time");
+        assert_eq!(h.fetched(K, seq, true, &all_up), vec![1, 2]);
+        h.replica_acked(K, 1, seq, true);
+        assert_eq!(readable(&h), vec![0, 1]);
+        h.replica_acked(K, 2, seq, false);
+        assert_eq!(
+            readable(&h),
+            vec![0, 1],
+            "a failed write does not make a replica ready"
+        );
+
+        // A client set: copies to every replica not busy; nobody is ready until acked.
+        let plan = h.on_write(K, true, false, Instant::ZERO).unwrap();
+        assert_eq!(plan.copies, vec![1, 2]);
+        assert_eq!(readable(&h), vec![0]);
+        // A second set while the copies are in flight: no copies (no reordering possible).
+        let plan2 = h.on_write(K, true, false, Instant::ZERO).unwrap();
+        assert!(plan2.copies.is_empty());
+        // The first copies' acks arrive: they carry an old sequence, so nobody is ready.
+        h.replica_acked(K, 1, plan.seq, true);
+        h.replica_acked(K, 2, plan.seq, true);
+        assert_eq!(readable(&h), vec![0]);
+        // Non-broadcast writes never copy.
+        assert!(h
+            .on_write(K, false, false, Instant::ZERO)
+            .unwrap()
+            .copies
+            .is_empty());
+    }
+
+    #[test]
+    fn a_write_during_a_fetch_voids_it() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+        h.make_hot(K, &[0, 1]);
+        let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
+        h.on_write(K, false, false, Instant::ZERO);
+        assert!(h.fetched(K, seq, true, &all_up).is_empty());
+        assert!(h.wants_fetch(K, Instant::ZERO, &all_up));
+    }
+
+    #[test]
+    fn no_fetch_while_a_write_to_the_primary_is_in_flight() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::from_millis(50));
+        h.make_hot(K, &[0, 1]);
+        let t = |ms: u64| Instant::from_nanos(ms * 1_000_000);
+        h.on_write(K, false, true, t(0));
+        assert!(!h.wants_fetch(K, t(1000), &all_up));
+        h.primary_write_done(K);
+        assert!(h.wants_fetch(K, t(1000), &all_up));
+        h.on_write(K, false, false, t(1000));
+        assert!(
+            !h.wants_fetch(K, t(1020), &all_up),
+            "noreply write still settling"
+        );
+        assert!(h.wants_fetch(K, t(1050), &all_up));
+        // Replicas on down servers are not fetched for.
+        assert!(!h.wants_fetch(K, t(1050), &|b| b == 0));
+    }
+
+    #[test]
+    fn failover_fences_a_primary_that_was_not_ready() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+        h.make_hot(K, &[0, 1, 2]);
+        let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
+        h.fetched(K, seq, true, &all_up);
+        h.replica_acked(K, 1, seq, true);
+        // Server 0 dies; 1 (ready) becomes primary: no fence.
+        assert!(h.reassign(|_| vec![1, 2, 3]).is_empty());
+        assert_eq!(readable(&h), vec![1]);
+        // Server 1 dies too; 2 (not ready) becomes primary: fenced.
+        let f = h.reassign(|_| vec![2, 3]);
+        assert_eq!(f, vec![(Box::from(K), 2)]);
+        assert!(h.get(K).unwrap().is_fenced());
+        h.unfence(K);
+        assert!(!h.get(K).unwrap().is_fenced());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Client set (broadcast) or other write.
+        Write(bool),
+        Fetch,
+        /// Deliver the oldest in-flight message of this kind.
+        FetchReply(bool),
+        Ack(usize, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<bool>().prop_map(Op::Write),
+            Just(Op::Fetch),
+            any::<bool>().prop_map(Op::FetchReply),
+            (0usize..8, any::<bool>()).prop_map(|(i, s)| Op::Ack(i, s)),
+        ]
+    }
+
+    proptest! {
+        /// Simulates servers holding versions: whatever the interleaving, every readable
+        /// server holds the latest written version.
+        #[test]
+        fn readable_servers_hold_the_latest_value(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+            h.make_hot(K, &[0, 1, 2]);
+            // Version held by each server; the primary applies writes at once (it is the
+            // truth); writes to replicas are messages delivered in any order across
+            // replicas, but per replica in send order.
+            let mut held = [0u64; 3];
+            let mut latest = 0u64;
+            let mut in_flight: Vec<(BackendId, u64, u64)> = vec![]; // (replica, version, seq)
+            let mut fetch: Option<(u64, u64)> = None; // (seq, version read)
+            for o in ops {
+                match o {
+                    Op::Write(broadcast) => {
+                        latest += 1;
+                        held[0] = latest;
+                        let plan = h.on_write(K, broadcast, false, Instant::ZERO).unwrap();
+                        for r in plan.copies {
+                            in_flight.push((r, latest, plan.seq));
+                        }
+                    }
+                    Op::Fetch => {
+                        if h.wants_fetch(K, Instant::ZERO, &all_up) {
+                            let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
+                            fetch = Some((seq, held[0]));
+                        }
+                    }
+                    Op::FetchReply(found) => {
+                        if let Some((seq, version)) = fetch.take() {
+                            for r in h.fetched(K, seq, found, &all_up) {
+                                in_flight.push((r, version, seq));
+                            }
+                        }
+                    }
+                    Op::Ack(i, stored) => {
+                        if !in_flight.is_empty() {
+                            let (r, version, seq) = in_flight.remove(i % in_flight.len());
+                            if stored {
+                                held[r] = version;
+                            }
+                            h.replica_acked(K, r, seq, stored);
+                        }
+                    }
+                }
+                for s in h.get(K).unwrap().readable() {
+                    prop_assert_eq!(held[s], latest, "server {} is readable but stale", s);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Memcached over UDP frames: the request in a datagram, cache-hit replies written into
+//! the request's own buffer, and whole request frames (replica writes, probes).
+
+use super::request::Request;
+use super::response::{Response, Value};
+use super::text::{CountSink, SliceSink};
+use super::Error;
+use crate::wire::{self, ipv4, mc_header, udp, FrameBuf, McHeader, UdpEndpoints, UdpFrame};
+
+/// Most message bytes memcached puts in one reply datagram (`UDP_DATA_SIZE`: 1400-byte
+/// datagrams minus the 8-byte frame header). Longer replies span several datagrams.
+pub const UDP_DATA_SIZE: usize = 1392;
+
+/// Parses a request datagram's UDP payload: the frame header, then exactly one request.
+///
+/// [`Error::TruncatedFrameHeader`] under 8 bytes, [`Error::SplitRequest`] when the
+/// datagram count is not 1 (memcached drops those), then [`Request::parse`]'s errors.
+#[inline]
+pub fn parse_datagram(payload: &[u8]) -> Result<(McHeader, Request<'_>), Error> {
+    let header = McHeader::parse(payload).map_err(|_| Error::TruncatedFrameHeader)?;
+    if !header.is_single_datagram() {
+        return Err(Error::SplitRequest);
+    }
+    let request = Request::parse(&payload[mc_header::HEADER_LEN..])?;
+    Ok((header, request))
+}
+
+/// Turns the request frame in `frame` (classified as `request`) into memcached's reply
+/// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n` for `value`, in place: the
+/// same bytes memcached 1.6 sends for that item over UDP (frame header: the request's id,
+/// sequence 0, count 1, reserved 0).
+///
+/// See [`write_reply`] for the frame and the errors.
+#[inline]
+pub fn write_hit_reply<F: FrameBuf + ?Sized>(
+    frame: &mut F,
+    request: &UdpFrame,
+    value: &Value<'_>,
+) -> Result<UdpFrame, Error> {
+    write_reply(frame, request, &[Response::Value(*value), Response::End])
+}
+
+/// Turns the request frame in `frame` (classified as `request`) into a reply carrying
+/// `items` as one single-datagram memcached message, in place, and returns the reply's
+/// layout.
+///
+/// The reply goes back the way the request came: MACs, IPs and ports swapped, VLAN tags
+/// kept, a fresh 20-byte IPv4 header (request options dropped, TTL 64, DF set, the
+/// request's TOS and id) and a UDP checksum; the frame grows or shrinks with
+/// [`FrameBuf::set_len`] (zero-padded to 60 bytes).
+///
+/// Errors leave the frame unchanged: [`Error::TruncatedFrameHeader`] if the request has no
+/// frame header, [`Error::ReplyTooLarge`] if the message exceeds [`UDP_DATA_SIZE`]
+/// (memcached would split it over several datagrams), [`Error::NoRoom`] if the buffer
+/// cannot grow that far, [`Error::Wire`] if `frame` is shorter than `request` says.
+pub fn write_reply<F: FrameBuf + ?Sized>(
+    frame: &mut F,
+    request: &UdpFrame,
+    items: &[Response<'_>],
+) -> Result<UdpFrame, Error> {
+    let ip_at = usize::from(request.ip_offset);
+    let (request_id, tos, ident) = {
+        let bytes = frame.bytes();
+        if bytes.len() < request.ip_end() {
+            return Err(Error::Wire(wire::Error::Truncated));
+        }
+        let header =
+            McHeader::parse(request.payload(bytes)).map_err(|_| Error::TruncatedFrameHeader)?;
+        let ip = ipv4::Packet::new_unchecked(&bytes[ip_at..]);
+        (header.request_id, ip.dscp_ecn(), ip.ident())
+    };
+    let mut count = CountSink::default();
+    for item in items {
+        item.emit_to(&mut count);
+    }
+    let msg_len = count.0;
+    if msg_len > UDP_DATA_SIZE {
+        return Err(Error::ReplyTooLarge);
+    }
+    let udp_at = ip_at + ipv4::HEADER_LEN;
+    let payload_at = udp_at + udp::HEADER_LEN;
+    let msg_at = payload_at + mc_header::HEADER_LEN;
+    let end = msg_at + msg_len;
+    let frame_len = end.max(wire::MIN_FRAME_LEN);
+    frame.set_len(frame_len).map_err(|_| Error::NoRoom)?;
+    let buf = frame.bytes_mut();
+    if buf.len() < frame_len {
+        // A FrameBuf that reports success without the room: refuse to go on.
+        return Err(Error::NoRoom);
+    }
+
+    // Ethernet: back to the sender; VLAN tags stay where they are.
+    buf[0..6].copy_from_slice(&request.eth.src);
+    buf[6..12].copy_from_slice(&request.eth.dst);
+
+    // The message first, while nothing else depends on it.
+    let mut sink = SliceSink::new(&mut buf[msg_at..end]);
+    for item in items {
+        item.emit_to(&mut sink);
+    }
+    sink.finish()?;
+    buf[end..frame_len].fill(0);
+    McHeader::single(request_id)
+        .emit(&mut buf[payload_at..])
+        .map_err(Error::Wire)?;
+
+    let udp_len = (udp::HEADER_LEN + mc_header::HEADER_LEN + msg_len) as u16;
+    let ip_total = ipv4::HEADER_LEN as u16 + udp_len;
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut buf[ip_at..udp_at]);
+        ip.set_version_and_header_len(ipv4::HEADER_LEN as u8);
+        ip.set_dscp_ecn(tos);
+        ip.set_total_len(ip_total);
+        ip.set_ident(ident);
+        ip.set_unfragmented(true);
+        ip.set_ttl(ipv4::DEFAULT_TTL);
+        ip.set_protocol(wire::IpProtocol::Udp);
+        ip.set_src_addr(request.dst_ip);
+        ip.set_dst_addr(request.src_ip);
+        ip.fill_checksum();
+    }
+    {
+        let mut u = udp::Packet::new_unchecked(&mut buf[udp_at..end]);
+        u.set_src_port(request.dst_port);
+        u.set_dst_port(request.src_port);
+        u.set_len(udp_len);
+        u.fill_checksum(request.dst_ip, request.src_ip);
+    }
+    Ok(UdpFrame {
+        eth: wire::EthernetRepr {
+            src: request.eth.dst,
+            dst: request.eth.src,
+            ..request.eth
+        },
+        src_ip: request.dst_ip,
+        dst_ip: request.src_ip,
+        src_port: request.dst_port,
+        dst_port: request.src_port,
+        ttl: ipv4::DEFAULT_TTL,
+        ip_offset: request.ip_offset,
+        udp_offset: udp_at as u16,
+        payload_offset: payload_at as u16,
+        payload_len: (mc_header::HEADER_LEN + msg_len) as u16,
+        udp_checksum: true,
+    })
+}
+
+/// Emits a whole frame (Ethernet, IPv4, UDP, frame header with `request_id`, sequence 0,
+/// count 1) carrying `request` into `buf`; returns the frame length.
+///
+/// Use it for replica writes (`Request::Storage(Storage::set(..))`) and probes
+/// ([`emit_version_probe`]). [`Error::NoRoom`] if `buf` is too small, [`Error::Wire`] if
+/// the request does not fit one IPv4 datagram.
+pub fn emit_request_frame(
+    buf: &mut [u8],
+    endpoints: &UdpEndpoints,
+    ip_ident: u16,
+    request_id: u16,
+    request: &Request<'_>,
+) -> Result<usize, Error> {
+    emit_message_frame(
+        buf,
+        endpoints,
+        ip_ident,
+        McHeader::single(request_id),
+        |s| request.emit_to(s),
+    )
+}
+
+/// Emits a `version\r\n` request frame: kvlb's health probe.
+pub fn emit_version_probe(
+    buf: &mut [u8],
+    endpoints: &UdpEndpoints,
+    ip_ident: u16,
+    request_id: u16,
+) -> Result<usize, Error> {
+    emit_request_frame(buf, endpoints, ip_ident, request_id, &Request::Version)
+}
+
+/// Emits a whole frame carrying response `items` as one message with `header` (tests,
+/// socket-side tools and replies kvlb originates).
+pub fn emit_response_frame(
+    buf: &mut [u8],
+    endpoints: &UdpEndpoints,
+    ip_ident: u16,
+    header: McHeader,
+    items: &[Response<'_>],
+) -> Result<usize, Error> {
+    emit_message_frame(buf, endpoints, ip_ident, header, |s| {
+        for item in items {
+            item.emit_to(s);
+        }
+    })
+}
+
+/// [`emit_request_frame`] into a `Vec` (the core's outbox), replacing its contents.
+pub fn emit_request_frame_vec(
+    out: &mut Vec<u8>,
+    endpoints: &UdpEndpoints,
+    ip_ident: u16,
+    request_id: u16,
+    request: &Request<'_>,
+) -> Result<(), Error> {
+    let len = (endpoints.headers_len() + mc_header::HEADER_LEN + request.buffer_len())
+        .max(wire::MIN_FRAME_LEN);
+    out.clear();
+    out.resize(len, 0);
+    let n = emit_request_frame(out, endpoints, ip_ident, request_id, request)?;
+    out.truncate(n);
+    Ok(())
+}
+
+fn emit_message_frame(
+    buf: &mut [u8],
+    endpoints: &UdpEndpoints,
+    ip_ident: u16,
+    header: McHeader,
+    write: impl Fn(&mut SliceSink<'_>),
+) -> Result<usize, Error> {
+    let at = endpoints.headers_len();
+    let msg_at = at + mc_header::HEADER_LEN;
+    let Some(msg_buf) = buf.get_mut(msg_at..) else {
+        return Err(Error::NoRoom);
+    };
+    let mut sink = SliceSink::new(msg_buf);
+    write(&mut sink);
+    let msg_len = sink.finish()?;
+    header.emit(&mut buf[at..]).map_err(Error::Wire)?;
+    endpoints
+        .emit_headers(buf, mc_header::HEADER_LEN + msg_len, ip_ident)
+        .map_err(|e| match e {
+            wire::Error::Truncated => Error::NoRoom,
+            e => Error::Wire(e),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ResponseReader, Storage};
+    use crate::wire::{classify, Classified, VlanTag};
+    use std::net::Ipv4Addr;
+
+    fn client() -> UdpEndpoints {
+        UdpEndpoints {
+            src_mac: [2, 0, 0, 0, 0, 0x0c],
+            dst_mac: [2, 0, 0, 0, 0, 0x1b],
+            vlan: None,
+            inner_vlan: None,
+            src_ip: Ipv4Addr::new(10, 0, 0, 7),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 1),
+            src_port: 50123,
+            dst_port: 11211,
+            ttl: 64,
+        }
+    }
+
+    fn udp(frame: &[u8]) -> UdpFrame {
+        match classify(frame) {
+            Ok(Classified::Udp(u)) => u,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request_frame(ep: &UdpEndpoints, rid: u16, req: &Request<'_>) -> Vec<u8> {
+        let mut v = Vec::new();
+        emit_request_frame_vec(&mut v, ep, 1, rid, req).unwrap();
+        v
+    }
+
+    #[test]
+    fn request_frames_roundtrip() {
+        let ep = client();
+        let set = Request::Storage(Storage::set(b"foo", 7, 300, b"hello", true));
+        let f = request_frame(&ep, 0x0101, &set);
+        let u = udp(&f);
+        assert_eq!(u.endpoints(), ep);
+        let (h, req) = parse_datagram(u.payload(&f)).unwrap();
+        assert_eq!(h, McHeader::single(0x0101));
+        assert_eq!(req, set);
+        let mut buf = [0u8; 128];
+        let n = emit_version_probe(&mut buf, &ep, 2, 9).unwrap();
+        let u = udp(&buf[..n]);
+        assert_eq!(
+            parse_datagram(u.payload(&buf[..n])).unwrap().1,
+            Request::Version
+        );
+        assert_eq!(
+            emit_version_probe(&mut buf[..50], &ep, 2, 9),
+            Err(Error::NoRoom)
+        );
+    }
+
+    #[test]
+    fn datagram_rules() {
+        assert_eq!(
+            parse_datagram(b"\0\x01\0\0\0\x01\0"),
+            Err(Error::TruncatedFrameHeader)
+        );
+        assert_eq!(
+            parse_datagram(b"\0\x01\0\0\0\x01\0\0"),
+            Err(Error::EmptyRequest)
+        );
+        assert_eq!(
+            parse_datagram(b"\0\x01\0\0\0\x02\0\0get a\r\n"),
+            Err(Error::SplitRequest)
+        );
+        assert_eq!(
+            parse_datagram(b"\0\x01\0\0\0\x00\0\0get a\r\n"),
+            Err(Error::SplitRequest)
+        );
+        // memcached ignores the sequence number and the reserved field of requests.
+        assert!(parse_datagram(b"\0\x01\0\x05\0\x01\x12\x34get a\r\n").is_ok());
+    }
+
+    #[test]
+    fn hit_reply_in_place() {
+        for vlan in [None, Some(VlanTag::dot1q(42))] {
+            let mut ep = client();
+            ep.vlan = vlan;
+            let get = Request::parse(b"gets foo\r\n").unwrap();
+            let mut f = request_frame(&ep, 0xabcd, &get);
+            let req = udp(&f);
+            let value = Value {
+                key: b"foo",
+                flags: 5,
+                cas: Some(12),
+                data: &[b'x'; 100],
+            };
+            let layout = write_hit_reply(&mut f, &req, &value).unwrap();
+            let reply = udp(&f);
+            assert_eq!(reply, layout);
+            assert_eq!(reply.endpoints(), ep.reversed());
+            let payload = reply.payload(&f);
+            assert_eq!(McHeader::parse(payload).unwrap(), McHeader::single(0xabcd));
+            let items: Vec<_> = ResponseReader::new(&payload[8..])
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(items, [Response::Value(value), Response::End]);
+            let mut want = b"VALUE foo 5 100 12\r\n".to_vec();
+            want.extend_from_slice(&[b'x'; 100]);
+            want.extend_from_slice(b"\r\nEND\r\n");
+            assert_eq!(&payload[8..], &want[..]);
+        }
+    }
+
+    #[test]
+    fn hit_reply_drops_ip_options_and_padding() {
+        let ep = client();
+        let mut f = request_frame(&ep, 1, &Request::parse(b"get k\r\n").unwrap());
+        // Insert a 4-byte IPv4 option (NOPs + EOL) and fix lengths and checksum.
+        f.splice(34..34, [1, 1, 1, 0]);
+        f[14] = 0x46;
+        let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        let req = udp(&f);
+        assert_eq!(req.udp_offset, 38);
+        let value = Value {
+            key: b"k",
+            flags: 0,
+            cas: None,
+            data: b"v",
+        };
+        write_hit_reply(&mut f, &req, &value).unwrap();
+        let reply = udp(&f);
+        assert_eq!(reply.udp_offset, 34);
+        assert_eq!(&reply.payload(&f)[8..], b"VALUE k 0 1\r\nv\r\nEND\r\n");
+        assert_eq!(f.len(), 14 + 20 + 8 + 8 + 21);
+    }
+
+    #[test]
+    fn hit_reply_failures_leave_the_frame_alone() {
+        let ep = client();
+        let mut f = request_frame(&ep, 1, &Request::parse(b"get k\r\n").unwrap());
+        let orig = f.clone();
+        let req = udp(&f);
+        let big = vec![b'x'; UDP_DATA_SIZE];
+        let value = Value {
+            key: b"k",
+            flags: 0,
+            cas: None,
+            data: &big,
+        };
+        assert_eq!(
+            write_hit_reply(&mut f, &req, &value),
+            Err(Error::ReplyTooLarge)
+        );
+        assert_eq!(f, orig);
+        // Exactly UDP_DATA_SIZE message bytes still fit one datagram.
+        let fits = vec![b'x'; UDP_DATA_SIZE - "VALUE k 0 1371\r\n\r\nEND\r\n".len()];
+        let value = Value {
+            key: b"k",
+            flags: 0,
+            cas: None,
+            data: &fits,
+        };
+        write_hit_reply(&mut f, &req, &value).unwrap();
+        assert_eq!(udp(&f).payload_len as usize, 8 + UDP_DATA_SIZE);
+
+        // A buffer that cannot grow.
+        #[derive(Debug)]
+        struct Fixed(Vec<u8>);
+        impl FrameBuf for Fixed {
+            fn bytes(&self) -> &[u8] {
+                &self.0
+            }
+            fn bytes_mut(&mut self) -> &mut [u8] {
+                &mut self.0
+            }
+            fn set_len(&mut self, len: usize) -> Result<(), wire::NoRoom> {
+                if len > 64 {
+                    return Err(wire::NoRoom);
+                }
+                self.0.resize(len, 0);
+                Ok(())
+            }
+        }
+        let mut fixed = Fixed(orig.clone());
+        let value = Value {
+            key: b"k",
+            flags: 0,
+            cas: None,
+            data: b"0123456789",
+        };
+        assert_eq!(
+            write_hit_reply(&mut fixed, &req, &value),
+            Err(Error::NoRoom)
+        );
+        assert_eq!(fixed.0, orig);
+        let mut short = orig[..req.ip_end() - 1].to_vec();
+        assert_eq!(
+            write_hit_reply(&mut short, &req, &value),
+            Err(Error::Wire(wire::Error::Truncated))
+        );
+    }
+
+    #[test]
+    fn response_frames() {
+        let ep = client().reversed();
+        let mut buf = [0u8; 256];
+        let n = emit_response_frame(&mut buf, &ep, 3, McHeader::single(77), &[Response::Stored])
+            .unwrap();
+        let u = udp(&buf[..n]);
+        assert_eq!(&u.payload(&buf[..n])[8..], b"STORED\r\n");
+    }
+}
