@@ -10,10 +10,10 @@
 //! Without a C compiler or libmemcached the tests print a loud SKIPPED line and pass, unless
 //! `KVLB_REQUIRE_LIBMEMCACHED=1` is set (CI sets it), in which case they fail.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use kvlb::ring::{KetamaRing, RingServer};
@@ -248,28 +248,56 @@ fn route_command_matches_libmemcached() {
     }
 }
 
+/// Kills and reaps a child process unless it was waited for (a failing test must not leave
+/// it running).
+struct Reaper(Option<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `exe` with `args`, feeding it `input`; returns its stdout, failing on a non-zero
+/// exit.
 fn run_with_stdin(exe: &Path, args: &[String], input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let mut reaper = Reaper(Some(child));
+    let child = reaper.0.as_mut().unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = stderr.read_to_end(&mut e);
+        e
+    });
+    let mut out = Vec::new();
+    stdout.read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    reaper.0 = None;
     let written = writer.join().unwrap();
+    let err = err_reader.join().unwrap();
     assert!(
-        out.status.success(),
+        status.success(),
         "{} {:?} failed: {}",
         exe.display(),
         args,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&err)
     );
     written.unwrap();
-    out.stdout
+    out
 }
 
 /// The compiled `ketama_place` harness.

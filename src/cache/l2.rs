@@ -58,6 +58,10 @@ impl WarmEntry {
     fn cost(&self) -> usize {
         WarmKeyCache::entry_cost(self.key.len(), self.value.data().len())
     }
+
+    fn heap(&self) -> usize {
+        key_heap_bytes(&self.key) + self.value.heap_bytes()
+    }
 }
 
 /// What [`WarmKeyCache::insert`] did.
@@ -78,6 +82,8 @@ pub struct WarmKeyCache {
     max_value: usize,
     /// Sum of entry costs.
     used: usize,
+    /// Heap bytes of keys and values (with allocator overhead).
+    heap: usize,
     next_id: u64,
     seed: u64,
     evictions: u64,
@@ -106,6 +112,7 @@ impl WarmKeyCache {
             max_bytes,
             max_value,
             used: 0,
+            heap: 0,
             next_id: 0,
             seed,
             evictions: 0,
@@ -206,11 +213,12 @@ impl WarmKeyCache {
             let Some(e) = self.list.value_mut(id) else {
                 unreachable!("index points at a live node");
             };
-            let old_cost = e.cost();
+            let (old_cost, old_heap) = (e.cost(), e.heap());
             e.value = value;
             e.ring_hash = ring_hash;
-            let new_cost = e.cost();
+            let (new_cost, new_heap) = (e.cost(), e.heap());
             self.used = self.used - old_cost + new_cost;
+            self.heap = self.heap - old_heap + new_heap;
             self.rerank(id, estimate);
         } else {
             let entry = WarmEntry {
@@ -220,6 +228,7 @@ impl WarmKeyCache {
                 value,
             };
             self.used += entry.cost();
+            self.heap += entry.heap();
             let rank = Rank {
                 estimate,
                 id: self.next_id,
@@ -284,6 +293,7 @@ impl WarmKeyCache {
         let rank = *self.list.entry(id)?.0;
         let (_, e) = self.list.remove(&rank)?;
         self.used -= e.cost();
+        self.heap -= e.heap();
         Some(e)
     }
 
@@ -316,6 +326,7 @@ impl WarmKeyCache {
                 break;
             };
             self.used -= e.cost();
+            self.heap -= e.heap();
             n += 1;
         }
         self.evictions += n as u64;
@@ -327,6 +338,7 @@ impl WarmKeyCache {
         self.list = SkipList::new(self.seed);
         self.index = HashTable::new();
         self.used = 0;
+        self.heap = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -353,12 +365,7 @@ impl WarmKeyCache {
 
     /// Bytes really held: arena and index allocations plus keys and values.
     pub fn memory_bytes(&self) -> usize {
-        let heap: usize = self
-            .list
-            .iter()
-            .map(|(_, e)| key_heap_bytes(&e.key) + e.value.heap_bytes())
-            .sum();
-        self.list.memory_bytes() + table_bytes::<NodeId>(self.index.capacity()) + heap
+        self.list.memory_bytes() + table_bytes::<NodeId>(self.index.capacity()) + self.heap
     }
 
     /// Entries from least to most valuable: (key, estimate, value). For stats and tests.
@@ -372,11 +379,13 @@ impl WarmKeyCache {
     pub fn check_invariants(&self) {
         self.list.check_invariants();
         assert_eq!(self.index.len(), self.list.len(), "index and list sizes");
-        let mut used = 0;
+        let (mut used, mut heap) = (0, 0);
         for (_, e) in self.list.iter() {
             used += e.cost();
+            heap += e.heap();
         }
         assert_eq!(used, self.used, "charged bytes");
+        assert_eq!(heap, self.heap, "heap bytes");
         for &id in self.index.iter() {
             let (_, e) = self.list.entry(id).expect("index points at a live node");
             assert_eq!(self.find(KeyHash::from_raw(e.hash), &e.key), Some(id));

@@ -8,4 +8,5 @@
 pub mod dpdk;
 #[cfg(feature = "onvm")]
 pub mod onvm;
+
 pub mod replay;

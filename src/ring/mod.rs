@@ -46,6 +46,15 @@
 //! libmemcached computes, and what the integration test checks (both against a real
 //! auto-ejected libmemcached and against libmemcached given the shorter list).
 //!
+//! Note what that implies: because points are re-apportioned over the live servers, an
+//! ejection moves the dead server's keys *and*, when weights differ or the f32 rounding of
+//! the point count changes with the number of live servers (25 equal servers get 156
+//! points each, 24 get 160), some keys between live servers. For failover that moves only
+//! the dead server's keys (to the next live point of the unchanged continuum), keep the
+//! full ring and use [`KetamaRing::server_for_hash_where`] /
+//! [`KetamaRing::replicas_where`] with the liveness as the filter; libmemcached clients
+//! that auto-eject will then disagree on some keys of live servers.
+//!
 //! # Per-packet cost
 //!
 //! [`ketama_hash`] is one MD5 block for keys up to 55 bytes. [`KetamaRing::server_for_hash`]
@@ -269,10 +278,31 @@ impl KetamaRing {
     }
 
     /// The primary of `hash` followed by up to `r` further distinct servers, in continuum
-    /// order from the primary's point: the servers a hot key is replicated to, and where
-    /// its keys move when servers fail. Holds fewer when fewer servers are on the ring, and
-    /// at most [`MAX_REPLICA_SET`]. Allocates nothing.
+    /// order from the primary's point: the servers a hot key is replicated to. Holds fewer
+    /// when fewer servers are on the ring, and at most [`MAX_REPLICA_SET`]. Allocates
+    /// nothing.
+    #[inline]
     pub fn replicas(&self, hash: u32, r: usize) -> ReplicaSet {
+        self.replicas_where(hash, r, |_| true)
+    }
+
+    /// Like [`KetamaRing::replicas`], over only the servers for which `usable` is true,
+    /// without rebuilding the ring: the first element is where the key goes when the
+    /// servers before it on the continuum are down.
+    ///
+    /// This is the *minimal-movement* failover: keys of usable servers never move. It
+    /// differs from libmemcached's auto-eject (a ring rebuilt with [`KetamaRing::new`] and
+    /// a liveness mask) when weights differ or the f32 rounding of the point count changes
+    /// with the number of live servers (e.g. 25 → 24 equal servers: 156 → 160 points
+    /// each), because libmemcached then re-apportions points among the live servers and
+    /// moves some of their keys too. Use the rebuilt ring to agree with libmemcached
+    /// clients that auto-eject; use this to move only the dead server's keys.
+    pub fn replicas_where(
+        &self,
+        hash: u32,
+        r: usize,
+        usable: impl Fn(usize) -> bool,
+    ) -> ReplicaSet {
         let mut set = ReplicaSet::default();
         let Some(start) = self.point_for_hash(hash) else {
             return set;
@@ -284,7 +314,7 @@ impl KetamaRing {
         let mut at = start;
         for _ in 0..n {
             let owner = self.owners[at];
-            if !set.as_slice().contains(&owner) {
+            if !set.as_slice().contains(&owner) && usable(usize::from(owner)) {
                 set.servers[set.len] = owner;
                 set.len += 1;
                 if set.len == want {
@@ -297,6 +327,30 @@ impl KetamaRing {
             }
         }
         set
+    }
+
+    /// The first usable server at or after `hash`'s point (see
+    /// [`KetamaRing::replicas_where`]); `None` when no server on the ring is usable.
+    #[inline]
+    pub fn server_for_hash_where(
+        &self,
+        hash: u32,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let start = self.point_for_hash(hash)?;
+        let n = self.owners.len();
+        let mut at = start;
+        for _ in 0..n {
+            let owner = usize::from(self.owners[at]);
+            if usable(owner) {
+                return Some(owner);
+            }
+            at += 1;
+            if at == n {
+                at = 0;
+            }
+        }
+        None
     }
 
     /// Number of servers in the list the ring was built from (live or not).
@@ -493,7 +547,8 @@ mod tests {
             let h = ketama_hash(format!("key{i}").as_bytes());
             let s = down.server_for_hash(h).unwrap();
             assert_eq!(s, map[without.server_for_hash(h).unwrap()]);
-            // Keys of live servers stay put; keys of "c" move to the next live server,
+            // With equal weights and 4 -> 3 servers every live server keeps 160 points, so
+            // keys of live servers stay put; keys of "c" move to the next live server,
             // which is the first replica of the full ring that is not "c".
             let before = all.server_for_hash(h).unwrap();
             if before != 2 {
@@ -550,6 +605,37 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(ring.replicas(7, 0).len(), 1);
+    }
+
+    #[test]
+    fn minimal_movement_failover() {
+        let hosts: Vec<String> = (0..25).map(|i| format!("mc{i:02}")).collect();
+        let mut list: Vec<RingServer<'_>> = hosts.iter().map(|h| live(h, 11211, 1)).collect();
+        let full = KetamaRing::new(&list).unwrap();
+        list[5].live = false;
+        let rebuilt = KetamaRing::new(&list).unwrap();
+        let (mut moved_live, mut differ) = (0, 0);
+        for i in 0..20_000u32 {
+            let h = ketama_hash(format!("k{i}").as_bytes());
+            let before = full.server_for_hash(h).unwrap();
+            let skip = full.server_for_hash_where(h, |s| s != 5).unwrap();
+            assert_ne!(skip, 5);
+            // Minimal movement: only the dead server's keys move, to the next live point.
+            if before != 5 {
+                assert_eq!(skip, before);
+            } else {
+                assert_eq!(skip, full.replicas(h, 1).iter().nth(1).unwrap());
+            }
+            assert_eq!(full.replicas_where(h, 2, |s| s != 5).primary(), Some(skip));
+            assert!(!full.replicas_where(h, 2, |s| s != 5).contains(5));
+            // libmemcached's rebuild re-apportions 156 -> 160 points: live keys move too.
+            let re = rebuilt.server_for_hash(h).unwrap();
+            moved_live += usize::from(before != 5 && re != before);
+            differ += usize::from(re != skip);
+        }
+        assert!(moved_live > 0 && differ > 0, "{moved_live} {differ}");
+        assert_eq!(full.server_for_hash_where(1, |_| false), None);
+        assert!(full.replicas_where(1, 3, |_| false).is_empty());
     }
 
     #[test]
