@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Mbuf, Mempool, Port, TscClock};
+use super::{free_bulk, Mbuf, Mempool, Port, TscClock};
 use crate::clock::Instant;
 use crate::nf::{Dest, DropReason, Pipeline, PortId, Verdict};
 
@@ -101,6 +101,8 @@ pub struct DpdkDatapath<'p, P> {
     clock: TscClock,
     opts: DpdkOptions,
     rx: Vec<Mbuf>,
+    /// Frames dropped in this round, freed in bulk.
+    discarded: Vec<Mbuf>,
     /// Per port (same index as `ports`): frames waiting for the next transmit burst.
     tx: Vec<Vec<Mbuf>>,
     counters: DatapathCounters,
@@ -144,6 +146,7 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             clock,
             opts,
             rx: Vec::with_capacity(burst),
+            discarded: Vec::with_capacity(burst * 2),
             tx,
             counters: DatapathCounters::default(),
             next_tick: Instant::ZERO,
@@ -212,8 +215,10 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             for m in rx.drain(..) {
                 self.handle(in_port, m, now);
             }
+            self.drain_emitted();
         }
         self.rx = rx;
+        free_bulk(&mut self.discarded);
         if self.opts.clock == ClockSource::Tsc && now >= self.next_tick {
             self.tick(now);
             self.next_tick = now + self.opts.tick_interval;
@@ -240,6 +245,7 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             // The core sees frames as one slice; a frame larger than one mbuf is not
             // memcached UDP kvlb could handle anyway.
             self.counters.multi_segment += 1;
+            self.discard(m);
             return;
         }
         let pipeline = &mut *self.pipeline;
@@ -253,14 +259,34 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             }
             Ok(Verdict::Next | Verdict::ToNf(_)) => {
                 self.counters.passed += 1;
-                if let Some(port) = self.opts.pass_port {
-                    self.queue(port, m);
+                match self.opts.pass_port {
+                    Some(port) => self.queue(port, m),
+                    None => self.discard(m),
                 }
             }
-            Ok(Verdict::Drop(_)) => self.counters.dropped += 1,
-            Err(_) => self.panicked(),
+            Ok(Verdict::Drop(_)) => {
+                self.counters.dropped += 1;
+                self.discard(m);
+            }
+            Err(_) => {
+                self.panicked();
+                self.discard(m);
+            }
         }
-        self.drain_emitted();
+        if self.opts.clock == ClockSource::RxTimestamp {
+            // Reproducible runs: emitted frames right behind the frame that caused them.
+            // (With the TSC clock they are drained once per burst, which is cheaper.)
+            self.drain_emitted();
+        }
+    }
+
+    /// Frees `m` later, with the rest of this round's discarded frames in one bulk call.
+    #[inline]
+    fn discard(&mut self, m: Mbuf) {
+        self.discarded.push(m);
+        if self.discarded.len() >= 2 * usize::from(self.opts.burst) {
+            free_bulk(&mut self.discarded);
+        }
     }
 
     /// Runs the timers due up to `now` in capture time, as the replay datapath does.
@@ -309,7 +335,10 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
                     flush_one(&mut self.ports[i], &mut self.tx[i], &mut self.counters);
                 }
             }
-            None => self.counters.unknown_port += 1,
+            None => {
+                self.counters.unknown_port += 1;
+                self.discard(m);
+            }
         }
     }
 
@@ -380,7 +409,7 @@ fn flush_one(port: &mut Port, queue: &mut Vec<Mbuf>, counters: &mut DatapathCoun
     counters.tx += sent as u64;
     if !queue.is_empty() {
         counters.tx_full += queue.len() as u64;
-        queue.clear();
+        free_bulk(queue);
     }
 }
 

@@ -368,7 +368,7 @@ impl<P: Pipeline> NfState<'_, P> {
             }
         };
         set_meta(meta, action);
-        self.drain_emitted();
+        // Emitted frames are collected once per loop round, in on_loop.
         if self.opts.print_delay > 0 {
             self.since_print += 1;
             if self.since_print >= self.opts.print_delay {
@@ -381,6 +381,7 @@ impl<P: Pipeline> NfState<'_, P> {
     /// Once per ONVM loop round. Returns whether the NF should stop.
     fn on_loop(&mut self) -> bool {
         self.now = self.clock.now();
+        self.drain_emitted();
         self.return_pending();
         if self.now >= self.next_tick {
             let now = self.now;
