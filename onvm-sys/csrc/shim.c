@@ -1,4 +1,8 @@
 /* See shim.h. */
+
+/* rte_pktmbuf_free_bulk is still experimental in DPDK 20.05. */
+#define ALLOW_EXPERIMENTAL_API 1
+
 #include "shim.h"
 
 #include <rte_mbuf_dyn.h>
@@ -12,6 +16,7 @@ int kvlb_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, uns
     return rte_pktmbuf_alloc_bulk(mp, mbufs, count);
 }
 void kvlb_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+void kvlb_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned n) { rte_pktmbuf_free_bulk(mbufs, n); }
 char *kvlb_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, char *); }
 char *kvlb_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 char *kvlb_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len); }

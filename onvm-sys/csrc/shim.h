@@ -43,6 +43,8 @@ struct rte_mbuf *kvlb_pktmbuf_alloc(struct rte_mempool *mp);
 int kvlb_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
 /** rte_pktmbuf_free(): frees every segment of m (NULL is allowed). */
 void kvlb_pktmbuf_free(struct rte_mbuf *m);
+/** rte_pktmbuf_free_bulk(): frees n packets (every segment of each). */
+void kvlb_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned n);
 /** rte_pktmbuf_mtod(m, char *): the first segment's data. */
 char *kvlb_pktmbuf_mtod(struct rte_mbuf *m);
 /** rte_pktmbuf_append(): grows the last segment by len, NULL (unchanged) without room. */

@@ -23,7 +23,9 @@ pub fn help() -> String {
          ONVM args: -r SERVICE_ID (required) [-n INSTANCE_ID] [-t TIME_TO_LIVE] [-l PKT_LIMIT] [-m] [-s]\n\n\
          NF options:\n  \
          -p PRINT_DELAY\n        refresh the stats screen every PRINT_DELAY packets (as ONVM's examples; \
-         --stats-interval refreshes it by time)\n\n\
+         --stats-interval refreshes it by time)\n  \
+         -d SERVICE\n        send what kvlb would send out of a port to service SERVICE instead \
+         (kvlb in front of another NF)\n\n\
          CONFIG.json: {\"dpdk\": {\"corelist\": \"2\", \"memory_channels\": 3, \"args\": [\"--no-pci\"]},\n              \
          \"onvm\": {\"serviceid\": 1, \"instanceid\": 9}, \"kvlb\": {\"backend\": [\"10.0.0.2:11211\"], ...}}\n\n\
          Each packet leaves kvlb with its ONVM action set: OUT port, TONF service, NEXT or DROP.\n\
@@ -75,6 +77,7 @@ mod launch {
         pub eal_args: Vec<String>,
         pub onvm_args: Vec<String>,
         pub print_delay: u64,
+        pub out_to_nf: Option<u16>,
         pub config: Config,
     }
 
@@ -130,6 +133,7 @@ mod launch {
             bail!("ONVM needs a service id: pass `-r SERVICE_ID` among the ONVM arguments");
         }
         let mut print_delay = 0;
+        let mut out_to_nf = None;
         let mut parser = lexopt::Parser::from_args(rest);
         while let Some(arg) = parser.next()? {
             match arg {
@@ -138,6 +142,14 @@ mod launch {
                         .value()?
                         .parse()
                         .context("-p expects a packet count")?
+                }
+                lexopt::Arg::Short('d') => {
+                    let service: u16 =
+                        parser.value()?.parse().context("-d expects a service id")?;
+                    if service == 0 {
+                        bail!("-d: service id 0 is reserved by ONVM");
+                    }
+                    out_to_nf = Some(service);
                 }
                 lexopt::Arg::Long("help") => {
                     print!("{}", super::help());
@@ -157,6 +169,7 @@ mod launch {
             eal_args,
             onvm_args,
             print_delay,
+            out_to_nf,
             config,
         })
     }
@@ -255,6 +268,19 @@ mod launch {
             assert_eq!(l.eal_args, ["-l", "2", "--no-pci"]);
             assert_eq!(l.onvm_args, ["-r", "5", "-n", "9"]);
             assert_eq!(l.print_delay, 1000);
+            assert_eq!(l.out_to_nf, None);
+            let l = parse(args(&[
+                "--",
+                "-r",
+                "5",
+                "--",
+                "-d",
+                "3",
+                "--backend",
+                "127.0.0.1:1",
+            ]))
+            .unwrap();
+            assert_eq!(l.out_to_nf, Some(3));
             assert_eq!(l.config.backends.len(), 1);
         }
 
@@ -353,6 +379,7 @@ mod imp {
                 l.config.stats_interval
             },
             exit_when_idle: l.config.exit_when_idle,
+            out_to_nf: l.out_to_nf,
             ..NfOptions::default()
         };
         let clear = std::io::stdout().is_terminal();

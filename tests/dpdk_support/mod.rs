@@ -36,16 +36,20 @@ pub fn write_pcap(path: &Path, records: &[PcapRecord]) {
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
-/// Reads a little-endian pcap in microsecond or nanosecond precision.
+/// Reads a pcap file of either byte order, in microsecond or nanosecond precision.
 pub fn read_pcap(path: &Path) -> Vec<PcapRecord> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     assert!(b.len() >= 24, "{} is not a pcap file", path.display());
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-    let nano = match u32_at(0) {
-        0xa1b2_c3d4 => false,
-        0xa1b2_3c4d => true,
+    let le = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let be = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
+    let (big_endian, nano) = match le(0) {
+        0xa1b2_c3d4 => (false, false),
+        0xa1b2_3c4d => (false, true),
+        0xd4c3_b2a1 => (true, false),
+        0x4d3c_b2a1 => (true, true),
         m => panic!("{}: unknown pcap magic {m:#x}", path.display()),
     };
+    let u32_at = |i: usize| if big_endian { be(i) } else { le(i) };
     let mut out = Vec::new();
     let mut i = 24;
     while i + 16 <= b.len() {
@@ -162,4 +166,25 @@ impl Drop for RuntimeDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Whether `merged` is `a` and `b` interleaved, each in its own order.
+pub fn is_interleaving(merged: &[Vec<u8>], a: &[Vec<u8>], b: &[Vec<u8>]) -> bool {
+    if merged.len() != a.len() + b.len() {
+        return false;
+    }
+    // ok[j]: merged[..i+j] can be a[..i] and b[..j] interleaved (rolling over i).
+    let mut ok = vec![false; b.len() + 1];
+    ok[0] = true;
+    for j in 1..=b.len() {
+        ok[j] = ok[j - 1] && merged[j - 1] == b[j - 1];
+    }
+    for i in 1..=a.len() {
+        ok[0] = ok[0] && merged[i - 1] == a[i - 1];
+        for j in 1..=b.len() {
+            let m = &merged[i + j - 1];
+            ok[j] = (ok[j] && *m == a[i - 1]) || (ok[j - 1] && *m == b[j - 1]);
+        }
+    }
+    ok[b.len()]
 }

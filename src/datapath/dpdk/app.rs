@@ -6,16 +6,18 @@
 //! order given; frames are handled in arrival order; per port, transmitted frames keep the
 //! order in which they were queued, and everything queued in one poll round is sent before
 //! the next round. With [`ClockSource::RxTimestamp`] the pipeline's clock is the frames'
-//! capture time: before each frame `on_tick(frame time)` runs, then `process_frame`, and
-//! emitted frames are drained after each of those calls. No wall-clock time enters the
-//! pipeline, so a pcap gives the same decisions on every run and every datapath that follows
-//! the same rule.
+//! capture time and timers follow the replay datapath's rule
+//! ([`crate::datapath::replay`]): before each frame, `on_tick` runs at every tick interval
+//! of capture time since the previous tick (at most 10 000 in a row, then once at the frame's
+//! time); then `process_frame`; emitted frames are drained after each call. No wall-clock
+//! time enters the pipeline, so a pcap gives the same decisions on every run, and the same
+//! as the replay datapath.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Mbuf, Mempool, Port, TscClock};
+use super::{free_bulk, Mbuf, Mempool, Port, TscClock};
 use crate::clock::Instant;
 use crate::nf::{Dest, DropReason, Pipeline, PortId, Verdict};
 
@@ -43,7 +45,8 @@ pub struct DpdkOptions {
     /// pipeline's idleness is not waited for).
     pub exit_when_idle: bool,
     pub idle_grace: Duration,
-    /// How often `on_tick` runs with [`ClockSource::Tsc`].
+    /// How often `on_tick` runs (real time with [`ClockSource::Tsc`], capture time with
+    /// [`ClockSource::RxTimestamp`]).
     pub tick_interval: Duration,
     /// Period of the report callback (zero: only at the end).
     pub stats_interval: Duration,
@@ -57,7 +60,7 @@ impl Default for DpdkOptions {
             pass_port: None,
             exit_when_idle: false,
             idle_grace: Duration::from_millis(200),
-            tick_interval: Duration::from_millis(1),
+            tick_interval: crate::datapath::replay::TICK,
             stats_interval: Duration::from_secs(1),
         }
     }
@@ -98,12 +101,17 @@ pub struct DpdkDatapath<'p, P> {
     clock: TscClock,
     opts: DpdkOptions,
     rx: Vec<Mbuf>,
+    /// Frames dropped in this round, freed in bulk.
+    discarded: Vec<Mbuf>,
     /// Per port (same index as `ports`): frames waiting for the next transmit burst.
     tx: Vec<Vec<Mbuf>>,
     counters: DatapathCounters,
     next_tick: Instant,
     /// The receive time of the latest frame ([`ClockSource::RxTimestamp`]).
     frame_time: Instant,
+    /// The next tick in capture time ([`ClockSource::RxTimestamp`]); none before the first
+    /// frame.
+    next_capture_tick: Option<Instant>,
     panic_logged: bool,
 }
 
@@ -138,10 +146,12 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             clock,
             opts,
             rx: Vec::with_capacity(burst),
+            discarded: Vec::with_capacity(burst * 2),
             tx,
             counters: DatapathCounters::default(),
             next_tick: Instant::ZERO,
             frame_time: Instant::ZERO,
+            next_capture_tick: None,
             panic_logged: false,
         }
     }
@@ -205,8 +215,10 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             for m in rx.drain(..) {
                 self.handle(in_port, m, now);
             }
+            self.drain_emitted();
         }
         self.rx = rx;
+        free_bulk(&mut self.discarded);
         if self.opts.clock == ClockSource::Tsc && now >= self.next_tick {
             self.tick(now);
             self.next_tick = now + self.opts.tick_interval;
@@ -217,22 +229,25 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
 
     fn handle(&mut self, in_port: PortId, mut m: Mbuf, loop_now: Instant) {
         self.counters.rx += 1;
-        if !m.is_contiguous() {
-            // The core sees frames as one slice; a frame this large is not memcached UDP
-            // kvlb could handle anyway.
-            self.counters.multi_segment += 1;
-            return;
-        }
         let now = match self.opts.clock {
             ClockSource::Tsc => loop_now,
             ClockSource::RxTimestamp => {
+                // net_pcap reports microseconds; a frame without a timestamp keeps the
+                // previous frame's time.
                 if let Some(us) = m.rx_timestamp() {
                     self.frame_time = Instant::from_nanos(us.saturating_mul(1000));
                 }
-                self.tick(self.frame_time);
+                self.tick_capture_time(self.frame_time);
                 self.frame_time
             }
         };
+        if !m.is_contiguous() {
+            // The core sees frames as one slice; a frame larger than one mbuf is not
+            // memcached UDP kvlb could handle anyway.
+            self.counters.multi_segment += 1;
+            self.discard(m);
+            return;
+        }
         let pipeline = &mut *self.pipeline;
         let verdict = catch_unwind(AssertUnwindSafe(|| {
             pipeline.process_frame(now, in_port, &mut *m)
@@ -244,14 +259,51 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             }
             Ok(Verdict::Next | Verdict::ToNf(_)) => {
                 self.counters.passed += 1;
-                if let Some(port) = self.opts.pass_port {
-                    self.queue(port, m);
+                match self.opts.pass_port {
+                    Some(port) => self.queue(port, m),
+                    None => self.discard(m),
                 }
             }
-            Ok(Verdict::Drop(_)) => self.counters.dropped += 1,
-            Err(_) => self.panicked(),
+            Ok(Verdict::Drop(_)) => {
+                self.counters.dropped += 1;
+                self.discard(m);
+            }
+            Err(_) => {
+                self.panicked();
+                self.discard(m);
+            }
         }
-        self.drain_emitted();
+        if self.opts.clock == ClockSource::RxTimestamp {
+            // Reproducible runs: emitted frames right behind the frame that caused them.
+            // (With the TSC clock they are drained once per burst, which is cheaper.)
+            self.drain_emitted();
+        }
+    }
+
+    /// Frees `m` later, with the rest of this round's discarded frames in one bulk call.
+    #[inline]
+    fn discard(&mut self, m: Mbuf) {
+        self.discarded.push(m);
+        if self.discarded.len() >= 2 * usize::from(self.opts.burst) {
+            free_bulk(&mut self.discarded);
+        }
+    }
+
+    /// Runs the timers due up to `now` in capture time, as the replay datapath does.
+    fn tick_capture_time(&mut self, now: Instant) {
+        let interval = self.opts.tick_interval;
+        let mut t = self.next_capture_tick.unwrap_or(now);
+        let mut ticks = 0;
+        while t <= now && ticks < 10_000 {
+            self.tick(t);
+            t = t + interval;
+            ticks += 1;
+        }
+        if t <= now {
+            self.tick(now);
+            t = now + interval;
+        }
+        self.next_capture_tick = Some(t);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -283,7 +335,10 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
                     flush_one(&mut self.ports[i], &mut self.tx[i], &mut self.counters);
                 }
             }
-            None => self.counters.unknown_port += 1,
+            None => {
+                self.counters.unknown_port += 1;
+                self.discard(m);
+            }
         }
     }
 
@@ -354,7 +409,7 @@ fn flush_one(port: &mut Port, queue: &mut Vec<Mbuf>, counters: &mut DatapathCoun
     counters.tx += sent as u64;
     if !queue.is_empty() {
         counters.tx_full += queue.len() as u64;
-        queue.clear();
+        free_bulk(queue);
     }
 }
 

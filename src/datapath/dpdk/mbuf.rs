@@ -253,6 +253,26 @@ impl Mbuf {
     }
 }
 
+/// Frees every mbuf in `mbufs` with one call (`rte_pktmbuf_free_bulk`, which returns them
+/// to their pools in batches) and empties the Vec.
+#[inline]
+pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
+    if mbufs.is_empty() {
+        return;
+    }
+    let n = mbufs.len().min(u32::MAX as usize);
+    // SAFETY: the first n elements are owned mbufs laid out as *mut rte_mbuf (Mbuf is
+    // repr(transparent) over NonNull<rte_mbuf>); DPDK frees them all, and removing them from
+    // the Vec without running Drop keeps each freed exactly once.
+    unsafe {
+        let base = mbufs.as_mut_ptr();
+        onvm_sys::kvlb_pktmbuf_free_bulk(base.cast::<*mut rte_mbuf>(), n as u32);
+        let len = mbufs.len();
+        std::ptr::copy(base.add(n), base, len - n);
+        mbufs.set_len(len - n);
+    }
+}
+
 impl Deref for Mbuf {
     type Target = RteMbuf;
     #[inline]

@@ -31,7 +31,7 @@ pub use app::{report_first_panic_only, ClockSource, DatapathCounters, DpdkDatapa
 #[cfg(feature = "onvm")]
 pub(crate) use eal::leak_argv;
 pub use eal::Eal;
-pub use mbuf::{Mbuf, RteMbuf};
+pub use mbuf::{free_bulk, Mbuf, RteMbuf};
 pub use mempool::Mempool;
 pub use port::{Port, PortConfig, PortStats};
 pub use signal::StopFlag;

@@ -56,6 +56,9 @@ pub struct NfOptions {
     pub idle_grace: Duration,
     /// How often the pipeline's timers run (from ONVM's per-loop `user_actions`).
     pub tick_interval: Duration,
+    /// Send what the pipeline sends out of a port (forwarded and emitted frames) to this
+    /// service instead: kvlb in front of another NF (`-d`, as in ONVM's examples).
+    pub out_to_nf: Option<u16>,
 }
 
 impl Default for NfOptions {
@@ -66,6 +69,7 @@ impl Default for NfOptions {
             exit_when_idle: false,
             idle_grace: Duration::from_secs(1),
             tick_interval: Duration::from_millis(1),
+            out_to_nf: None,
         }
     }
 }
@@ -344,7 +348,7 @@ impl<P: Pipeline> NfState<'_, P> {
         let action = match verdict {
             Ok(Verdict::Out(p)) => {
                 self.counters.out += 1;
-                Action::Out(p)
+                self.opts.out_to_nf.map_or(Action::Out(p), Action::ToNf)
             }
             Ok(Verdict::ToNf(s)) => {
                 self.counters.to_nf += 1;
@@ -364,7 +368,7 @@ impl<P: Pipeline> NfState<'_, P> {
             }
         };
         set_meta(meta, action);
-        self.drain_emitted();
+        // Emitted frames are collected once per loop round, in on_loop.
         if self.opts.print_delay > 0 {
             self.since_print += 1;
             if self.since_print >= self.opts.print_delay {
@@ -377,6 +381,7 @@ impl<P: Pipeline> NfState<'_, P> {
     /// Once per ONVM loop round. Returns whether the NF should stop.
     fn on_loop(&mut self) -> bool {
         self.now = self.clock.now();
+        self.drain_emitted();
         self.return_pending();
         if self.now >= self.next_tick {
             let now = self.now;
@@ -411,6 +416,7 @@ impl<P: Pipeline> NfState<'_, P> {
 
     fn drain_emitted(&mut self) {
         let pool = self.pool;
+        let out_to_nf = self.opts.out_to_nf;
         let pending = &mut self.pending;
         let counters = &mut self.counters;
         let pipeline = &mut *self.pipeline;
@@ -418,7 +424,7 @@ impl<P: Pipeline> NfState<'_, P> {
             pipeline.drain_emitted(&mut |dest, bytes| match pool.alloc_copy(bytes) {
                 Ok(mut m) => {
                     let action = match dest {
-                        Dest::Port(p) => Action::Out(p),
+                        Dest::Port(p) => out_to_nf.map_or(Action::Out(p), Action::ToNf),
                         Dest::Nf(s) => Action::ToNf(s),
                     };
                     set_meta(meta_of(&mut m), action);

@@ -1,0 +1,496 @@
+//! A real ONVM v21.10 manager for the ONVM tests: two `net_tap` ports whose interfaces live
+//! in two network namespaces the fixture creates (client side: port 0, server side: port 1),
+//! a private EAL file prefix, and teardown by PID when dropped.
+//!
+//! Tests run only where they can: `ONVM_HOME` pointing to a built openNetVM, root, free
+//! hugepages. Otherwise they print `SKIPPED: <reason>` and pass.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Reports a skipped test on stderr, past the test harness's output capture (which only
+/// takes the print macros), so the reason shows in every run.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+}
+
+/// Why ONVM tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    let home = match std::env::var("ONVM_HOME") {
+        Ok(h) => PathBuf::from(h),
+        Err(_) => {
+            return Some("ONVM_HOME is not set (point it at a built openNetVM v21.10)".into())
+        }
+    };
+    let target =
+        std::env::var("RTE_TARGET").unwrap_or_else(|_| "x86_64-native-linuxapp-gcc".into());
+    for nf in [
+        "onvm/onvm_mgr",
+        "examples/simple_forward",
+        "examples/bridge",
+    ] {
+        if find_app(&home, nf, &target).is_none() {
+            return Some(format!("no built {nf} under ONVM_HOME={}", home.display()));
+        }
+    }
+    // The effective uid, from /proc (no libc call needed).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid0 = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    if !uid0 {
+        return Some("not running as root (the manager, TAPs and namespaces need it)".into());
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("HugePages_Free:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if free < 300 {
+        return Some(format!(
+            "only {free} free 2 MiB hugepages (need 300; e.g. echo 1024 > /proc/sys/vm/nr_hugepages \
+             and mount hugetlbfs)"
+        ));
+    }
+    None
+}
+
+/// The binary of an ONVM app (`onvm/onvm_mgr`, `examples/bridge`, ...).
+pub fn find_app(home: &Path, dir: &str, target: &str) -> Option<PathBuf> {
+    let name = Path::new(dir).file_name()?.to_str()?.to_string();
+    [
+        home.join(dir).join(target).join("app").join(&name),
+        home.join(dir).join("build/app").join(&name),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+fn app(dir: &str) -> PathBuf {
+    let home = PathBuf::from(std::env::var("ONVM_HOME").unwrap());
+    let target =
+        std::env::var("RTE_TARGET").unwrap_or_else(|_| "x86_64-native-linuxapp-gcc".into());
+    find_app(&home, dir, &target).unwrap()
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(st.success(), "{args:?} failed");
+}
+
+/// Kills a child process by its handle (PID) when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Sends SIGINT (ONVM apps stop cleanly on it) and waits, then SIGKILL if needed.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running manager with its namespaces; torn down on drop.
+pub struct Manager {
+    pub prefix: String,
+    pub client_ns: String,
+    pub server_ns: String,
+    pub client_if: String,
+    pub server_if: String,
+    /// 10.X.0.0/24 on the client side, 10.X.1.0/24 on the server side.
+    pub net: u8,
+    pub dir: tempfile::TempDir,
+    pub mgr: Proc,
+    pub nfs: Vec<Proc>,
+}
+
+impl Manager {
+    pub fn client_ip(&self) -> String {
+        format!("10.{}.0.2", self.net)
+    }
+    pub fn server_ip(&self) -> String {
+        format!("10.{}.1.2", self.net)
+    }
+
+    /// Starts the manager and moves its TAP interfaces into fresh namespaces.
+    pub fn start(tag: &str) -> Manager {
+        let pid = std::process::id();
+        let prefix = format!("kvlb{tag}{pid}");
+        let net = 100 + (pid % 100) as u8;
+        let (client_if, server_if) = (
+            format!("kc{tag}{}", pid % 100000),
+            format!("ks{tag}{}", pid % 100000),
+        );
+        let (client_ns, server_ns) = (format!("kvlbc-{tag}-{pid}"), format!("kvlbs-{tag}-{pid}"));
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = Proc::spawn(
+            "onvm_mgr",
+            Command::new(app("onvm/onvm_mgr"))
+                .args([
+                    "--lcores=0@0,1@1,2@1",
+                    "-n",
+                    "4",
+                    "--proc-type=primary",
+                    "--base-virtaddr=0x7f000000000",
+                    &format!("--file-prefix={prefix}"),
+                    "--no-pci",
+                    &format!("--vdev=net_tap0,iface={client_if}"),
+                    &format!("--vdev=net_tap1,iface={server_if}"),
+                    "--",
+                    "-p",
+                    "3",
+                    "-n",
+                    "0x3",
+                ])
+                .current_dir(dir.path()),
+            dir.path().join("mgr.log"),
+        );
+        let m = Manager {
+            prefix,
+            client_ns,
+            server_ns,
+            client_if,
+            server_if,
+            net,
+            dir,
+            mgr,
+            nfs: Vec::new(),
+        };
+        m.wait_for_log(
+            &m.mgr.log.clone(),
+            "Running master thread",
+            Duration::from_secs(30),
+        );
+        for (ns, iface, side) in [
+            (&m.client_ns, &m.client_if, 0),
+            (&m.server_ns, &m.server_if, 1),
+        ] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "link", "set", iface, "netns", ns]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.{net}.{side}.2/24"),
+                "dev",
+                iface,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", iface, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            let other = 1 - side;
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                &format!("10.{net}.{other}.0/24"),
+                "via",
+                &format!("10.{net}.{side}.1"),
+            ]);
+            // The gateway (the NF side) has a static neighbour entry: no ARP needed.
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "add",
+                &format!("10.{net}.{side}.1"),
+                "lladdr",
+                "02:00:00:00:00:01",
+                "dev",
+                iface,
+            ]);
+        }
+        m
+    }
+
+    pub fn wait_for_log(&self, log: &Path, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "'{needle}' not in {} after {limit:?}:\n{text}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts one of ONVM's example NFs (`examples/NAME`) with its arguments.
+    pub fn start_example(&mut self, name: &'static str, service: u16, nf_args: &[&str]) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(app(&format!("examples/{name}")));
+        cmd.args([
+            "-l",
+            "0",
+            "-n",
+            "3",
+            "--proc-type=secondary",
+            "--no-pci",
+            &format!("--file-prefix={}", self.prefix),
+        ])
+        .args(["--", "-r", &service.to_string(), "--"])
+        .args(nf_args)
+        .current_dir(self.dir.path());
+        let p = Proc::spawn(name, &mut cmd, log.clone());
+        self.wait_for_log(&log, "Finished Process Init", Duration::from_secs(30));
+        self.nfs.push(p);
+    }
+
+    /// EAL arguments for an NF in this process.
+    pub fn nf_eal_args(&self) -> Vec<String> {
+        ["-l", "0", "-n", "3", "--proc-type=secondary", "--no-pci"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("--file-prefix={}", self.prefix)])
+            .collect()
+    }
+
+    /// The MAC of an interface inside a namespace.
+    pub fn mac_of(ns: &str, iface: &str) -> [u8; 6] {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", iface])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {text}"));
+        let mut m = [0u8; 6];
+        for (i, part) in mac.split(':').enumerate() {
+            m[i] = u8::from_str_radix(part, 16).unwrap();
+        }
+        m
+    }
+
+    /// Starts a UDP receiver on the server side printing each datagram (hex) until
+    /// `seconds` pass.
+    pub fn udp_receiver(&self, port: u16, seconds: u32) -> Child {
+        let code = format!(
+            "import socket,time,sys\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('{ip}',{port}))\n\
+             s.settimeout(0.2)\n\
+             end=time.time()+{seconds}\n\
+             print('ready',flush=True)\n\
+             while time.time()<end:\n\
+             \ttry:\n\
+             \t\td,a=s.recvfrom(65535)\n\
+             \t\tprint(d.hex(),flush=True)\n\
+             \texcept socket.timeout:\n\
+             \t\tpass\n",
+            ip = self.server_ip()
+        );
+        Command::new("ip")
+            .args(["netns", "exec", &self.server_ns, "python3", "-c", &code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Sends `payloads` from the client side to the server side's `port`, `gap` apart.
+    pub fn send_udp(&self, port: u16, payloads: &[Vec<u8>], gap: Duration) {
+        let hex: Vec<String> = payloads
+            .iter()
+            .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        let code = format!(
+            "import socket,time\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             for h in {list:?}:\n\
+             \ts.sendto(bytes.fromhex(h),('{ip}',{port}))\n\
+             \ttime.sleep({gap})\n",
+            list = hex,
+            ip = self.server_ip(),
+            gap = gap.as_secs_f64()
+        );
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.client_ns,
+            "python3",
+            "-c",
+            &code,
+        ]);
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        for nf in self.nfs.iter_mut().rev() {
+            nf.stop();
+        }
+        self.mgr.stop();
+        for ns in [&self.client_ns, &self.server_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if let Ok(entries) = std::fs::read_dir("/mnt/huge") {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
+    }
+}
+
+/// A test pipeline for the ONVM runs: UDP frames to `port` get their MACs rewritten toward
+/// the server side and leave by `verdict`; with `emit`, a copy whose first payload byte is
+/// `E` (UDP checksum cleared) is emitted out of port 1. Everything else is dropped.
+pub struct Relay {
+    pub port: u16,
+    pub server_mac: [u8; 6],
+    pub port1_mac: [u8; 6],
+    pub verdict: kvlb::nf::Verdict,
+    pub emit: bool,
+    pub relayed: u64,
+    pub others: u64,
+    outbox: Vec<Vec<u8>>,
+}
+
+impl Relay {
+    pub fn new(
+        port: u16,
+        server_mac: [u8; 6],
+        port1_mac: [u8; 6],
+        verdict: kvlb::nf::Verdict,
+        emit: bool,
+    ) -> Relay {
+        Relay {
+            port,
+            server_mac,
+            port1_mac,
+            verdict,
+            emit,
+            relayed: 0,
+            others: 0,
+            outbox: Vec::new(),
+        }
+    }
+}
+
+impl kvlb::nf::Pipeline for Relay {
+    fn process_frame<F: kvlb::nf::FrameBuf + ?Sized>(
+        &mut self,
+        _now: kvlb::clock::Instant,
+        _in_port: kvlb::nf::PortId,
+        frame: &mut F,
+    ) -> kvlb::nf::Verdict {
+        let b = frame.bytes_mut();
+        let is_ours = b.len() > 42
+            && b[12..14] == [0x08, 0x00]
+            && b[14] == 0x45
+            && b[23] == 17
+            && u16::from_be_bytes([b[36], b[37]]) == self.port;
+        if !is_ours {
+            self.others += 1;
+            return kvlb::nf::Verdict::Drop(kvlb::nf::DropReason::NotForUs);
+        }
+        b[0..6].copy_from_slice(&self.server_mac);
+        b[6..12].copy_from_slice(&self.port1_mac);
+        self.relayed += 1;
+        if self.emit {
+            let mut copy = b.to_vec();
+            copy[40..42].copy_from_slice(&[0, 0]);
+            copy[42] = b'E';
+            self.outbox.push(copy);
+        }
+        self.verdict
+    }
+    fn on_tick(&mut self, _now: kvlb::clock::Instant) {}
+    fn drain_emitted(&mut self, send: &mut dyn FnMut(kvlb::nf::Dest, &[u8])) {
+        for f in self.outbox.drain(..) {
+            send(kvlb::nf::Dest::Port(1), &f);
+        }
+    }
+    fn count_drop(&mut self, _reason: kvlb::nf::DropReason) {}
+    fn is_idle(&self) -> bool {
+        true
+    }
+}
+
+/// Reads the receiver's output: the datagrams it got, after its `ready` line.
+pub fn received(child: std::process::Child) -> Vec<Vec<u8>> {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l != "ready")
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
