@@ -53,7 +53,8 @@ mod text;
 pub use binary::BinaryResponse;
 pub use frames::{
     emit_request_frame, emit_request_frame_vec, emit_response_frame, emit_version_probe,
-    parse_datagram, write_hit_reply, write_reply, UDP_DATA_SIZE,
+    parse_datagram, write_hit_reply, write_rendered_reply, write_reply, RenderedValue,
+    UDP_DATA_SIZE,
 };
 pub use reassembly::{Progress, Reassembler};
 pub use request::{Binary, Command, KeyIter, Keys, Meta, Request, Retrieval, Storage};

@@ -110,7 +110,11 @@ pub struct ArpFrame {
 /// (header checksum verified, options skipped, fragments refused) carrying UDP (checksum
 /// verified when non-zero). Anything else is an [`Error`] naming why; it never panics and
 /// never reads outside `frame`.
-#[inline]
+///
+/// Always inlined: the caller then builds the `UdpFrame` in place instead of copying a
+/// returned struct that was just written field by field (a store-forwarding stall that
+/// cost as much as the parse itself).
+#[inline(always)]
 pub fn classify(frame: &[u8]) -> Result<Classified, Error> {
     let eth = EthernetRepr::parse(frame)?;
     let ip_offset = eth.header_len();
