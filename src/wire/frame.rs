@@ -65,8 +65,9 @@ impl UdpFrame {
             .unwrap_or(&[])
     }
 
-    /// The addresses and ports as received, for emitting frames on the same path (use
-    /// [`UdpEndpoints::reversed`] to answer).
+    /// The addresses, ports and VLAN tags as received, for emitting frames on the same
+    /// path (use [`UdpEndpoints::reversed`] to answer); the TTL is kvlb's default, not the
+    /// received one.
     #[inline]
     pub fn endpoints(&self) -> UdpEndpoints {
         UdpEndpoints {
