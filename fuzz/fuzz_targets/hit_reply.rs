@@ -37,19 +37,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut buf = frame_bytes.to_vec();
     match write_hit_reply(&mut buf, &frame, &value) {
-        Ok(layout) => {
+        Ok(()) => {
             let Ok(Classified::Udp(reply)) = classify(&buf) else {
                 panic!("reply does not classify");
             };
-            assert_eq!(reply, layout);
+            assert_eq!(reply.endpoints(), frame.endpoints().reversed());
             let msg = &reply.payload(&buf)[8..];
             let items: Vec<_> = ResponseReader::new(msg).collect();
             assert_eq!(items, [Ok(Response::Value(value)), Ok(Response::End)]);
             // The pre-rendered path writes the very same frame.
             let rendered = RenderedValue::new(&value).expect("it fit one datagram");
             let mut again = frame_bytes.to_vec();
-            let layout2 = write_rendered_reply(&mut again, &frame, &rendered).expect("fits");
-            assert_eq!(layout2, layout);
+            write_rendered_reply(&mut again, &frame, &rendered).expect("fits");
             assert_eq!(again, buf);
         }
         Err(_) => assert_eq!(buf, frame_bytes, "a failed reply leaves the frame alone"),
