@@ -1,11 +1,15 @@
 //! Memcached over UDP frames: the request in a datagram, cache-hit replies written into
 //! the request's own buffer, and whole request frames (replica writes, probes).
 
-use super::request::Request;
+use super::request::{simple_get, Command, Request, Retrieval};
 use super::response::{Response, Value};
-use super::text::{CountSink, SliceSink};
+use std::fmt;
+
+use super::text::{check_key, digits_u64, CountSink, Sink, SliceSink};
 use super::Error;
-use crate::wire::{self, ipv4, mc_header, udp, FrameBuf, McHeader, UdpEndpoints, UdpFrame};
+use crate::wire::{
+    self, checksum, ipv4, mc_header, udp, FrameBuf, McHeader, UdpEndpoints, UdpFrame,
+};
 
 /// Most message bytes memcached puts in one reply datagram (`UDP_DATA_SIZE`: 1400-byte
 /// datagrams minus the 8-byte frame header). Longer replies span several datagrams.
@@ -15,14 +19,33 @@ pub const UDP_DATA_SIZE: usize = 1392;
 ///
 /// [`Error::TruncatedFrameHeader`] under 8 bytes, [`Error::SplitRequest`] when the
 /// datagram count is not 1 (memcached drops those), then [`Request::parse`]'s errors.
-#[inline]
+///
+/// Always inlined, with the single-key `get` built straight into the result: moving a
+/// just-written `Request` through an intermediate stalls on store forwarding.
+#[inline(always)]
 pub fn parse_datagram(payload: &[u8]) -> Result<(McHeader, Request<'_>), Error> {
-    let header = McHeader::parse(payload).map_err(|_| Error::TruncatedFrameHeader)?;
+    let header = match McHeader::parse(payload) {
+        Ok(h) => h,
+        Err(_) => return Err(Error::TruncatedFrameHeader),
+    };
     if !header.is_single_datagram() {
         return Err(Error::SplitRequest);
     }
-    let request = Request::parse(&payload[mc_header::HEADER_LEN..])?;
-    Ok((header, request))
+    let msg = &payload[mc_header::HEADER_LEN..];
+    if let Some(keys) = simple_get(msg) {
+        return Ok((
+            header,
+            Request::Retrieval(Retrieval {
+                command: Command::Get,
+                exptime: None,
+                keys,
+            }),
+        ));
+    }
+    match Request::parse(msg) {
+        Ok(request) => Ok((header, request)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Turns the request frame in `frame` (classified as `request`) into memcached's reply
@@ -36,13 +59,132 @@ pub fn write_hit_reply<F: FrameBuf + ?Sized>(
     frame: &mut F,
     request: &UdpFrame,
     value: &Value<'_>,
-) -> Result<UdpFrame, Error> {
-    write_reply(frame, request, &[Response::Value(*value), Response::End])
+) -> Result<(), Error> {
+    // VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n
+    let msg_len = 6
+        + value.key.len()
+        + 1
+        + digits_u64(u64::from(value.flags))
+        + 1
+        + digits_u64(value.data.len() as u64)
+        + value.cas.map_or(0, |c| 1 + digits_u64(c))
+        + 2
+        + value.data.len()
+        + 7;
+    let reply = begin_reply(frame, request, msg_len)?;
+    let buf = frame.bytes_mut();
+    let mut s = SliceSink::new(&mut buf[reply.msg_at..reply.end]);
+    s.put(b"VALUE ");
+    s.put(value.key);
+    s.put(b" ");
+    s.put_u64(u64::from(value.flags));
+    s.put(b" ");
+    s.put_u64(value.data.len() as u64);
+    if let Some(cas) = value.cas {
+        s.put(b" ");
+        s.put_u64(cas);
+    }
+    s.put(b"\r\n");
+    s.put(value.data);
+    s.put(b"\r\nEND\r\n");
+    s.finish()?;
+    reply.finish(buf);
+    Ok(())
+}
+
+/// A cached item rendered once as memcached's whole reply message
+/// (`VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n`) together with its checksum
+/// sum, so a hit costs headers, one copy and no summing: [`write_rendered_reply`].
+///
+/// Built when a value enters the cache (it allocates; the hit path does not). A hot key is
+/// answered many times per insert, so rendering at insert is the cheaper place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RenderedValue {
+    message: Box<[u8]>,
+    /// Folded ones'-complement sum of `message` (from an even offset).
+    sum: u16,
+    key_len: u8,
+    flags: u32,
+    cas: Option<u64>,
+    data_at: u32,
+}
+
+impl RenderedValue {
+    /// Renders `value`; [`Error::ReplyTooLarge`] if the message would not fit one datagram
+    /// (such items cannot be answered in place anyway), key errors for a bad key.
+    pub fn new(value: &Value<'_>) -> Result<RenderedValue, Error> {
+        check_key(value.key)?;
+        let len = Response::Value(*value).buffer_len() + 5;
+        if len > UDP_DATA_SIZE {
+            return Err(Error::ReplyTooLarge);
+        }
+        let mut message = Vec::with_capacity(len);
+        value.emit_to(&mut message);
+        message.extend_from_slice(b"END\r\n");
+        let data_at = message.len() - 7 - value.data.len();
+        Ok(RenderedValue {
+            sum: checksum::fold(checksum::sum(&message)),
+            message: message.into_boxed_slice(),
+            key_len: value.key.len() as u8,
+            flags: value.flags,
+            cas: value.cas,
+            data_at: data_at as u32,
+        })
+    }
+
+    /// The whole reply message.
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    /// The item, borrowed from the rendered message.
+    pub fn value(&self) -> Value<'_> {
+        let key = self
+            .message
+            .get(6..6 + usize::from(self.key_len))
+            .unwrap_or(&[]);
+        let start = self.data_at as usize;
+        let end = self.message.len().saturating_sub(7);
+        Value {
+            key,
+            flags: self.flags,
+            cas: self.cas,
+            data: self.message.get(start..end).unwrap_or(&[]),
+        }
+    }
+}
+
+impl fmt::Debug for RenderedValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderedValue")
+            .field("value", &self.value())
+            .field("sum", &self.sum)
+            .finish()
+    }
+}
+
+/// [`write_hit_reply`] for a pre-rendered item: the same bytes, without formatting or
+/// summing the message on the hit path.
+#[inline]
+pub fn write_rendered_reply<F: FrameBuf + ?Sized>(
+    frame: &mut F,
+    request: &UdpFrame,
+    item: &RenderedValue,
+) -> Result<(), Error> {
+    let reply = begin_reply(frame, request, item.message.len())?;
+    let buf = frame.bytes_mut();
+    match buf.get_mut(reply.msg_at..reply.end) {
+        Some(dst) => dst.copy_from_slice(&item.message),
+        None => return Err(Error::NoRoom),
+    }
+    reply.finish_with_sum(buf, u64::from(item.sum));
+    Ok(())
 }
 
 /// Turns the request frame in `frame` (classified as `request`) into a reply carrying
-/// `items` as one single-datagram memcached message, in place, and returns the reply's
-/// layout.
+/// `items` as one single-datagram memcached message, in place. (`classify` the frame
+/// again if the reply's layout is needed; returning it cost a store-forwarding stall on
+/// every hit.)
 ///
 /// The reply goes back the way the request came: MACs, IPs and ports swapped, VLAN tags
 /// kept, a fresh 20-byte IPv4 header (request options dropped, TTL 64, DF set, the
@@ -57,7 +199,57 @@ pub fn write_reply<F: FrameBuf + ?Sized>(
     frame: &mut F,
     request: &UdpFrame,
     items: &[Response<'_>],
-) -> Result<UdpFrame, Error> {
+) -> Result<(), Error> {
+    let mut count = CountSink::default();
+    for item in items {
+        item.emit_to(&mut count);
+    }
+    let reply = begin_reply(frame, request, count.0)?;
+    let buf = frame.bytes_mut();
+    let mut sink = SliceSink::new(&mut buf[reply.msg_at..reply.end]);
+    for item in items {
+        item.emit_to(&mut sink);
+    }
+    sink.finish()?;
+    reply.finish(buf);
+    Ok(())
+}
+
+/// A reply frame whose headers are written, waiting for its message and UDP checksum.
+struct ReplyFrame {
+    udp_at: usize,
+    msg_at: usize,
+    end: usize,
+    /// Unfolded sum of the pseudo-header, UDP header and frame header.
+    header_sum: u64,
+}
+
+impl ReplyFrame {
+    /// Sums the message (at an even offset from the UDP header, so the 16-bit lanes line
+    /// up) and stores the UDP checksum.
+    #[inline]
+    fn finish(self, buf: &mut [u8]) {
+        let msg_sum = checksum::sum(&buf[self.msg_at..self.end]);
+        self.finish_with_sum(buf, msg_sum)
+    }
+
+    /// Stores the UDP checksum given the message's (partial) sum.
+    #[inline]
+    fn finish_with_sum(self, buf: &mut [u8], msg_sum: u64) {
+        let ck = checksum::finish(checksum::combine(self.header_sum, msg_sum));
+        let ck = if ck == 0 { 0xffff } else { ck };
+        buf[self.udp_at + 6..self.udp_at + 8].copy_from_slice(&ck.to_be_bytes());
+    }
+}
+
+/// Checks that a reply with a `msg_len`-byte message fits, resizes the frame, and writes
+/// everything but the message and the UDP checksum. Errors leave the frame unchanged.
+#[inline]
+fn begin_reply<F: FrameBuf + ?Sized>(
+    frame: &mut F,
+    request: &UdpFrame,
+    msg_len: usize,
+) -> Result<ReplyFrame, Error> {
     let ip_at = usize::from(request.ip_offset);
     let (request_id, tos, ident) = {
         let bytes = frame.bytes();
@@ -69,11 +261,6 @@ pub fn write_reply<F: FrameBuf + ?Sized>(
         let ip = ipv4::Packet::new_unchecked(&bytes[ip_at..]);
         (header.request_id, ip.dscp_ecn(), ip.ident())
     };
-    let mut count = CountSink::default();
-    for item in items {
-        item.emit_to(&mut count);
-    }
-    let msg_len = count.0;
     if msg_len > UDP_DATA_SIZE {
         return Err(Error::ReplyTooLarge);
     }
@@ -93,55 +280,60 @@ pub fn write_reply<F: FrameBuf + ?Sized>(
     buf[0..6].copy_from_slice(&request.eth.src);
     buf[6..12].copy_from_slice(&request.eth.dst);
 
-    // The message first, while nothing else depends on it.
-    let mut sink = SliceSink::new(&mut buf[msg_at..end]);
-    for item in items {
-        item.emit_to(&mut sink);
-    }
-    sink.finish()?;
-    buf[end..frame_len].fill(0);
-    McHeader::single(request_id)
-        .emit(&mut buf[payload_at..])
-        .map_err(Error::Wire)?;
-
+    // Headers are built in registers and their checksums computed from the field values:
+    // summing bytes just written would stall on store forwarding.
+    let (src, dst) = (request.dst_ip, request.src_ip);
+    let (src_u, dst_u) = (u32::from(src), u32::from(dst));
     let udp_len = (udp::HEADER_LEN + mc_header::HEADER_LEN + msg_len) as u16;
     let ip_total = ipv4::HEADER_LEN as u16 + udp_len;
-    {
-        let mut ip = ipv4::Packet::new_unchecked(&mut buf[ip_at..udp_at]);
-        ip.set_version_and_header_len(ipv4::HEADER_LEN as u8);
-        ip.set_dscp_ecn(tos);
-        ip.set_total_len(ip_total);
-        ip.set_ident(ident);
-        ip.set_unfragmented(true);
-        ip.set_ttl(ipv4::DEFAULT_TTL);
-        ip.set_protocol(wire::IpProtocol::Udp);
-        ip.set_src_addr(request.dst_ip);
-        ip.set_dst_addr(request.src_ip);
-        ip.fill_checksum();
+    let ttl_proto = u16::from_be_bytes([ipv4::DEFAULT_TTL, udp::PROTOCOL]);
+    const DF: u16 = 0x4000;
+    let ver_tos = u16::from_be_bytes([0x45, tos]);
+    let ip_sum = u64::from(ver_tos)
+        + u64::from(ip_total)
+        + u64::from(ident)
+        + u64::from(DF)
+        + u64::from(ttl_proto)
+        + u64::from(src_u >> 16)
+        + u64::from(src_u & 0xffff)
+        + u64::from(dst_u >> 16)
+        + u64::from(dst_u & 0xffff);
+    let ip_ck = checksum::finish(ip_sum);
+    let mut ip = [0u8; ipv4::HEADER_LEN];
+    ip[0..2].copy_from_slice(&ver_tos.to_be_bytes());
+    ip[2..4].copy_from_slice(&ip_total.to_be_bytes());
+    ip[4..6].copy_from_slice(&ident.to_be_bytes());
+    ip[6..8].copy_from_slice(&DF.to_be_bytes());
+    ip[8..10].copy_from_slice(&ttl_proto.to_be_bytes());
+    ip[10..12].copy_from_slice(&ip_ck.to_be_bytes());
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    buf[ip_at..udp_at].copy_from_slice(&ip);
+
+    let (sport, dport) = (request.dst_port, request.src_port);
+    let mut hdrs = [0u8; udp::HEADER_LEN + mc_header::HEADER_LEN];
+    hdrs[0..2].copy_from_slice(&sport.to_be_bytes());
+    hdrs[2..4].copy_from_slice(&dport.to_be_bytes());
+    hdrs[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    // hdrs[6..8]: the UDP checksum, filled by ReplyFrame::finish.
+    hdrs[8..16].copy_from_slice(&McHeader::single(request_id).to_bytes());
+    buf[udp_at..msg_at].copy_from_slice(&hdrs);
+    if frame_len > end {
+        buf[end..frame_len].fill(0);
     }
-    {
-        let mut u = udp::Packet::new_unchecked(&mut buf[udp_at..end]);
-        u.set_src_port(request.dst_port);
-        u.set_dst_port(request.src_port);
-        u.set_len(udp_len);
-        u.fill_checksum(request.dst_ip, request.src_ip);
-    }
-    Ok(UdpFrame {
-        eth: wire::EthernetRepr {
-            src: request.eth.dst,
-            dst: request.eth.src,
-            ..request.eth
-        },
-        src_ip: request.dst_ip,
-        dst_ip: request.src_ip,
-        src_port: request.dst_port,
-        dst_port: request.src_port,
-        ttl: ipv4::DEFAULT_TTL,
-        ip_offset: request.ip_offset,
-        udp_offset: udp_at as u16,
-        payload_offset: payload_at as u16,
-        payload_len: (mc_header::HEADER_LEN + msg_len) as u16,
-        udp_checksum: true,
+
+    let header_sum = checksum::pseudo_header(src, dst, udp::PROTOCOL, udp_len)
+        + u64::from(sport)
+        + u64::from(dport)
+        + u64::from(udp_len)
+        + u64::from(request_id)
+        + 1; // sequence 0, count 1, reserved 0
+
+    Ok(ReplyFrame {
+        udp_at,
+        msg_at,
+        end,
+        header_sum,
     })
 }
 
@@ -327,10 +519,10 @@ mod tests {
                 cas: Some(12),
                 data: &[b'x'; 100],
             };
-            let layout = write_hit_reply(&mut f, &req, &value).unwrap();
+            write_hit_reply(&mut f, &req, &value).unwrap();
             let reply = udp(&f);
-            assert_eq!(reply, layout);
             assert_eq!(reply.endpoints(), ep.reversed());
+            assert_eq!(reply.udp_offset, req.udp_offset);
             let payload = reply.payload(&f);
             assert_eq!(McHeader::parse(payload).unwrap(), McHeader::single(0xabcd));
             let items: Vec<_> = ResponseReader::new(&payload[8..])
@@ -342,6 +534,43 @@ mod tests {
             want.extend_from_slice(b"\r\nEND\r\n");
             assert_eq!(&payload[8..], &want[..]);
         }
+    }
+
+    #[test]
+    fn rendered_reply_matches_formatted_reply() {
+        let ep = client();
+        for cas in [None, Some(u64::MAX)] {
+            let data: Vec<u8> = (0..=255u8).collect();
+            let value = Value {
+                key: b"some:key",
+                flags: 0xdead_beef,
+                cas,
+                data: &data,
+            };
+            let rendered = RenderedValue::new(&value).unwrap();
+            assert_eq!(rendered.value(), value);
+            let get = Request::parse(b"get some:key\r\n").unwrap();
+            let mut a = request_frame(&ep, 0x77, &get);
+            let mut b = a.clone();
+            let req = udp(&a);
+            write_hit_reply(&mut a, &req, &value).unwrap();
+            write_rendered_reply(&mut b, &req, &rendered).unwrap();
+            assert_eq!(a, b);
+            assert_eq!(udp(&b).payload_len as usize, 8 + rendered.message().len());
+        }
+        let big = vec![0u8; UDP_DATA_SIZE];
+        let value = Value {
+            key: b"k",
+            flags: 0,
+            cas: None,
+            data: &big,
+        };
+        assert_eq!(RenderedValue::new(&value), Err(Error::ReplyTooLarge));
+        let bad = Value {
+            key: b"a b",
+            ..value
+        };
+        assert_eq!(RenderedValue::new(&bad), Err(Error::IllegalKey));
     }
 
     #[test]

@@ -35,8 +35,14 @@
 //!
 //! Frames:
 //! - [`write_hit_reply`]: turns a GET request frame into memcached's reply for a cached item
-//!   in the same [`FrameBuf`](crate::wire::FrameBuf), byte-identical to memcached 1.6.
-//!   [`write_reply`] does the same for any single-datagram message.
+//!   in the same [`FrameBuf`](crate::wire::FrameBuf), byte-identical to memcached 1.6
+//!   (frame header: the request's id, sequence 0, count 1). Only replies that fit one
+//!   datagram ([`UDP_DATA_SIZE`] message bytes) are written; larger ones fail with
+//!   [`Error::ReplyTooLarge`], frame untouched (forward the GET instead).
+//! - [`RenderedValue`] + [`write_rendered_reply`]: the same reply from an item rendered once
+//!   when it enters the cache (message bytes and their checksum): the hit path is then
+//!   headers plus one copy. This is the one the cache should use.
+//! - [`write_reply`]: any single-datagram message (e.g. `END` for a miss) the same way.
 //! - [`emit_request_frame`] / [`emit_request_frame_vec`] (replica `set`s),
 //!   [`emit_version_probe`], [`emit_response_frame`].
 //!
@@ -53,7 +59,8 @@ mod text;
 pub use binary::BinaryResponse;
 pub use frames::{
     emit_request_frame, emit_request_frame_vec, emit_response_frame, emit_version_probe,
-    parse_datagram, write_hit_reply, write_reply, UDP_DATA_SIZE,
+    parse_datagram, write_hit_reply, write_rendered_reply, write_reply, RenderedValue,
+    UDP_DATA_SIZE,
 };
 pub use reassembly::{Progress, Reassembler};
 pub use request::{Binary, Command, KeyIter, Keys, Meta, Request, Retrieval, Storage};

@@ -149,7 +149,7 @@ impl Sink for Vec<u8> {
 }
 
 /// Writes `v` in decimal at the end of `buf` and returns the digits.
-#[inline]
+#[inline(always)]
 pub(crate) fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
@@ -209,6 +209,24 @@ impl Sink for SliceSink<'_> {
             Some(dst) if !self.overflow => {
                 dst.copy_from_slice(bytes);
                 self.len += bytes.len();
+            }
+            _ => self.overflow = true,
+        }
+    }
+
+    /// Digits go straight into the buffer, last digit first (no stack buffer and no
+    /// `memcpy` call for a few bytes).
+    #[inline]
+    fn put_u64(&mut self, v: u64) {
+        let n = digits_u64(v);
+        match self.buf.get_mut(self.len..self.len + n) {
+            Some(dst) if !self.overflow => {
+                let mut x = v;
+                for d in dst.iter_mut().rev() {
+                    *d = b'0' + (x % 10) as u8;
+                    x /= 10;
+                }
+                self.len += n;
             }
             _ => self.overflow = true,
         }

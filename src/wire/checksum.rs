@@ -1,8 +1,8 @@
 //! The Internet checksum (RFC 1071): full computation and incremental update (RFC 1624).
 //!
-//! Sums are accumulated over 64-bit big-endian words with end-around carry, which gives the
-//! same ones'-complement result as summing 16-bit words (RFC 1071 §2(B)) in an eighth of the
-//! additions, and folded to 16 bits at the end.
+//! Sums are accumulated over native-endian 32-bit words in a 64-bit register and folded to
+//! 16 bits at the end, which gives the same ones'-complement result as summing big-endian
+//! 16-bit words (RFC 1071 §2(B): deferred carries, byte-order independence).
 
 use std::net::Ipv4Addr;
 
@@ -12,35 +12,30 @@ fn add_carry(a: u64, b: u64) -> u64 {
     let (sum, carry) = a.overflowing_add(b);
     sum + u64::from(carry)
 }
-
-/// The unfolded ones'-complement sum of `data` read as big-endian 16-bit words (an odd
-/// trailing byte is padded with a zero byte, as RFC 1071 says). Combine partial sums of
-/// 16-bit-aligned pieces with [`combine`] and finish with [`fold`].
+/// The ones'-complement sum of `data` read as big-endian 16-bit words (an odd trailing
+/// byte is padded with a zero byte, as RFC 1071 says), as a partial sum: combine partial
+/// sums of 16-bit-aligned pieces with [`combine`] and finish with [`fold`].
+///
+/// Native-endian 32-bit words are added into 64 bits (no carries to propagate before 2³²
+/// words, no byte swaps, and the loop vectorizes), folded, and byte-swapped once at the
+/// end: the ones'-complement sum is byte-order independent (RFC 1071 §2(B)).
 #[inline]
 pub fn sum(data: &[u8]) -> u64 {
     let mut acc = 0u64;
-    let mut chunks = data.chunks_exact(32);
-    for c in &mut chunks {
-        // Four independent words per step keep the adds pipelined.
-        let w0 = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let w1 = u64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
-        let w2 = u64::from_be_bytes([c[16], c[17], c[18], c[19], c[20], c[21], c[22], c[23]]);
-        let w3 = u64::from_be_bytes([c[24], c[25], c[26], c[27], c[28], c[29], c[30], c[31]]);
-        acc = add_carry(acc, add_carry(add_carry(w0, w1), add_carry(w2, w3)));
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
     }
-    let mut words = chunks.remainder().chunks_exact(8);
-    for c in &mut words {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc = add_carry(acc, w);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        // Zero-padding on the right keeps every byte in its 16-bit lane.
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        acc = add_carry(acc, u64::from_be_bytes(last));
-    }
-    acc
+    // The last 0–3 bytes, zero-padded, in the same little-endian lanes. Built from
+    // register loads: copying into a stack buffer and reading it back as one word stalls
+    // on store forwarding.
+    acc += match *words.remainder() {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c] => u64::from(u16::from_le_bytes([a, b])) | u64::from(c) << 16,
+        _ => 0,
+    };
+    u64::from(fold(acc).swap_bytes())
 }
 
 /// Combines two unfolded partial sums (each over a 16-bit-aligned piece).

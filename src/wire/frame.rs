@@ -65,8 +65,9 @@ impl UdpFrame {
             .unwrap_or(&[])
     }
 
-    /// The addresses and ports as received, for emitting frames on the same path (use
-    /// [`UdpEndpoints::reversed`] to answer).
+    /// The addresses, ports and VLAN tags as received, for emitting frames on the same
+    /// path (use [`UdpEndpoints::reversed`] to answer); the TTL is kvlb's default, not the
+    /// received one.
     #[inline]
     pub fn endpoints(&self) -> UdpEndpoints {
         UdpEndpoints {
@@ -110,7 +111,11 @@ pub struct ArpFrame {
 /// (header checksum verified, options skipped, fragments refused) carrying UDP (checksum
 /// verified when non-zero). Anything else is an [`Error`] naming why; it never panics and
 /// never reads outside `frame`.
-#[inline]
+///
+/// Always inlined: the caller then builds the `UdpFrame` in place instead of copying a
+/// returned struct that was just written field by field (a store-forwarding stall that
+/// cost as much as the parse itself).
+#[inline(always)]
 pub fn classify(frame: &[u8]) -> Result<Classified, Error> {
     let eth = EthernetRepr::parse(frame)?;
     let ip_offset = eth.header_len();
