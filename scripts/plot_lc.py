@@ -88,21 +88,30 @@ def plot_sweep(out):
     alphas = sorted({num(r["alpha"]) for r in main})
     by = {(r["algo"], num(r["alpha"])): r for r in main}
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    # Row 1: kvlb's default support (10 backends); row 2: the smallest support swept
+    # (32 backends), where the classic rule's looser test shows.
+    small = min(num(r["support"]) for r in rows)
+    panels = [("n=10", main, "s = 1/40 (10 backends)")]
+    low = [r for r in rows if int(r["len"]) == max_len and int(r["keys"]) == max_keys and num(r["support"]) == small]
+    if low and small < 0.025:
+        panels.append(("low", low, f"s = {small:.4f} (32 backends)"))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4 * len(panels)), sharey=True, squeeze=False)
     width = 0.8 / max(1, len(algos))
-    for ax, metric in zip(axes, ["precision", "recall"]):
-        for i, a in enumerate(algos):
-            xs = [j + i * width for j in range(len(alphas))]
-            ys = [num(by[(a, al)][metric]) if (a, al) in by else 0 for al in alphas]
-            ax.bar(xs, ys, width, label=a)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(alphas))])
-        ax.set_xticklabels([str(a) for a in alphas])
-        ax.set_xlabel("Zipf α")
-        ax.set_title(metric)
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Precision / recall, N = {max_len}, {max_keys} keys, s = 1/40")
+    for row, (_, sel, title) in enumerate(panels):
+        bys = {(r["algo"], num(r["alpha"])): r for r in sel}
+        for ax, metric in zip(axes[row], ["precision", "recall"]):
+            for i, a in enumerate(algos):
+                xs = [j + i * width for j in range(len(alphas))]
+                ys = [num(bys[(a, al)][metric]) if (a, al) in bys else 0 for al in alphas]
+                ax.bar(xs, ys, width, label=a)
+            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(alphas))])
+            ax.set_xticklabels([str(a) for a in alphas])
+            ax.set_xlabel("Zipf α")
+            ax.set_title(f"{metric}, {title}")
+            ax.set_ylim(0, 1.05)
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Precision / recall, N = {max_len}, {max_keys} keys")
     save(fig, out, "precision_recall.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

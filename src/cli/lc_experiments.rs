@@ -941,7 +941,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
                 );
                 let _ = writeln!(
                     md,
-                    "| {alpha} | {label} | {:.3} | {:.3} | {} | {} / {} | {} | {} | {w:.1} |",
+                    "| {alpha} | {label} | {:.3} | {:.3} | {} | {} / {} | {} | {} | {w:.2} |",
                     acc.precision,
                     acc.recall,
                     if c == Contender::Lossy {

@@ -206,7 +206,7 @@ impl LossyCounter {
             next_rotation: None,
         };
         d.set_error(params.error);
-        d.next_refresh = d.refresh_period;
+        d.next_refresh = 0;
         Ok(d)
     }
 
@@ -332,7 +332,11 @@ impl LossyCounter {
 
     /// Recomputes the heat thresholds; landmark detectors also demote keys that fell below.
     fn refresh(&mut self) {
-        self.next_refresh = self.n.saturating_add(self.refresh_period);
+        // Thresholds go stale as the window grows: refresh every 1/ε requests, and more
+        // often while the window is young (every 1/16 of it), when 1/ε requests would move
+        // the thresholds by a large fraction.
+        let step = (self.n / 16).clamp(self.one(), self.refresh_period.max(self.one()));
+        self.next_refresh = self.n.saturating_add(step);
         let (hot, warm) = self.thresholds(self.support, self.warm, self.rule);
         self.levels = HeatLevels::new(hot, warm, self.hysteresis);
         if self.decay.is_some() {
