@@ -56,6 +56,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     use lexopt::prelude::*;
     let mut out: Option<PathBuf> = None;
     let mut quick = false;
+    let mut tiny = false;
     let mut only: Vec<String> = SECTIONS.iter().map(|s| s.to_string()).collect();
     let mut seed = 1u64;
     let mut p = lexopt::Parser::from_args(args);
@@ -67,6 +68,8 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
             }
             Long("out") => out = Some(p.value()?.into()),
             Long("quick") => quick = true,
+            // Undocumented: the test suite's smoke run.
+            Long("tiny") => tiny = true,
             Long("seed") => seed = p.value()?.parse()?,
             Long("only") => {
                 only = p
@@ -84,7 +87,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     }
     let out = out.context("--out DIR is required (see --help)")?;
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let plan = Plan::new(quick, seed);
+    let plan = if tiny {
+        Plan::sized(Size::Tiny, seed)
+    } else {
+        Plan::new(quick, seed)
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -139,6 +146,14 @@ fn progress(msg: &str) {
     let _ = writeln!(e, "[lc-experiments] {msg}");
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    Full,
+    Quick,
+    /// Seconds even in a debug build: for tests.
+    Tiny,
+}
+
 /// Sizes of everything, full or quick.
 #[derive(Debug)]
 struct Plan {
@@ -150,6 +165,8 @@ struct Plan {
     drift_epoch: usize,
     drift_epochs: usize,
     drift_alphas: Vec<f64>,
+    /// Keys in the drift, weighted and bench workloads.
+    keys: usize,
     weighted_len: usize,
     weighted_alphas: Vec<f64>,
     bench_len: usize,
@@ -158,7 +175,27 @@ struct Plan {
 
 impl Plan {
     fn new(quick: bool, seed: u64) -> Plan {
-        if quick {
+        Self::sized(if quick { Size::Quick } else { Size::Full }, seed)
+    }
+
+    fn sized(size: Size, seed: u64) -> Plan {
+        if size == Size::Tiny {
+            return Plan {
+                seed,
+                lengths: vec![20_000],
+                key_counts: vec![5_000],
+                extra_supports: vec![(1.0 / 16.0, "n=4")],
+                drift_epoch: 2_000,
+                drift_epochs: 6,
+                drift_alphas: vec![1.2],
+                keys: 5_000,
+                weighted_len: 10_000,
+                weighted_alphas: vec![1.2],
+                bench_len: 10_000,
+                bench_rounds: 2,
+            };
+        }
+        if size == Size::Quick {
             Plan {
                 seed,
                 lengths: vec![1_000_000],
@@ -167,6 +204,7 @@ impl Plan {
                 drift_epoch: 50_000,
                 drift_epochs: 16,
                 drift_alphas: vec![0.99],
+                keys: 1_000_000,
                 weighted_len: 300_000,
                 weighted_alphas: vec![0.99, 1.2],
                 bench_len: 2_000_000,
@@ -181,6 +219,7 @@ impl Plan {
                 drift_epoch: 200_000,
                 drift_epochs: 20,
                 drift_alphas: vec![0.99, 1.2],
+                keys: 1_000_000,
                 weighted_len: 2_000_000,
                 weighted_alphas: vec![0.99, 1.2],
                 bench_len: 10_000_000,
@@ -707,7 +746,7 @@ fn drift(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     let total = e * plan.drift_epochs;
     let change = e * (plan.drift_epochs / 2) + e / 2;
     let step = e / 10;
-    let n_keys = 1_000_000;
+    let n_keys = plan.keys;
     let support = default_support();
     let ks = KeySpace::new(n_keys);
     let contenders = [
@@ -830,7 +869,7 @@ fn drift(plan: &Plan, out: &Path) -> anyhow::Result<String> {
 // Weighted
 
 fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
-    let n_keys = 1_000_000;
+    let n_keys = plan.keys;
     let len = plan.weighted_len;
     let support = default_support();
     let ks = KeySpace::new(n_keys);
@@ -902,7 +941,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
                 );
                 let _ = writeln!(
                     md,
-                    "| {alpha} | {label} | {:.3} | {:.3} | {} | {} / {} | {} | {} | {w:.1} |",
+                    "| {alpha} | {label} | {:.3} | {:.3} | {} | {} / {} | {} | {} | {w:.2} |",
                     acc.precision,
                     acc.recall,
                     if c == Contender::Lossy {
@@ -955,7 +994,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
-    let n_keys = 1_000_000;
+    let n_keys = plan.keys;
     let len = plan.bench_len;
     let support = default_support();
     let error = support / 10.0;
@@ -1135,6 +1174,31 @@ mod tests {
             "nope".into()
         ])
         .is_err());
+    }
+
+    #[test]
+    fn every_section_runs_at_tiny_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        run(vec![
+            "--out".into(),
+            dir.path().as_os_str().to_owned(),
+            "--tiny".into(),
+        ])
+        .unwrap();
+        for (file, min_rows) in [
+            ("thresholds.csv", 2),
+            ("sweep.csv", 5),
+            ("drift.csv", 6),
+            ("weighted.csv", 5),
+            ("bench.csv", 8),
+        ] {
+            let csv = fs::read_to_string(dir.path().join(file)).unwrap();
+            assert!(csv.lines().count() > min_rows, "{file}:\n{csv}");
+        }
+        let md = fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        for section in ["Thresholds", "sweep", "Drift", "Weighted", "Update rate"] {
+            assert!(md.contains(section), "{section} missing");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //! Classic: at most `⌈1/ε⌉·(H(B) + 1)` entries after `B` complete buckets (the paper's
 //! `(1/ε)·log(εN)`; `H` is the harmonic number), checked by `entries_bound`. Weighted:
 //! `(⌈1/ε⌉ + w_max)·H(B) + ⌈1/ε⌉`, with `w_max` the largest weight seen in weight units.
+//! Tumbling epochs (decayed, `keep = 0`): the classic bound over the current epoch plus
+//! the hot and warm keys pinned from the last one.
 //!
 //! # Decayed (`lossy-decayed`)
 //! Hot keys drift, and a landmark count from the start of time never forgets them. The
@@ -42,7 +44,7 @@
 //!   ε_max·W_D`, `ε_max` being the largest ε in force while the key was tracked;
 //! - no false negatives: every key with `D(x) ≥ s·W_D` is reported (both rules);
 //! - the hot set: at each rotation it becomes the keys reported over the epoch that just
-//!   ended (plus, by the hysteresis, keys that were hot and are still within 10% below
+//!   ended (plus, by the hysteresis, keys that were hot and are still within 5% below
 //!   the threshold), and those keys stay hot (their entries pinned) through the next
 //!   epoch. During an epoch a key turns hot early once its certain count `f` beats the
 //!   threshold by a significance margin (three standard deviations of a Poisson count at
@@ -204,7 +206,7 @@ impl LossyCounter {
             next_rotation: None,
         };
         d.set_error(params.error);
-        d.next_refresh = d.refresh_period;
+        d.next_refresh = 0;
         Ok(d)
     }
 
@@ -330,7 +332,11 @@ impl LossyCounter {
 
     /// Recomputes the heat thresholds; landmark detectors also demote keys that fell below.
     fn refresh(&mut self) {
-        self.next_refresh = self.n.saturating_add(self.refresh_period);
+        // Thresholds go stale as the window grows: refresh every 1/ε requests, and more
+        // often while the window is young (every 1/16 of it), when 1/ε requests would move
+        // the thresholds by a large fraction.
+        let step = (self.n / 16).clamp(self.one(), self.refresh_period.max(self.one()));
+        self.next_refresh = self.n.saturating_add(step);
         let (hot, warm) = self.thresholds(self.support, self.warm, self.rule);
         self.levels = HeatLevels::new(hot, warm, self.hysteresis);
         if self.decay.is_some() {
@@ -658,14 +664,22 @@ impl Detector for LossyCounter {
     }
 
     fn entries_bound(&self) -> Option<usize> {
-        if self.decay.is_some() || self.max_entries.is_some() {
+        if self.max_entries.is_some() {
             return self.max_entries;
         }
+        // Tumbling epochs start every epoch afresh: the landmark bound holds within the
+        // epoch, plus the hot and warm keys pinned from the last one. With keep > 0 old
+        // entries linger with decayed counts and the landmark argument does not apply.
+        let pinned = match self.decay {
+            None => 0,
+            Some((_, 0)) => self.book.hot().len() + self.book.warm().len(),
+            Some(_) => return None,
+        };
         let q = self.quantum as f64;
         let per = self.width as f64 / q;
         let c = (self.width + self.w_max - self.quantum) as f64 / q;
         let b = harmonic(self.buckets_done());
-        Some((c * b + per).ceil() as usize)
+        Some((c * b + per).ceil() as usize + pinned)
     }
 
     fn memory_bytes(&self) -> usize {

@@ -295,7 +295,7 @@ pub struct DetectorParams {
     pub min_requests: Option<u64>,
     /// A hot (warm) key stays hot (warm) until its score falls below `1 − hysteresis`
     /// times the threshold, so keys near a threshold do not flap (each flap would make
-    /// the core start and stop replicating or caching them).
+    /// the core start and stop replicating or caching them). Default 0.05.
     pub hysteresis: f64,
     /// Hash seed (datapaths should pass a random one; see `keys`).
     pub seed: u64,
@@ -314,7 +314,7 @@ impl DetectorParams {
             keep: 0.0,
             max_entries: None,
             min_requests: None,
-            hysteresis: 0.1,
+            hysteresis: 0.05,
             seed: 0x6b76_6c62_686f_746b,
         }
     }

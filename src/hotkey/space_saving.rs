@@ -126,7 +126,7 @@ impl SpaceSaving {
             levels: HeatLevels::NEVER,
             hysteresis: params.hysteresis,
             refresh_period: period,
-            next_refresh: period,
+            next_refresh: 1,
             min_n: params.effective_min_requests(),
         })
     }
@@ -274,7 +274,9 @@ impl SpaceSaving {
     }
 
     fn refresh(&mut self) {
-        self.next_refresh = self.n.saturating_add(self.refresh_period);
+        // Refresh every 1/ε requests, more often while the stream is young (see lossy.rs).
+        let step = (self.n / 16).clamp(1, self.refresh_period.max(1));
+        self.next_refresh = self.n.saturating_add(step);
         let (hot, warm) = self.thresholds(self.support, self.warm, self.rule);
         self.levels = HeatLevels::new(hot, warm, self.hysteresis);
         let (rule, levels) = (self.rule, self.levels);
