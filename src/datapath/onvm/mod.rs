@@ -146,7 +146,10 @@ impl OnvmNf {
             let ret = onvm_sys::onvm_nflib_init(argc, argv.as_mut_ptr(), ctag.as_ptr(), ctx, table);
             (ctx, ret)
         };
-        let ctx = NonNull::new(ctx).expect("onvm_nflib_init_nf_local_ctx exits rather than fail");
+        // ONVM exits the process rather than return NULL here; checked all the same.
+        let Some(ctx) = NonNull::new(ctx) else {
+            return Err(OnvmError::Init(ret));
+        };
         if ret < 0 {
             // SAFETY: stop copes with a context whose init did not finish (it frees it, or
             // cleans up a registration that completed before a signal).
