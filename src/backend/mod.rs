@@ -16,7 +16,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::clock::Instant;
-use crate::config::{BackendSpec, Config, Mac};
+use crate::config::{BackendSpec, Config};
 
 /// Index of a backend in the configured list (stable for the life of the core).
 pub type BackendId = usize;
@@ -54,8 +54,6 @@ pub struct BackendCounters {
 #[derive(Debug)]
 pub struct Backend {
     pub spec: BackendSpec,
-    /// Resolved link-layer address (static neighbour entry or learned by ARP).
-    pub mac: Option<Mac>,
     up: bool,
     consecutive_timeouts: u32,
     outstanding: u32,
@@ -105,11 +103,6 @@ impl BackendPool {
             .iter()
             .map(|spec| Backend {
                 spec: spec.clone(),
-                mac: cfg
-                    .neighbors
-                    .iter()
-                    .find(|(ip, _)| ip == spec.addr.ip())
-                    .map(|&(_, mac)| mac),
                 up: true,
                 consecutive_timeouts: 0,
                 outstanding: 0,
@@ -171,22 +164,28 @@ impl BackendPool {
         self.backends.iter().filter(|b| b.up).count()
     }
 
-    /// A request of `bytes` was sent to `id`.
-    pub fn on_sent(&mut self, id: BackendId, bytes: usize) {
+    /// A request of `bytes` was sent to `id`; `answered`: a reply is expected (it counts as
+    /// outstanding until [`on_response`](Self::on_response) or
+    /// [`on_timeout`](Self::on_timeout)).
+    pub fn on_sent(&mut self, id: BackendId, bytes: usize, answered: bool) {
         let b = &mut self.backends[id];
-        b.outstanding += 1;
+        if answered {
+            b.outstanding += 1;
+        }
         b.counters.requests += 1;
         b.counters.bytes_out += bytes as u64;
     }
 
-    /// A response of `bytes` arrived for a request sent `latency` ago. Returns `Up` if this
-    /// brought a down backend back.
+    /// A response of `bytes` arrived for a request sent `latency` ago. With `revive`, a
+    /// down backend is marked up (returns `Up`); the core revives only on a probe's answer
+    /// (or the rejoin flush's), never on a late reply.
     pub fn on_response(
         &mut self,
         id: BackendId,
         bytes: usize,
         latency: Duration,
         error_reply: bool,
+        revive: bool,
     ) -> Option<Health> {
         let b = &mut self.backends[id];
         b.outstanding = b.outstanding.saturating_sub(1);
@@ -200,7 +199,7 @@ impl BackendPool {
             .max(1);
         b.latency_us.saturating_record(us);
         b.consecutive_timeouts = 0;
-        if !b.up {
+        if !b.up && revive {
             b.up = true;
             b.counters.marked_up += 1;
             log::info!("backend {} is up again", b.spec);
@@ -210,17 +209,10 @@ impl BackendPool {
     }
 
     /// A response arrived for a request that was no longer tracked (it had expired): the
-    /// backend is alive, but the request already counted as a timeout.
-    pub fn on_late_response(&mut self, id: BackendId) -> Option<Health> {
-        let b = &mut self.backends[id];
-        b.consecutive_timeouts = 0;
-        if !b.up {
-            b.up = true;
-            b.counters.marked_up += 1;
-            log::info!("backend {} is up again (late reply)", b.spec);
-            return Some(Health::Up(id));
-        }
-        None
+    /// backend is alive, so its timeout streak ends; a down backend still waits for its
+    /// probe (and rejoin flush) to come back.
+    pub fn on_late_response(&mut self, id: BackendId) {
+        self.backends[id].consecutive_timeouts = 0;
     }
 
     /// A request to `id` timed out. Returns `Down` if this marked the backend down.
@@ -307,9 +299,8 @@ mod tests {
     #[test]
     fn timeouts_mark_down_and_probe_answers_bring_back() {
         let mut p = pool();
-        assert_eq!(p.get(0).mac, Some([2, 0, 0, 0, 0, 1]));
         for _ in 0..3 {
-            p.on_sent(1, 10);
+            p.on_sent(1, 10, true);
         }
         assert_eq!(p.on_timeout(1, ms(0)), None);
         assert_eq!(p.on_timeout(1, ms(1)), None);
@@ -326,14 +317,26 @@ mod tests {
         p.due_probes(ms(102), |id| probes.push(id));
         assert_eq!(probes, vec![1]);
 
-        p.on_sent(1, 9);
+        p.on_sent(1, 9, true);
         assert_eq!(
-            p.on_response(1, 20, Duration::from_micros(30), false),
+            p.on_response(1, 20, Duration::from_micros(30), false, false),
+            None,
+            "only probes revive"
+        );
+        p.on_sent(1, 9, true);
+        assert_eq!(
+            p.on_response(1, 20, Duration::from_micros(30), false, true),
             Some(Health::Up(1))
         );
         assert!(p.get(1).is_up());
         let c = &p.get(1).counters;
         assert_eq!((c.marked_down, c.marked_up, c.timeouts), (1, 1, 3));
+        p.on_sent(1, 1, false);
+        assert_eq!(
+            p.get(1).outstanding(),
+            0,
+            "unanswered sends are not outstanding"
+        );
     }
 
     #[test]
@@ -341,7 +344,7 @@ mod tests {
         let mut p = pool();
         p.on_timeout(0, ms(0));
         p.on_timeout(0, ms(1));
-        p.on_response(0, 1, Duration::from_micros(5), false);
+        p.on_response(0, 1, Duration::from_micros(5), false, false);
         p.on_timeout(0, ms(2));
         p.on_timeout(0, ms(3));
         assert!(p.get(0).is_up());
@@ -353,8 +356,8 @@ mod tests {
     fn latency_percentiles() {
         let mut p = pool();
         for us in 1..=100 {
-            p.on_sent(0, 1);
-            p.on_response(0, 1, Duration::from_micros(us), false);
+            p.on_sent(0, 1, true);
+            p.on_response(0, 1, Duration::from_micros(us), false, false);
         }
         let b = p.get(0);
         assert_eq!(b.latency_samples(), 100);

@@ -254,6 +254,33 @@ impl Caches {
         }
     }
 
+    /// A write to every key (`flush_all`) is about to be forwarded: drops every cached
+    /// value (hot keys stay admitted to L1, empty) and blocks learning until
+    /// [`Caches::flush_done`].
+    pub fn flush_sent(&mut self) {
+        self.stamps.write_sent_all();
+        let keys: Vec<(KeyHash, Box<[u8]>)> = self
+            .l1
+            .iter()
+            .filter(|e| e.value.is_some())
+            .map(|e| (self.hasher.hash(e.key), e.key.into()))
+            .collect();
+        for (h, k) in &keys {
+            if self.l1.invalidate(*h, k) {
+                self.counters.l1_invalidations += 1;
+            }
+        }
+        self.counters.l2_invalidations += self.l2.len() as u64;
+        self.l2.clear();
+    }
+
+    /// A `flush_all`'s flow ended.
+    pub fn flush_done(&mut self) {
+        if !self.stamps.write_done_all() {
+            self.counters.unmatched_write_done += 1;
+        }
+    }
+
     /// A write's flow ended (reply, error reply, expiry, eviction, backend down).
     pub fn write_done(&mut self, h: KeyHash) {
         if !self.stamps.write_done(h) {

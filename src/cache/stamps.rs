@@ -78,6 +78,10 @@ impl ReadTicket {
 pub struct WriteStamps {
     slots: Box<[Slot]>,
     mask: usize,
+    /// Writes to every key at once (`flush_all`): a slot every key shares. A ticket is the
+    /// sum of the key's slot version and this one's; both only grow, so the sum moves iff
+    /// either does.
+    all: Slot,
 }
 
 impl WriteStamps {
@@ -88,6 +92,7 @@ impl WriteStamps {
         WriteStamps {
             slots: vec![Slot::default(); n].into_boxed_slice(),
             mask: n - 1,
+            all: Slot::default(),
         }
     }
 
@@ -127,14 +132,39 @@ impl WriteStamps {
         }
     }
 
+    /// A write to every key (`flush_all`) is being forwarded.
+    pub fn write_sent_all(&mut self) {
+        self.all.seq = self.all.seq.wrapping_add(1);
+        self.all.pending = self.all.pending.saturating_add(1);
+    }
+
+    /// A write to every key ended. Returns `false` when none was in flight.
+    pub fn write_done_all(&mut self) -> bool {
+        self.all.seq = self.all.seq.wrapping_add(1);
+        match self.all.pending {
+            0 => false,
+            u32::MAX => true,
+            _ => {
+                self.all.pending -= 1;
+                true
+            }
+        }
+    }
+
+    #[inline]
+    fn stamp(&self, s: &Slot) -> u64 {
+        s.seq.wrapping_add(self.all.seq)
+    }
+
     /// A GET for the key is being forwarded.
     #[inline]
     pub fn read_sent(&self, h: KeyHash) -> ReadTicket {
         let s = self.slot(h);
-        if s.pending > 0 || s.seq == u64::MAX {
+        let stamp = self.stamp(s);
+        if s.pending > 0 || self.all.pending > 0 || stamp == u64::MAX {
             ReadTicket::NEVER
         } else {
-            ReadTicket(s.seq)
+            ReadTicket(stamp)
         }
     }
 
@@ -142,7 +172,10 @@ impl WriteStamps {
     #[inline]
     pub fn may_learn(&self, h: KeyHash, ticket: ReadTicket) -> bool {
         let s = self.slot(h);
-        ticket != ReadTicket::NEVER && s.pending == 0 && s.seq == ticket.0
+        ticket != ReadTicket::NEVER
+            && s.pending == 0
+            && self.all.pending == 0
+            && self.stamp(s) == ticket.0
     }
 
     /// Writes in flight on the key's slot.
@@ -206,5 +239,20 @@ mod tests {
         assert!(st.may_learn(other, t));
         assert_eq!(st.pending(a), 1);
         assert_eq!(st.memory_bytes(), 16 * 16);
+    }
+
+    #[test]
+    fn a_write_to_every_key_blocks_every_key() {
+        let mut st = WriteStamps::new(16);
+        let (a, b) = (KeyHash::from_raw(1), KeyHash::from_raw(2));
+        let ta = st.read_sent(a);
+        st.write_sent_all();
+        assert_eq!(st.read_sent(b), ReadTicket::NEVER, "flush in flight");
+        assert!(st.write_done_all());
+        assert!(!st.may_learn(a, ta), "a GET overtaken by the flush");
+        let tb = st.read_sent(b);
+        assert!(st.may_learn(b, tb));
+        assert!(!st.write_done_all(), "unmatched");
+        assert!(!st.may_learn(b, tb), "the stamp still moves");
     }
 }

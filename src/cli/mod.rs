@@ -4,8 +4,20 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::stats::{Report, Reporter};
+
+mod replay;
+mod serve;
 
 pub mod dpdk;
+pub mod hotkeys;
+pub mod lc_experiments;
 pub mod onvm;
 pub mod route;
 
@@ -21,6 +33,16 @@ pub struct Command {
 /// Every subcommand, in the order `kvlb --help` lists them.
 pub static COMMANDS: &[Command] = &[
     Command {
+        name: "serve",
+        summary: "balance memcached UDP traffic over kernel sockets (the default datapath)",
+        run: serve::run,
+    },
+    Command {
+        name: "replay",
+        summary: "run a pcap through the core offline; outputs as pcaps + stats.json",
+        run: replay::run,
+    },
+    Command {
         name: "onvm",
         summary: "run as an OpenNetVM network function (needs the `onvm` feature)",
         run: onvm::run,
@@ -35,6 +57,16 @@ pub static COMMANDS: &[Command] = &[
         summary: "print the backend each key on stdin lives on (libmemcached ketama)",
         run: route::run,
     },
+    Command {
+        name: "hotkeys",
+        summary: "run a hot-key detector over a key stream, print the hot keys as JSON",
+        run: hotkeys::run,
+    },
+    Command {
+        name: "lc-experiments",
+        summary: "lossy counting experiments: accuracy, memory, speed, drift (CSV + summary)",
+        run: lc_experiments::run,
+    },
 ];
 
 /// `kvlb --help`.
@@ -47,4 +79,34 @@ pub fn usage() -> String {
         s.push_str(&format!("  {:<10} {}\n", c.name, c.summary));
     }
     s
+}
+
+/// Where a long-running command's periodic stats go: a human line on stderr and, with
+/// `--stats-json FILE`, one JSON object per line in FILE.
+pub(crate) struct StatsOutput {
+    reporter: Reporter,
+    json: Option<BufWriter<File>>,
+}
+
+impl StatsOutput {
+    pub(crate) fn open(cfg: &Config) -> anyhow::Result<StatsOutput> {
+        let json = match &cfg.stats_json {
+            Some(p) => Some(BufWriter::new(
+                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(StatsOutput {
+            reporter: Reporter::new(),
+            json,
+        })
+    }
+
+    pub(crate) fn write(&mut self, report: Report) {
+        let mut err = std::io::stderr().lock();
+        let json = self.json.as_mut().map(|j| j as &mut dyn Write);
+        if let Err(e) = self.reporter.write(report, Some(&mut err), json) {
+            log::warn!("writing stats: {e}");
+        }
+    }
 }

@@ -212,6 +212,9 @@ pub struct Config {
     pub source_ports: u16,
     /// Packet datapaths stop once their input is exhausted and nothing is outstanding.
     pub exit_when_idle: bool,
+    /// Frames that are not kvlb's are passed on (ONVM NEXT / pass-through) rather than
+    /// dropped.
+    pub pass_other: bool,
 
     // --- hot keys ---
     /// Hot-key handling (detection, caching, replication) on or off.
@@ -257,7 +260,6 @@ pub struct Config {
 
     // --- flow table ---
     pub flow_capacity: usize,
-    pub flow_timeout: Duration,
 
     // --- security ---
     /// Client prefixes allowed to use the VIP (empty: any).
@@ -267,10 +269,9 @@ pub struct Config {
     pub rate_burst: u32,
     /// Largest reply (bytes) per request to a source outside `trusted`.
     pub unverified_reply_bytes: usize,
-    /// Sources exempt from the reply cap.
-    pub trusted: Vec<Cidr>,
-    /// Whether `trusted` still holds the default (the first `--trusted` replaces it).
-    trusted_default: bool,
+    /// Sources exempt from the reply cap (`None`: loopback only, see
+    /// [`Config::effective_trusted`]).
+    pub trusted: Option<Vec<Cidr>>,
 
     // --- stats ---
     /// Period of the stats report (zero: off).
@@ -292,6 +293,7 @@ impl Default for Config {
             source_port_base: 40000,
             source_ports: 8,
             exit_when_idle: false,
+            pass_other: true,
             hotkeys: true,
             hotkey_algo: "lossy".to_string(),
             hot_support: None,
@@ -311,17 +313,12 @@ impl Default for Config {
             down_after: 3,
             probe_interval: Duration::from_millis(500),
             rejoin_flush: true,
-            flow_capacity: 1 << 18,
-            flow_timeout: Duration::from_secs(2),
+            flow_capacity: 1 << 16,
             allow: Vec::new(),
             rate_limit: 0,
             rate_burst: 0,
             unverified_reply_bytes: 1400,
-            trusted: vec![Cidr {
-                addr: Ipv4Addr::new(127, 0, 0, 0),
-                len: 8,
-            }],
-            trusted_default: true,
+            trusted: None,
             stats_interval: Duration::from_secs(1),
             stats_json: None,
         }
@@ -452,6 +449,13 @@ pub static OPTIONS: &[OptSpec] = &[
         |c, v| c.source_ports = num(v)?),
     opt!("exit-when-idle", None, false, "packet datapaths stop when their input is exhausted",
         |c, v| c.exit_when_idle = flag(v)?),
+    opt!("other-traffic", Some("pass|drop"), false,
+        "frames not for kvlb: pass them on (ONVM NEXT) or drop them [default: pass]",
+        |c, v| c.pass_other = match v {
+            "pass" => true,
+            "drop" => false,
+            _ => return Err("expected pass or drop".into()),
+        }),
     opt!("hotkeys", Some("on|off"), false, "hot-key detection, caching and replication [default: on]",
         |c, v| c.hotkeys = flag(v)?),
     opt!("no-hotkeys", None, false, "same as --hotkeys off",
@@ -513,10 +517,8 @@ pub static OPTIONS: &[OptSpec] = &[
     opt!("rejoin-flush", Some("on|off"), false,
         "flush a backend that comes back before routing to it (it may hold stale values) [default: on]",
         |c, v| c.rejoin_flush = flag(v)?),
-    opt!("flow-capacity", Some("N"), false, "outstanding requests tracked at once [default: 262144]",
+    opt!("flow-capacity", Some("N"), false, "outstanding requests tracked at once [default: 65536]",
         |c, v| c.flow_capacity = num(v)?),
-    opt!("flow-timeout", Some("DURATION"), false, "how long an unanswered request is tracked [default: 2s]",
-        |c, v| c.flow_timeout = parse_duration(v)?),
     opt!("allow", Some("CIDR"), true, "client prefix allowed to use the VIP (repeatable) [default: any]",
         |c, v| c.allow.push(v.parse()?)),
     opt!("rate-limit", Some("RPS"), false, "requests per second per client address; 0 = unlimited [default: 0]",
@@ -530,11 +532,7 @@ pub static OPTIONS: &[OptSpec] = &[
         "source prefix exempt from the reply cap (repeatable; the first use replaces the default) [default: 127.0.0.0/8]",
         |c, v| {
             let cidr: Cidr = v.parse()?;
-            if c.trusted_default {
-                c.trusted.clear();
-                c.trusted_default = false;
-            }
-            c.trusted.push(cidr)
+            c.trusted.get_or_insert_with(Vec::new).push(cidr)
         }),
     opt!("stats-interval", Some("DURATION"), false, "period of the stats report; 0 turns it off [default: 1s]",
         |c, v| c.stats_interval = parse_duration(v)?),
@@ -695,6 +693,16 @@ impl Config {
     pub fn effective_error(&self) -> f64 {
         self.hot_error
             .unwrap_or_else(|| self.effective_support() / 10.0)
+    }
+
+    /// Sources exempt from the reply cap: `--trusted`, else loopback.
+    pub fn effective_trusted(&self) -> Vec<Cidr> {
+        self.trusted.clone().unwrap_or_else(|| {
+            vec![Cidr {
+                addr: Ipv4Addr::new(127, 0, 0, 0),
+                len: 8,
+            }]
+        })
     }
 
     /// kvlb's address toward backends: `--local-ip`, else the VIP's address.

@@ -10,3 +10,8 @@ pub mod dpdk;
 pub mod onvm;
 
 pub mod replay;
+pub mod socket;
+
+/// The MAC kvlb uses on datapaths that have no port MAC of their own (replay), unless
+/// `--mac` is given: locally administered, "kvlb" in ASCII.
+pub const DEFAULT_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x00];

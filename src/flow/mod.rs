@@ -95,15 +95,18 @@ impl<T> FlowTable<T> {
         }
     }
 
-    /// Records a request sent to `backend` at `now`; returns the token it must carry.
+    /// Records a request sent to `backend` at `now`; returns the token it must carry, or
+    /// the value back when the table is full.
     pub fn insert(
         &mut self,
         now: Instant,
         backend: SocketAddrV4,
         value: T,
-    ) -> Result<Token, FlowError> {
+    ) -> Result<Token, (FlowError, T)> {
         self.release_quarantine(now);
-        let slot_ix = self.free.pop_front().ok_or(FlowError::Full)?;
+        let Some(slot_ix) = self.free.pop_front() else {
+            return Err((FlowError::Full, value));
+        };
         let slot = &mut self.slots[slot_ix as usize];
         slot.generation = slot.generation.wrapping_add(1);
         slot.entry = Some(Live {
@@ -267,7 +270,7 @@ mod tests {
         let mut f = FlowTable::new(2, 1, Duration::from_millis(100));
         f.insert(t(0), b(1), 1).unwrap();
         f.insert(t(0), b(1), 2).unwrap();
-        assert_eq!(f.insert(t(0), b(1), 3), Err(FlowError::Full));
+        assert_eq!(f.insert(t(0), b(1), 3), Err((FlowError::Full, 3)));
     }
 
     #[test]
@@ -279,7 +282,7 @@ mod tests {
         assert_eq!(gone, vec![(a, b(1), 1)]);
         assert_eq!(f.get(a, b(1)), None);
         // The only token is in quarantine: the table is full until it is released.
-        assert_eq!(f.insert(t(150), b(1), 2), Err(FlowError::Full));
+        assert_eq!(f.insert(t(150), b(1), 2), Err((FlowError::Full, 2)));
         let a2 = f.insert(t(200), b(1), 2).unwrap();
         assert_eq!(a, a2);
         assert_eq!(f.get(a2, b(1)), Some(&2));
@@ -317,7 +320,7 @@ mod tests {
                             model.insert(tok, (b(be), now, next));
                             next += 1;
                         }
-                        Err(FlowError::Full) => prop_assert!(f.len() + f.available() <= 8),
+                        Err((FlowError::Full, _)) => prop_assert!(f.len() + f.available() <= 8),
                     },
                     2 => {
                         // A reply for some live token, possibly from the wrong backend.

@@ -59,6 +59,8 @@ pub struct HotKey {
     last_unacked_write: Option<Instant>,
     /// Reads are answered with a miss until the new primary confirms the key is gone.
     fenced: bool,
+    /// The fencing delete is in flight.
+    fence_in_flight: bool,
 }
 
 impl HotKey {
@@ -165,6 +167,7 @@ impl HotKeys {
                 primary_pending: 0,
                 last_unacked_write: None,
                 fenced: false,
+                fence_in_flight: false,
             },
         );
         true
@@ -323,6 +326,7 @@ impl HotKeys {
                     .any(|r| r.backend == primary && r.holds == Some(h.write_seq));
                 if !was_ready {
                     h.fenced = true;
+                    h.fence_in_flight = false;
                     fenced.push((key.clone(), primary));
                 }
                 h.primary = primary;
@@ -351,6 +355,30 @@ impl HotKeys {
     pub fn unfence(&mut self, key: &[u8]) {
         if let Some(h) = self.keys.get_mut(key) {
             h.fenced = false;
+            h.fence_in_flight = false;
+        }
+    }
+
+    /// Fenced keys whose fencing delete is not in flight: (key, primary to delete it on).
+    pub fn fences_due(&self) -> Vec<(Box<[u8]>, BackendId)> {
+        self.keys
+            .iter()
+            .filter(|(_, h)| h.fenced && !h.fence_in_flight)
+            .map(|(k, h)| (k.clone(), h.primary))
+            .collect()
+    }
+
+    /// The fencing delete of `key` was sent.
+    pub fn fence_sent(&mut self, key: &[u8]) {
+        if let Some(h) = self.keys.get_mut(key) {
+            h.fence_in_flight = true;
+        }
+    }
+
+    /// The fencing delete of `key` got no (or no usable) answer: send it again later.
+    pub fn fence_lost(&mut self, key: &[u8]) {
+        if let Some(h) = self.keys.get_mut(key) {
+            h.fence_in_flight = false;
         }
     }
 }
@@ -451,8 +479,14 @@ mod tests {
         let f = h.reassign(|_| vec![2, 3]);
         assert_eq!(f, vec![(Box::from(K), 2)]);
         assert!(h.get(K).unwrap().is_fenced());
+        assert_eq!(h.fences_due(), vec![(Box::from(K), 2)]);
+        h.fence_sent(K);
+        assert!(h.fences_due().is_empty());
+        h.fence_lost(K);
+        assert_eq!(h.fences_due().len(), 1);
         h.unfence(K);
         assert!(!h.get(K).unwrap().is_fenced());
+        assert!(h.fences_due().is_empty());
     }
 
     #[derive(Clone, Debug)]

@@ -1,21 +1,61 @@
 //! The balancing core: classify → detect → cache → route → rewrite.
 //!
 //! Owns: every balancing decision. Must not: do I/O, read clocks, spawn threads or hold
-//! globals. Datapaths hand it frames (or datagrams, in socket mode) and the current
-//! [`Instant`]; it answers with a [`Verdict`] per frame and queues frames it wants sent
-//! (replica writes, probes, ARP) in an outbox the datapath drains.
+//! globals. Datapaths hand it frames and the current [`Instant`]; it answers with a
+//! [`Verdict`] per frame and queues frames it wants sent (replica writes, probes, ARP) in
+//! an outbox the datapath drains. Identical inputs give identical outputs on every datapath.
+//!
+//! # Per frame
+//! 1. **Classify** ([`crate::wire::classify`]). ARP for kvlb's addresses is answered;
+//!    frames neither to the VIP nor answers to kvlb's source ports are passed on
+//!    ([`Verdict::Next`]) or dropped (`--other-traffic`), counted by reason.
+//! 2. **Client request** (to the VIP): admission ([`guard`]), parse, count the key in the
+//!    hot-key detector. A plain `get` of a cached key is answered in place: the request
+//!    frame becomes the reply and no backend sees it. Otherwise the request goes to the
+//!    key's ketama server, or for a replicated hot key to the least loaded server that holds
+//!    its latest value ([`hot`]); a write first invalidates the caches and bumps the key's
+//!    write stamp; a `set` of a hot key is also copied to its replicas and the client gets
+//!    the primary's reply only. Multi-key gets are split per server.
+//! 3. **Backend response** (to a source port): matched in the flow table, learned into a
+//!    cache when the key is hot or warm and nothing wrote it since the request left, then
+//!    rewritten back to the client with the client's request id.
+//! 4. **Timers** ([`Pipeline::on_tick`]): heat changes start and stop replication and move
+//!    values between cache layers; the L2 layer switches with measured skew; unanswered
+//!    requests expire (timeouts mark backends down, the ring is rebuilt, hot keys are
+//!    reassigned); down backends are probed; backend MACs are resolved by ARP.
 #![forbid(unsafe_code)]
 
 pub mod guard;
 pub mod hot;
 pub mod neighbors;
 
-use std::fmt;
+mod outbox;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+mod timers;
 
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::backend::{BackendId, BackendPool, Health};
+use crate::cache::{CacheSettings, Caches, KeyHash, ReadTicket};
 use crate::clock::Instant;
-use crate::config::{Config, ConfigError, Mac};
-use crate::stats::Stats;
+use crate::config::{Config, ConfigError, Mac, ReplicaSelect};
+use crate::flow::FlowTable;
+use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
+use crate::ring::KetamaRing;
+use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
+use crate::wire::{self, Classified, VlanTag};
+
 pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
+
+use guard::SourceGuard;
+use hot::HotKeys;
+use neighbors::Neighbors;
+use outbox::Outbox;
 
 /// A datapath port, as numbered by the datapath (DPDK port id, ONVM port id, pcap "0").
 pub type PortId = u16;
@@ -23,22 +63,62 @@ pub type PortId = u16;
 /// An ONVM service id.
 pub type ServiceId = u16;
 
-/// Why the core dropped a frame. Every drop is counted under [`DropReason::name`].
+/// Why the core did not forward a frame. Every one is counted under [`DropReason::name`].
+/// Some are not errors: a replica's acknowledgement is absorbed, an ARP request answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
+    /// The frame failed validation.
+    Wire(wire::Error),
+    /// The memcached request or response failed validation.
+    Proto(crate::proto::Error),
     /// The datapath caught a panic while the core handled this frame.
     Panic,
-    /// The frame is not for kvlb and no pass-through is configured.
+    /// Neither to the VIP nor an answer to kvlb, with `--other-traffic drop`.
     NotForUs,
+    /// A source outside `--allow`.
+    AclDenied,
+    /// A source over `--rate-limit`.
+    RateLimited,
+    /// No backend is up.
+    NoBackend,
+    /// The backend's MAC is not resolved yet (an ARP request went out).
+    NoNeighbor,
+    /// The flow table is full.
+    FlowTableFull,
+    /// A response that matches no outstanding request (late, duplicate or spoofed).
+    UnmatchedResponse,
+    /// A reply datagram beyond the per-request bound for an untrusted source.
+    AmplificationGuard,
+    /// A backend reply kvlb consumed itself (replica acks, probes, broadcast extras).
+    Absorbed,
+    /// An ARP frame for kvlb, handled.
+    Arp,
+    /// `quit` over UDP means nothing.
+    Quit,
+    /// The frame could not be rewritten (no room to grow, or too short).
+    RewriteFailed,
 }
 
 impl DropReason {
     /// Stable name used as the key in stats output.
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Wire(e) => e.name(),
+            DropReason::Proto(e) => e.name(),
             DropReason::Panic => "panic",
             DropReason::NotForUs => "not_for_us",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NoNeighbor => "no_neighbor",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::UnmatchedResponse => "unmatched_response",
+            DropReason::AmplificationGuard => "amplification_guard",
+            DropReason::Absorbed => "absorbed",
+            DropReason::Arp => "arp",
+            DropReason::Quit => "quit",
+            DropReason::RewriteFailed => "rewrite_failed",
         }
     }
 }
@@ -97,26 +177,461 @@ pub trait Pipeline {
     fn is_idle(&self) -> bool;
 }
 
+/// The client side of a forwarded request: where its reply goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Client {
+    mac: Mac,
+    vlan: Option<VlanTag>,
+    ip: Ipv4Addr,
+    port: u16,
+    request_id: u16,
+    in_port: PortId,
+}
+
+/// What kvlb needs to learn a value from a GET's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Learn {
+    /// The key's write stamp when the GET left (see [`crate::cache::stamps`]).
+    ticket: ReadTicket,
+    key_hash: KeyHash,
+    ring_hash: u32,
+}
+
+/// The writes a request carries, each reported done to the caches exactly once (when its
+/// reply arrives or its flow expires).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Writes {
+    None,
+    One(KeyHash),
+    Many(Box<[KeyHash]>),
+    /// `flush_all`: every key.
+    All,
+}
+
+/// A multi-key get split over several servers: the reply ends (END) with the last part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GroupRef {
+    index: u32,
+    generation: u32,
+}
+
+#[derive(Debug)]
+struct ClientFlow {
+    client: Client,
+    /// The reply ends with END (retrieval); otherwise the first complete message ends it.
+    retrieval: bool,
+    /// Whether a reply is expected: `noreply` and quiet requests expire without counting
+    /// as a backend timeout (a reply that comes anyway is still passed on).
+    expect_reply: bool,
+    learn: Option<Learn>,
+    writes: Writes,
+    /// A write of a replicated hot key: its key, to report the primary's answer.
+    hot_write: Option<Box<[u8]>>,
+    group: Option<GroupRef>,
+    /// Reply bytes still allowed to the client (anti-amplification).
+    cap_left: usize,
+}
+
+/// What an outstanding request is.
+#[derive(Debug)]
+enum FlowKind {
+    Client(ClientFlow),
+    /// A copy of a hot key's write (client `set` copy or replication write).
+    Replica {
+        key: Box<[u8]>,
+        seq: u64,
+    },
+    /// A replication fetch (`mg <key> v f t`) to the primary.
+    Fetch {
+        key: Box<[u8]>,
+        seq: u64,
+        learn: Learn,
+    },
+    /// A health probe (`version`) to a down backend.
+    Probe,
+    /// `flush_all` to a backend that answered its probe, before it rejoins.
+    RejoinFlush,
+    /// A fencing `delete` on a hot key's new primary.
+    Fence {
+        key: Box<[u8]>,
+    },
+    /// A broadcast copy (flush_all, verbosity) whose reply is not the client's.
+    Absorb {
+        flush: bool,
+        expect_reply: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Flow {
+    backend: BackendId,
+    kind: FlowKind,
+}
+
+#[derive(Debug)]
+struct Group {
+    client: Client,
+    generation: u32,
+    pending: u16,
+    cap_left: usize,
+    live: bool,
+}
+
+/// Seeds the cache key hash. Fixed so a core is deterministic (replays reproduce);
+/// the keyed hash still spreads keys, and L1/L2 are bounded whatever the keys.
+const CACHE_SEED: u64 = 0x6b76_6c62_6361_6368;
+
+/// What the datapath below the core is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Real frames (DPDK, ONVM, replay): ARP matters.
+    Frames,
+    /// Frames synthesized from kernel sockets: addresses are L3 only.
+    Sockets,
+}
+
 /// The deterministic balancing core shared by every datapath.
 #[derive(Debug)]
 pub struct Core {
+    // --- settings ---
+    mode: Mode,
+    vip: SocketAddrV4,
+    local_ip: Ipv4Addr,
+    server_port: PortId,
+    ports: Vec<PortInfo>,
+    source_ports: Vec<u16>,
+    hotkeys: bool,
+    replicas: usize,
+    replica_select: ReplicaSelect,
+    rejoin_flush: bool,
+    pass_other: bool,
+
+    // --- state ---
+    detector: Option<AnyDetector>,
+    ring: KetamaRing,
+    backends: BackendPool,
+    flows: FlowTable<Flow>,
+    groups: Vec<Group>,
+    free_groups: Vec<u32>,
+    hot: HotKeys,
+    caches: Caches,
+    neighbors: Neighbors,
+    guard: SourceGuard,
     stats: Stats,
-    outbox: Vec<(Dest, Vec<u8>)>,
+    outbox: Outbox,
+    /// Backends waiting for their rejoin flush to be answered.
+    rejoining: Vec<bool>,
+    /// Every backend is up (the common case: plain ring lookups).
+    all_up: bool,
+    ip_ident: u16,
+    rng: u64,
+    started: Option<Instant>,
+    timers: timers::Timers,
+}
+
+/// Errors building a core.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("hot-key detector: {0}")]
+    Detector(#[from] hotkey::HotkeyError),
+    #[error("ketama ring: {0}")]
+    Ring(#[from] crate::ring::RingError),
+    #[error("caches: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<CoreError> for ConfigError {
+    fn from(e: CoreError) -> ConfigError {
+        match e {
+            CoreError::Config(c) => c,
+            other => ConfigError::Invalid(other.to_string()),
+        }
+    }
 }
 
 impl Core {
-    /// Builds a core for `cfg` serving frames on `ports` (empty in socket mode).
-    pub fn new(cfg: &Config, ports: &[PortInfo]) -> Result<Core, ConfigError> {
+    /// Builds a core for `cfg` serving frames on `ports` (their MACs are kvlb's own).
+    pub fn new(cfg: &Config, ports: &[PortInfo]) -> Result<Core, CoreError> {
+        let base = cfg.source_port_base;
+        if base == 0 {
+            return Err(CoreError::Invalid(
+                "--source-port-base 0 (kernel-chosen ports) only works with `kvlb serve`".into(),
+            ));
+        }
+        let source_ports: Vec<u16> = (0..cfg.source_ports).map(|i| base + i).collect();
+        Core::build(cfg, ports, source_ports, Mode::Frames)
+    }
+
+    /// Builds a core for the socket datapath: one pseudo-port, `source_ports` as bound.
+    pub fn for_sockets(cfg: &Config, source_ports: &[u16]) -> Result<Core, CoreError> {
+        use crate::datapath::socket::{KVLB_MAC, PEER_MAC};
+        let mut cfg = cfg.clone();
+        cfg.client_port = 0;
+        cfg.server_port = 0;
+        for b in &cfg.backends.clone() {
+            cfg.neighbors.push((*b.addr.ip(), PEER_MAC));
+        }
+        let ports = [PortInfo {
+            id: 0,
+            mac: KVLB_MAC,
+        }];
+        Core::build(&cfg, &ports, source_ports.to_vec(), Mode::Sockets)
+    }
+
+    fn build(
+        cfg: &Config,
+        ports: &[PortInfo],
+        source_ports: Vec<u16>,
+        mode: Mode,
+    ) -> Result<Core, CoreError> {
         cfg.validate()?;
-        let _ = ports;
+        let vip = cfg
+            .vip
+            .ok_or_else(|| CoreError::Invalid("--vip IP:PORT is required".into()))?;
+        let local_ip = cfg.effective_local_ip().unwrap_or(*vip.ip());
+        if source_ports.is_empty() {
+            return Err(CoreError::Invalid("no source ports".into()));
+        }
+        if local_ip == *vip.ip() && source_ports.contains(&vip.port()) {
+            return Err(CoreError::Invalid(format!(
+                "the VIP port {} is also a source port toward backends",
+                vip.port()
+            )));
+        }
+        for id in [cfg.client_port, cfg.server_port] {
+            if !ports.iter().any(|p| p.id == id) {
+                return Err(CoreError::Invalid(format!(
+                    "port {id} (--client-port/--server-port) is not one of the datapath's ports {:?}",
+                    ports.iter().map(|p| p.id).collect::<Vec<_>>()
+                )));
+            }
+        }
+        if cfg.allow.is_empty() {
+            log::warn!(
+                "no --allow given: any source may use the VIP {vip} (replies to untrusted \
+                 sources stay capped at {} bytes per request)",
+                cfg.unverified_reply_bytes
+            );
+        }
+        let detector = if cfg.hotkeys {
+            Some(hotkey::build(&DetectorParams::from_config(cfg)?)?)
+        } else {
+            None
+        };
+        let backends = BackendPool::new(cfg);
+        let ring = KetamaRing::from_backends(&cfg.backends, &backends.live_mask())?;
+        let n_ports = u16::try_from(source_ports.len()).unwrap_or(u16::MAX);
         Ok(Core {
+            mode,
+            vip,
+            local_ip,
+            server_port: cfg.server_port,
+            ports: ports.to_vec(),
+            source_ports,
+            hotkeys: cfg.hotkeys,
+            replicas: cfg.replicas,
+            replica_select: cfg.replica_select,
+            rejoin_flush: cfg.rejoin_flush,
+            pass_other: cfg.pass_other,
+            detector,
+            ring,
+            rejoining: vec![false; backends.len()],
+            all_up: true,
+            backends,
+            flows: FlowTable::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
+            groups: Vec::new(),
+            free_groups: Vec::new(),
+            hot: HotKeys::new(Duration::from_millis(100), cfg.request_timeout),
+            caches: Caches::new(&CacheSettings {
+                max_age: Some(cfg.cache_ttl),
+                ..CacheSettings::from_config(cfg, CACHE_SEED)
+            })?,
+            neighbors: Neighbors::new(&cfg.neighbors, Duration::from_secs(1)),
+            guard: SourceGuard::new(
+                &cfg.allow,
+                &cfg.effective_trusted(),
+                cfg.rate_limit,
+                cfg.rate_burst,
+                cfg.unverified_reply_bytes,
+            ),
             stats: Stats::default(),
-            outbox: Vec::new(),
+            outbox: Outbox::default(),
+            ip_ident: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            started: None,
+            timers: timers::Timers::new(cfg),
         })
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// kvlb's MAC on `port`.
+    fn port_mac(&self, port: PortId) -> Mac {
+        self.ports
+            .iter()
+            .find(|p| p.id == port)
+            .map_or(self.ports[0].mac, |p| p.mac)
+    }
+
+    #[inline]
+    fn drop(&mut self, reason: DropReason) -> Verdict {
+        self.stats.count_drop(reason);
+        Verdict::Drop(reason)
+    }
+
+    /// Frames that are not kvlb's: passed on (counted by reason) or dropped.
+    fn other(&mut self, reason: &'static str) -> Verdict {
+        if self.pass_other {
+            *self.stats.passed.entry(reason).or_insert(0) += 1;
+            Verdict::Next
+        } else {
+            self.drop(DropReason::NotForUs)
+        }
+    }
+
+    /// A cheap deterministic random number (xorshift), for power-of-two choices.
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    fn next_ip_ident(&mut self) -> u16 {
+        self.ip_ident = self.ip_ident.wrapping_add(1);
+        self.ip_ident
+    }
+
+    /// The network reported `addr` unreachable (ICMP, or the socket datapath's error
+    /// queue): mark the backend at that address down.
+    pub fn on_unreachable(&mut self, now: Instant, addr: SocketAddrV4) {
+        if let Some(id) = self.backends.find(addr) {
+            if let Some(h) = self.backends.on_unreachable(id, now) {
+                self.apply_health(now, h);
+            }
+        }
+    }
+
+    /// A backend went down or came back: its keys move to (or back from) the next live
+    /// point of the continuum, and hot keys are reassigned.
+    ///
+    /// The ring itself never changes: lookups skip down servers (minimal movement: keys of
+    /// live servers never move). libmemcached's auto-eject instead rebuilds the continuum,
+    /// which with unequal weights also moves keys between live servers; kvlb avoids that
+    /// because a key that moves between live servers and back would find an old copy.
+    fn apply_health(&mut self, now: Instant, h: Health) {
+        let _ = now;
+        match h {
+            Health::Down(_) => {}
+            Health::Up(id) => self.rejoining[id] = false,
+        }
+        self.all_up = self.backends.live_count() == self.backends.len();
+        let fenced = {
+            let (ring, backends, r) = (&self.ring, &self.backends, self.replicas);
+            self.hot.reassign(|key| {
+                ring.replicas_where(KetamaRing::hash(key), r, |b| backends.get(b).is_up())
+                    .iter()
+                    .collect()
+            })
+        };
+        // Fencing deletes go out with the next replication round (see `timers`).
+        self.stats.replication.fenced += fenced.len() as u64;
+        log::info!(
+            "{} of {} backends up",
+            self.backends.live_count(),
+            self.backends.len()
+        );
+    }
+
+    /// The live server for a key hash: its ketama server, or the next live one.
+    #[inline]
+    fn primary_for(&self, hash: u32) -> Option<BackendId> {
+        if self.all_up {
+            self.ring.server_for_hash(hash)
+        } else {
+            self.ring
+                .server_for_hash_where(hash, |b| self.backends.get(b).is_up())
+        }
+    }
+
+    /// The primary and up to `r` further live servers for a key hash.
+    fn live_replicas(&self, hash: u32, r: usize) -> Vec<BackendId> {
+        self.ring
+            .replicas_where(hash, r, |b| self.backends.get(b).is_up())
+            .iter()
+            .collect()
+    }
+
+    /// A snapshot of everything kvlb reports.
+    pub fn report(&mut self, now: Instant) -> Report {
+        let uptime = self
+            .started
+            .map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64());
+        self.stats.cache = self.caches.counters();
+        self.stats.cache_state = crate::stats::CacheState {
+            l1_keys: self.caches.l1().len() as u64,
+            l1_filled: self.caches.l1().filled() as u64,
+            l2_on: self.caches.l2().is_on(),
+            l2_keys: self.caches.l2().len() as u64,
+            l2_bytes: self.caches.l2().used_bytes() as u64,
+            memory_bytes: self.caches.memory().total() as u64,
+        };
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| BackendReport {
+                addr: b.spec.to_string(),
+                up: b.is_up(),
+                requests: b.counters.requests,
+                responses: b.counters.responses,
+                bytes_out: b.counters.bytes_out,
+                bytes_in: b.counters.bytes_in,
+                timeouts: b.counters.timeouts,
+                errors: b.counters.errors,
+                outstanding: b.outstanding(),
+                p50_us: b.latency_percentile_us(0.5),
+                p99_us: b.latency_percentile_us(0.99),
+                p999_us: b.latency_percentile_us(0.999),
+            })
+            .collect();
+        self.backends.reset_latency();
+        let hot_keys = match &self.detector {
+            Some(d) => d
+                .hot_items()
+                .into_iter()
+                .take(32)
+                .map(|item| HotKeyReport {
+                    ready_replicas: self
+                        .hot
+                        .get(&item.key)
+                        .map_or(0, |h| h.ready_replicas() as u32),
+                    cached: self
+                        .caches
+                        .l1()
+                        .get(self.caches.key_hash(&item.key), &item.key)
+                        .is_some(),
+                    key: String::from_utf8_lossy(&item.key).into_owned(),
+                    estimate: item.estimate,
+                    max_error: item.max_error,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Report {
+            uptime_s: uptime,
+            stats: self.stats.clone(),
+            backends,
+            hot_keys,
+            outstanding: self.flows.len() as u64,
+        }
     }
 }
 
@@ -127,20 +642,49 @@ impl Pipeline for Core {
         in_port: PortId,
         frame: &mut F,
     ) -> Verdict {
-        // The pipeline proper lands with the wire/proto, hotkey, ring and cache modules.
-        let _ = (now, in_port, frame.bytes());
+        if self.started.is_none() {
+            self.started = Some(now);
+        }
         self.stats.frames_in += 1;
-        Verdict::Drop(DropReason::NotForUs)
+        let verdict = match wire::classify(frame.bytes()) {
+            Ok(Classified::Udp(u)) => {
+                if u.dst_ip == *self.vip.ip() && u.dst_port == self.vip.port() {
+                    self.on_request(now, in_port, frame, u)
+                } else if u.dst_ip == self.local_ip {
+                    match self.source_ports.iter().position(|&p| p == u.dst_port) {
+                        Some(ix) => self.on_response(now, frame, u, ix as u16),
+                        None => self.other("udp_not_for_us"),
+                    }
+                } else {
+                    self.other("udp_not_for_us")
+                }
+            }
+            Ok(Classified::Arp(a)) => self.on_arp(in_port, &a),
+            Err(wire::Error::NotUdp) => {
+                if let Some(dead) = self.icmp_unreachable(frame.bytes()) {
+                    self.on_unreachable(now, dead);
+                }
+                self.other("not_udp")
+            }
+            Err(wire::Error::NotIpv4) => self.other("not_ipv4"),
+            Err(e) => self.drop(DropReason::Wire(e)),
+        };
+        if !matches!(verdict, Verdict::Drop(_) | Verdict::Next) {
+            self.stats.frames_out += 1;
+        }
+        verdict
     }
 
     fn on_tick(&mut self, now: Instant) {
-        let _ = now;
+        if self.started.is_none() {
+            self.started = Some(now);
+        }
+        self.tick(now);
     }
 
     fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {
-        for (dest, frame) in self.outbox.drain(..) {
-            send(dest, &frame);
-        }
+        self.stats.frames_out += self.outbox.len() as u64;
+        self.outbox.drain(send);
     }
 
     fn count_drop(&mut self, reason: DropReason) {
@@ -148,6 +692,77 @@ impl Pipeline for Core {
     }
 
     fn is_idle(&self) -> bool {
-        true
+        self.flows.is_empty()
+    }
+}
+
+impl Core {
+    /// ARP: answer requests for kvlb's addresses, learn senders.
+    fn on_arp(&mut self, in_port: PortId, a: &wire::ArpFrame) -> Verdict {
+        let ours = a.arp.target_ip == *self.vip.ip() || a.arp.target_ip == self.local_ip;
+        if !ours && a.arp.sender_ip != a.arp.target_ip {
+            // Learn neighbours that talk to us only; pass other ARP on.
+            return self.other("arp_not_for_us");
+        }
+        self.neighbors.learn(a.arp.sender_ip, a.arp.sender_mac);
+        if ours && a.arp.operation == wire::arp::Operation::Request {
+            let mac = self.port_mac(in_port);
+            self.outbox.emit(Dest::Port(in_port), |buf| {
+                wire::emit_arp_reply(buf, a, mac).map_err(|_| ())
+            });
+        }
+        self.drop(DropReason::Arp)
+    }
+
+    /// If `frame` is an ICMP destination-unreachable (host or port) quoting a datagram
+    /// kvlb sent to a backend, the backend's address.
+    fn icmp_unreachable(&self, frame: &[u8]) -> Option<SocketAddrV4> {
+        let u = wire::icmp::parse_unreachable(frame)?;
+        let addr = SocketAddrV4::new(u.quoted_dst_ip, u.quoted_dst_port);
+        (u.quoted_src_ip == self.local_ip && self.backends.find(addr).is_some()).then_some(addr)
+    }
+
+    /// Picks the server for a read of `key`: the ketama server, or for a replicated hot key
+    /// the least loaded server holding its latest value.
+    fn pick_read_server(&mut self, key: &[u8], hash: u32) -> Option<BackendId> {
+        if let Some(h) = self.hot.get(key) {
+            let primary = h.primary();
+            let mut candidates = [0usize; crate::ring::MAX_REPLICA_SET];
+            let mut n = 0;
+            for b in h.readable() {
+                if n < candidates.len() && self.backends.get(b).is_up() {
+                    candidates[n] = b;
+                    n += 1;
+                }
+            }
+            let chosen = match (n, self.replica_select) {
+                (0, _) => None,
+                (1, _) => Some(candidates[0]),
+                (_, ReplicaSelect::LeastOutstanding) => candidates[..n]
+                    .iter()
+                    .copied()
+                    .min_by_key(|&b| self.backends.get(b).outstanding()),
+                (_, ReplicaSelect::PowerOfTwo) => {
+                    let r = self.random();
+                    let a = candidates[(r % n as u64) as usize];
+                    let b = candidates[((r >> 32) % n as u64) as usize];
+                    Some(
+                        if self.backends.get(a).outstanding() <= self.backends.get(b).outstanding()
+                        {
+                            a
+                        } else {
+                            b
+                        },
+                    )
+                }
+            };
+            if let Some(c) = chosen {
+                if c != primary {
+                    self.stats.replication.replica_reads += 1;
+                }
+                return Some(c);
+            }
+        }
+        self.primary_for(hash)
     }
 }

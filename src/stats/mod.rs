@@ -24,9 +24,12 @@ pub struct Stats {
     /// Client requests by kind.
     pub requests: RequestCounts,
     pub cache: CacheCounters,
+    pub cache_state: CacheState,
     /// Replication activity.
     pub replication: ReplicationCounters,
     pub drops: BTreeMap<&'static str, u64>,
+    /// Frames passed on unchanged because they are not kvlb's, by reason.
+    pub passed: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -53,25 +56,19 @@ pub struct RequestCounts {
     pub other: u64,
 }
 
-/// Cache layer counters (cumulative) and sizes (current).
+pub use crate::cache::CacheCounters;
+
+/// What the caches hold right now.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct CacheCounters {
-    pub l1_hits: u64,
-    pub l2_hits: u64,
-    /// Cacheable GETs that no layer could answer.
-    pub misses: u64,
+pub struct CacheState {
+    /// Hot keys admitted to L1, and those of them holding a value.
     pub l1_keys: u64,
-    pub l1_bytes: u64,
+    pub l1_filled: u64,
     pub l2_on: bool,
     pub l2_keys: u64,
     pub l2_bytes: u64,
-    pub l2_switched_on: u64,
-    pub l2_switched_off: u64,
-    /// Values learned from backend responses.
-    pub learned: u64,
-    /// Learning refused because a write to the key (or a colliding key) happened meanwhile.
-    pub learn_refused_stale: u64,
-    pub invalidations: u64,
+    /// L1, L2 and write stamps together.
+    pub memory_bytes: u64,
 }
 
 /// Replication counters.
@@ -274,7 +271,7 @@ pub fn human_line(r: &Report, iv: &Interval) -> String {
         si(iv.frames_out_per_s),
         iv.l1_hit_ratio * 100.0,
         iv.l2_hit_ratio * 100.0,
-        if r.stats.cache.l2_on { " (L2 on)" } else { "" },
+        if r.stats.cache_state.l2_on { " (L2 on)" } else { "" },
         r.hot_keys.len(),
         iv.imbalance,
         up,

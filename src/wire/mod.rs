@@ -38,6 +38,7 @@ mod buf;
 pub mod checksum;
 pub mod ethernet;
 mod frame;
+pub mod icmp;
 pub mod ipv4;
 pub mod mc_header;
 pub mod udp;

@@ -1,0 +1,237 @@
+//! Core cost per frame, in process (no I/O), against parsing plus address rewriting alone.
+//!
+//! Workload (issue 5): 8 backends, 10^6 keys, Zipf α ∈ {0.99, 1.2}, 95% GETs, 100-byte
+//! values. Each iteration runs one client request through its whole life:
+//!
+//! - `core`: `Core::process_frame` on the request; if it went to a backend, the backend's
+//!   reply is crafted from the forwarded frame and also goes through `process_frame`.
+//! - `parse_rewrite`: the same frames, but only classified, parsed (frame header and
+//!   command) and rewritten toward a backend (MACs, IPs, ports, request id), and the reply
+//!   likewise back to the client: the floor any balancer pays.
+//! - `craft`: the frame copy and the reply crafting both loops include, measured alone so
+//!   it can be subtracted: the reported ratio is (core − craft) / (parse_rewrite − craft).
+//!
+//! `cargo bench --bench core` prints criterion's figures; `scripts/bench-core.sh` runs it
+//! and prints the ratios.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+
+use kvlb::clock::Instant;
+use kvlb::config::Config;
+use kvlb::nf::{Core, Pipeline, PortInfo, Verdict};
+use kvlb::proto::{self, Response, Value};
+use kvlb::wire::{self, Classified, McHeader, UdpEndpoints};
+
+const KEYS: u64 = 1_000_000;
+const VALUE: [u8; 100] = [b'v'; 100];
+const KVLB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 11211);
+
+fn backend(i: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i), 11211)
+}
+
+fn core(hotkeys: bool) -> Core {
+    let mut args = vec!["--vip".to_string(), VIP.to_string()];
+    for i in 1..=8 {
+        args.extend([
+            "--backend".into(),
+            backend(i).to_string(),
+            "--neighbor".into(),
+            format!("{}=02:00:00:00:00:b{i}", backend(i).ip()),
+        ]);
+    }
+    if !hotkeys {
+        args.push("--no-hotkeys".into());
+    }
+    // Long timeouts: the bench's clock barely moves, nothing must expire.
+    args.extend(["--timeout".into(), "10s".into()]);
+    let cfg = Config::from_args(args).unwrap();
+    Core::new(
+        &cfg,
+        &[PortInfo {
+            id: 0,
+            mac: KVLB_MAC,
+        }],
+    )
+    .unwrap()
+}
+
+/// Request frames of the mix: (frame, is_get).
+fn workload(alpha: f64, n: usize) -> Vec<(Vec<u8>, bool)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let zipf = Zipf::new(KEYS, alpha).unwrap();
+    let ep = UdpEndpoints {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: KVLB_MAC,
+        vlan: None,
+        inner_vlan: None,
+        src_ip: Ipv4Addr::new(10, 0, 0, 100),
+        dst_ip: *VIP.ip(),
+        src_port: 5555,
+        dst_port: VIP.port(),
+        ttl: 64,
+    };
+    (0..n)
+        .map(|i| {
+            let k = zipf.sample(&mut rng) as u64;
+            let get = rng.gen_bool(0.95);
+            let msg = if get {
+                format!("get key:{k:07}\r\n")
+            } else {
+                format!(
+                    "set key:{k:07} 0 0 100\r\n{}\r\n",
+                    std::str::from_utf8(&VALUE).unwrap()
+                )
+            };
+            let mut buf = vec![0u8; 2048];
+            let len = ep
+                .emit_message(&mut buf, 1, McHeader::single(i as u16), msg.as_bytes())
+                .unwrap();
+            buf.truncate(len);
+            (buf, get)
+        })
+        .collect()
+}
+
+/// Whether the core sent the frame toward a backend (not back to the client: a hit).
+fn to_backend(frame: &[u8]) -> bool {
+    frame.get(30..34) != Some(&[10, 0, 0, 100][..])
+}
+
+/// The backend's reply to a forwarded request, written over it in place.
+fn craft_reply(frame: &mut Vec<u8>, get: bool) {
+    let Ok(Classified::Udp(u)) = wire::classify(frame) else {
+        return;
+    };
+    let payload = u.payload(frame);
+    let req = &payload[8..];
+    if get {
+        let key_end = req.iter().position(|&b| b == b'\r').unwrap_or(req.len());
+        let key = req[4..key_end].to_vec();
+        let v = Value {
+            key: &key,
+            flags: 0,
+            cas: None,
+            data: &VALUE,
+        };
+        let _ = proto::write_reply(frame, &u, &[Response::Value(v), Response::End]);
+    } else {
+        let _ = proto::write_reply(frame, &u, &[Response::Stored]);
+    }
+}
+
+/// Parse + rewrite toward a backend, the floor of any balancer.
+fn parse_rewrite(frame: &mut [u8], to_backend: bool) {
+    let Ok(Classified::Udp(u)) = wire::classify(frame) else {
+        return;
+    };
+    if to_backend {
+        let _ = black_box(proto::parse_datagram(u.payload(frame)).map(|(h, r)| (h, r.key())));
+    } else {
+        let _ = black_box(McHeader::parse(u.payload(frame)));
+    }
+    let mut w = u.rewrite(frame).unwrap();
+    w.set_src_mac(KVLB_MAC);
+    w.set_dst_mac([2, 0, 0, 0, 0, 0xb1]);
+    w.set_src_ip(*VIP.ip());
+    w.set_dst_ip(*backend(1).ip());
+    w.set_src_port(40000);
+    w.set_dst_port(11211);
+    let _ = w.set_request_id(7);
+}
+
+fn bench(c: &mut Criterion) {
+    for (alpha, hotkeys) in [(0.99, true), (1.2, true), (0.99, false)] {
+        let frames = workload(alpha, 1 << 16);
+        let mut core = core(hotkeys);
+        // Warm up: let the detector find the hot keys and the caches learn them.
+        let mut t = 1u64;
+        let mut buf = Vec::with_capacity(4096);
+        for _ in 0..4 {
+            for (f, get) in &frames {
+                t += 1000;
+                let now = Instant::from_nanos(t);
+                buf.clear();
+                buf.extend_from_slice(f);
+                if core.process_frame(now, 0, &mut buf) == Verdict::Out(0) && to_backend(&buf) {
+                    craft_reply(&mut buf, *get);
+                    core.process_frame(now, 0, &mut buf);
+                }
+                if t % 1_000_000 < 1000 {
+                    core.on_tick(now);
+                    core.drain_emitted(&mut |_, _| {});
+                }
+            }
+        }
+        let name = format!("zipf{alpha}{}", if hotkeys { "" } else { "_nohot" });
+        let mut g = c.benchmark_group(format!("core/{name}"));
+        g.measurement_time(Duration::from_secs(4));
+        g.throughput(criterion::Throughput::Elements(frames.len() as u64));
+        g.bench_function("core", |b| {
+            b.iter_batched_ref(
+                || (),
+                |_| {
+                    for (f, get) in &frames {
+                        t += 1000;
+                        let now = Instant::from_nanos(t);
+                        buf.clear();
+                        buf.extend_from_slice(f);
+                        let v = core.process_frame(now, 0, &mut buf);
+                        if v == Verdict::Out(0) && to_backend(&buf) {
+                            craft_reply(&mut buf, *get);
+                            black_box(core.process_frame(now, 0, &mut buf));
+                        }
+                    }
+                    core.on_tick(Instant::from_nanos(t));
+                    core.drain_emitted(&mut |_, f| {
+                        black_box(f);
+                    });
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("parse_rewrite", |b| {
+            b.iter(|| {
+                for (f, get) in &frames {
+                    buf.clear();
+                    buf.extend_from_slice(f);
+                    parse_rewrite(&mut buf, true);
+                    craft_reply(&mut buf, *get);
+                    parse_rewrite(&mut buf, false);
+                }
+            })
+        });
+        g.bench_function("craft", |b| {
+            b.iter(|| {
+                for (f, get) in &frames {
+                    buf.clear();
+                    buf.extend_from_slice(f);
+                    craft_reply(&mut buf, *get);
+                    black_box(&buf);
+                }
+            })
+        });
+        g.finish();
+        let r = core.report(Instant::from_nanos(t));
+        let lookups = r.stats.cache.l1_hits + r.stats.cache.l2_hits + r.stats.cache.misses;
+        eprintln!(
+            "core/{name}: hot keys {}, L1 hits {:.1}% of GET lookups, L2 {}",
+            r.hot_keys.len(),
+            100.0 * r.stats.cache.l1_hits as f64 / lookups.max(1) as f64,
+            if r.stats.cache_state.l2_on {
+                "on"
+            } else {
+                "off"
+            },
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,110 @@
+//! Hot-key detector update and query rates on one Zipf(1.0) stream over 10⁶ memcached-style
+//! keys, against Apache DataSketches' frequent-items sketch and HeavyKeeper measured in the
+//! same run. `cargo bench --bench hotkey`; compare rates within one run only (the machine
+//! is shared and noisy). `kvlb lc-experiments` prints the same comparison as ratios.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use kvlb::hotkey::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
+use kvlb::hotkey::eval::{zipf_stream, KeySpace, Rng, Zipf};
+use kvlb::hotkey::{build, build_boxed, Algo, Detector, DetectorParams};
+
+const KEYS: usize = 1_000_000;
+const REQUESTS: usize = 1_000_000;
+/// 10 backends, k = 4: s = 1/40, ε = s/10.
+const SUPPORT: f64 = 0.025;
+const ERROR: f64 = 0.0025;
+
+fn workload() -> (KeySpace, Vec<u32>) {
+    let keys = KeySpace::new(KEYS);
+    let zipf = Zipf::new(KEYS, 1.0);
+    let mut rng = Rng::new(42);
+    let perm = rng.permutation(KEYS);
+    let stream = zipf_stream(&zipf, &perm, REQUESTS, &mut rng);
+    (keys, stream)
+}
+
+fn params(algo: Algo) -> DetectorParams {
+    DetectorParams::new(algo, SUPPORT, ERROR)
+}
+
+fn updates(c: &mut Criterion) {
+    let (keys, stream) = workload();
+    let mut g = c.benchmark_group("update_zipf1.0");
+    g.throughput(Throughput::Elements(REQUESTS as u64));
+    g.sample_size(10);
+
+    for algo in [Algo::Lossy, Algo::LossyDecayed, Algo::SpaceSaving] {
+        g.bench_function(format!("{algo}/enum"), |b| {
+            b.iter_batched(
+                || build(&params(algo)).unwrap(),
+                |mut d| {
+                    for &k in &stream {
+                        black_box(d.observe(keys.key(k), 1));
+                    }
+                    d
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.bench_function("lossy/dyn", |b| {
+        b.iter_batched(
+            || build_boxed(&params(Algo::Lossy)).unwrap(),
+            |mut d| {
+                for &k in &stream {
+                    black_box(d.observe(keys.key(k), 1));
+                }
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("datasketches/M2048", |b| {
+        b.iter_batched(
+            || DataSketchesFrequent::with_map_size(2048, false),
+            |mut d| {
+                for &k in &stream {
+                    d.observe(keys.key(k), 1);
+                }
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("heavykeeper/4x2048", |b| {
+        b.iter_batched(
+            || HeavyKeeperTopK::new(SUPPORT, 2048, 4, false),
+            |mut d| {
+                for &k in &stream {
+                    d.observe(keys.key(k), 1);
+                }
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn queries(c: &mut Criterion) {
+    let (keys, stream) = workload();
+    let mut d = build(&params(Algo::Lossy)).unwrap();
+    for &k in &stream {
+        d.observe(keys.key(k), 1);
+    }
+    let mut g = c.benchmark_group("heat_query");
+    g.throughput(Throughput::Elements(REQUESTS as u64));
+    g.sample_size(10);
+    g.bench_function("lossy/heat", |b| {
+        b.iter(|| {
+            for &k in &stream {
+                black_box(d.heat(keys.key(k)));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, updates, queries);
+criterion_main!(benches);

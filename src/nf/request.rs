@@ -1,0 +1,804 @@
+//! Client requests: admission, parsing, detection, cache hits, routing and forwarding.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddrV4;
+
+use super::{
+    Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, Verdict,
+    Writes,
+};
+use crate::backend::BackendId;
+use crate::cache::KeyHash;
+use crate::clock::Instant;
+use crate::flow::{FlowError, Token};
+use crate::hotkey::{Detector, Heat};
+use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
+use crate::ring::KetamaRing;
+use crate::wire::{FrameBuf, McHeader, UdpEndpoints, UdpFrame};
+
+/// A key copied out of the frame (≤ 250 bytes), so the frame can be rewritten while the
+/// key is still needed.
+#[derive(Clone, Copy)]
+pub(super) struct KeyBuf {
+    len: u8,
+    bytes: [u8; MAX_KEY_LEN],
+}
+
+impl KeyBuf {
+    pub fn new(key: &[u8]) -> KeyBuf {
+        let mut k = KeyBuf {
+            len: 0,
+            bytes: [0; MAX_KEY_LEN],
+        };
+        let n = key.len().min(MAX_KEY_LEN);
+        k.bytes[..n].copy_from_slice(&key[..n]);
+        k.len = n as u8;
+        k
+    }
+
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// What to do with a request, decided while the request (borrowing the frame) is parsed.
+// A short-lived value on the stack; boxing the key would cost an allocation per GET.
+#[allow(clippy::large_enum_variant)]
+enum Action {
+    Drop(DropReason),
+    /// A plain single-key `get`: serve from cache, or route for reading.
+    Get {
+        key: KeyBuf,
+        heat: Heat,
+    },
+    /// Send to `backend` (tracked in the flow table; `expect_reply` false for noreply and
+    /// quiet requests).
+    Forward {
+        backend: BackendId,
+        retrieval: bool,
+        hot_write: Option<Box<[u8]>>,
+        expect_reply: bool,
+        writes: Writes,
+    },
+    /// Handled by emitted frames (multi-key get split, broadcasts); the frame is consumed.
+    Consumed,
+}
+
+/// Which `stats` variants end with END (the others answer one line).
+fn stats_is_listing(args: &[u8]) -> bool {
+    let first = args.split(|&b| b == b' ').find(|a| !a.is_empty());
+    !matches!(first, Some(b"reset") | Some(b"detail"))
+}
+
+impl Core {
+    pub(super) fn on_request<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        in_port: u16,
+        frame: &mut F,
+        u: UdpFrame,
+    ) -> Verdict {
+        if let Err(r) = self.guard.admit(u.src_ip, now) {
+            return self.drop(match r {
+                super::guard::Refusal::NotAllowed => DropReason::AclDenied,
+                super::guard::Refusal::RateLimited => DropReason::RateLimited,
+            });
+        }
+        let mut client = Client {
+            mac: u.eth.src,
+            vlan: u.eth.vlan,
+            ip: u.src_ip,
+            port: u.src_port,
+            request_id: 0,
+            in_port,
+        };
+        let action = {
+            let payload = u.payload(frame.bytes());
+            match proto::parse_datagram(payload) {
+                Err(e) => Action::Drop(DropReason::Proto(e)),
+                Ok((header, req)) => {
+                    client.request_id = header.request_id;
+                    self.plan(now, &client, &req)
+                }
+            }
+        };
+        match action {
+            Action::Drop(r) => self.drop(r),
+            Action::Consumed => {
+                // Not an error: the reply goes out as emitted frames.
+                self.stats.count_drop(DropReason::Absorbed);
+                Verdict::Drop(DropReason::Absorbed)
+            }
+            Action::Get { key, heat } => self.get_one(now, frame, &u, client, key, heat),
+            Action::Forward {
+                backend,
+                retrieval,
+                hot_write,
+                expect_reply,
+                writes,
+            } => {
+                let kind = FlowKind::Client(ClientFlow {
+                    client,
+                    retrieval,
+                    expect_reply,
+                    learn: None,
+                    writes,
+                    hot_write,
+                    group: None,
+                    cap_left: self.guard.reply_cap(client.ip),
+                });
+                self.forward(now, frame, &u, client, backend, kind)
+            }
+        }
+    }
+
+    /// Decides what to do with a parsed request; counts it, feeds the detector, applies
+    /// write invalidation and replica copies (which need the request's bytes).
+    fn plan(&mut self, now: Instant, client: &Client, req: &Request<'_>) -> Action {
+        match req {
+            Request::Retrieval(r) => {
+                self.stats.requests.reads += 1;
+                self.stats.requests.read_keys += r.keys.len() as u64;
+                let mut heat = Heat::Cold;
+                if let Some(d) = self.detector.as_mut() {
+                    for k in r.keys.iter() {
+                        heat = d.observe(k, 1);
+                    }
+                }
+                if r.exptime.is_some() {
+                    // gat/gats change the exptime: a write for the caches and replicas.
+                    for k in r.keys.iter() {
+                        self.note_write(now, k, false, true);
+                    }
+                }
+                if r.keys.len() > 1 {
+                    return self.multi_get(now, client, r);
+                }
+                let key = r.keys.first();
+                if r.command == Command::Get {
+                    return Action::Get {
+                        key: KeyBuf::new(key),
+                        heat,
+                    };
+                }
+                // gets/gat/gats: cas uniques are per server, so only the primary answers.
+                let writes = if r.exptime.is_some() {
+                    Writes::One(self.caches.key_hash(key))
+                } else {
+                    Writes::None
+                };
+                let hot_write = (r.exptime.is_some() && self.hot.contains(key)).then(|| key.into());
+                self.route_primary(key, true, hot_write, true, writes)
+            }
+            Request::Storage(s) => {
+                self.stats.requests.writes += 1;
+                if let Some(d) = self.detector.as_mut() {
+                    d.observe(s.key, 1);
+                }
+                let broadcast = s.command == Command::Set;
+                let plan = self.note_write(now, s.key, broadcast, !s.noreply);
+                if let Some(plan) = &plan {
+                    // Copies to the replicas always ask for a reply: readiness needs it.
+                    let copy = Request::Storage(proto::Storage {
+                        noreply: false,
+                        ..*s
+                    });
+                    for &r in &plan.copies {
+                        let kind = FlowKind::Replica {
+                            key: s.key.into(),
+                            seq: plan.seq,
+                        };
+                        if self.emit_request(now, r, kind, &copy) {
+                            self.stats.replication.replica_writes += 1;
+                        } else {
+                            self.hot.replica_acked(s.key, r, plan.seq, false);
+                        }
+                    }
+                }
+                let hot_write = (plan.is_some() && !s.noreply).then(|| s.key.into());
+                let writes = Writes::One(self.caches.key_hash(s.key));
+                self.route_primary(s.key, false, hot_write, !s.noreply, writes)
+            }
+            Request::Delete { key, noreply }
+            | Request::Arithmetic { key, noreply, .. }
+            | Request::Touch { key, noreply, .. } => {
+                self.stats.requests.writes += 1;
+                if let Some(d) = self.detector.as_mut() {
+                    d.observe(key, 1);
+                }
+                let plan = self.note_write(now, key, false, !noreply);
+                let hot_write = (plan.is_some() && !noreply).then(|| (*key).into());
+                let writes = Writes::One(self.caches.key_hash(key));
+                self.route_primary(key, false, hot_write, !noreply, writes)
+            }
+            Request::Meta(m) => {
+                let mut buf = [0u8; MAX_KEY_LEN];
+                let key = m.routing_key(&mut buf);
+                if key.is_empty() {
+                    // mn (no-op): any live backend answers it.
+                    self.stats.requests.other += 1;
+                    return self.route_any(false);
+                }
+                let key = KeyBuf::new(key);
+                let key = key.as_slice();
+                if let Some(d) = self.detector.as_mut() {
+                    d.observe(key, 1);
+                }
+                if req.mutates() {
+                    self.stats.requests.writes += 1;
+                    let plan = self.note_write(now, key, false, !m.quiet);
+                    let hot_write = (plan.is_some() && !m.quiet).then(|| key.into());
+                    // Quiet meta writes may stay silent on success.
+                    let writes = Writes::One(self.caches.key_hash(key));
+                    self.route_primary(key, false, hot_write, !m.quiet, writes)
+                } else {
+                    self.stats.requests.reads += 1;
+                    self.stats.requests.read_keys += 1;
+                    self.route_primary(key, false, None, !m.quiet, Writes::None)
+                }
+            }
+            Request::Binary(b) => {
+                if b.key.is_empty() {
+                    self.stats.requests.other += 1;
+                    return self.route_any(false);
+                }
+                if let Some(d) = self.detector.as_mut() {
+                    d.observe(b.key, 1);
+                }
+                let writes = if b.mutates() {
+                    self.stats.requests.writes += 1;
+                    self.note_write(now, b.key, false, false);
+                    Writes::One(self.caches.key_hash(b.key))
+                } else {
+                    self.stats.requests.reads += 1;
+                    self.stats.requests.read_keys += 1;
+                    Writes::None
+                };
+                // Binary quiet opcodes may not answer: a missing reply is no timeout.
+                self.route_primary(b.key, false, None, false, writes)
+            }
+            Request::Version => {
+                self.stats.requests.other += 1;
+                self.route_any(false)
+            }
+            Request::Stats { args } => {
+                self.stats.requests.other += 1;
+                self.route_any(stats_is_listing(args))
+            }
+            Request::Verbosity { noreply, .. } => {
+                self.stats.requests.other += 1;
+                self.broadcast(now, client, req, !noreply)
+            }
+            Request::FlushAll { noreply, .. } => {
+                self.stats.requests.writes += 1;
+                // Everything may change: nothing learned before this may be served, and
+                // every replica copy is gone.
+                let keys: Vec<Box<[u8]>> = self.hot.keys().map(Box::from).collect();
+                for k in keys {
+                    self.hot.on_write(&k, false, false, now);
+                }
+                self.broadcast(now, client, req, !noreply)
+            }
+            Request::Quit => {
+                self.stats.requests.other += 1;
+                Action::Drop(DropReason::Quit)
+            }
+        }
+    }
+
+    /// A write of `key` is on its way: drop it from the caches and stamp it (replies in
+    /// flight are not learned; the caller reports the write done when its flow ends), and
+    /// advance its replication state.
+    fn note_write(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        broadcast: bool,
+        answered: bool,
+    ) -> Option<super::hot::WritePlan> {
+        let h = self.caches.key_hash(key);
+        self.caches.write_sent(h, key);
+        self.hot.on_write(key, broadcast, answered, now)
+    }
+
+    fn route_primary(
+        &mut self,
+        key: &[u8],
+        retrieval: bool,
+        hot_write: Option<Box<[u8]>>,
+        expect_reply: bool,
+        writes: Writes,
+    ) -> Action {
+        let primary = match self.hot.get(key) {
+            Some(h) => Some(h.primary()),
+            None => self.primary_for(KetamaRing::hash(key)),
+        };
+        match primary {
+            Some(backend) => Action::Forward {
+                backend,
+                retrieval,
+                hot_write,
+                expect_reply,
+                writes,
+            },
+            None => {
+                self.writes_done(&writes);
+                Action::Drop(DropReason::NoBackend)
+            }
+        }
+    }
+
+    /// Reports a request's writes done to the caches (its flow ended, or it never left).
+    pub(super) fn writes_done(&mut self, writes: &Writes) {
+        match writes {
+            Writes::None => {}
+            Writes::One(h) => self.caches.write_done(*h),
+            Writes::Many(hs) => {
+                for h in hs.iter() {
+                    self.caches.write_done(*h);
+                }
+            }
+            Writes::All => self.caches.flush_done(),
+        }
+    }
+
+    /// Keyless commands: the first live backend answers.
+    fn route_any(&mut self, retrieval: bool) -> Action {
+        match (0..self.backends.len()).find(|&b| self.backends.get(b).is_up()) {
+            Some(backend) => Action::Forward {
+                backend,
+                retrieval,
+                hot_write: None,
+                expect_reply: true,
+                writes: Writes::None,
+            },
+            None => Action::Drop(DropReason::NoBackend),
+        }
+    }
+
+    /// flush_all / verbosity: to every live backend; the client gets the first one's reply.
+    fn broadcast(
+        &mut self,
+        now: Instant,
+        client: &Client,
+        req: &Request<'_>,
+        answered: bool,
+    ) -> Action {
+        let live: Vec<BackendId> = (0..self.backends.len())
+            .filter(|&b| self.backends.get(b).is_up())
+            .collect();
+        let Some((&first, rest)) = live.split_first() else {
+            return Action::Drop(DropReason::NoBackend);
+        };
+        let flush = matches!(req, Request::FlushAll { .. });
+        for &b in rest {
+            // Every copy of a flush is a write to every key until its flow ends; quiet
+            // copies are still tracked (they expire without counting as timeouts).
+            if flush {
+                self.caches.flush_sent();
+            }
+            let kind = FlowKind::Absorb {
+                flush,
+                expect_reply: answered,
+            };
+            if !self.emit_request(now, b, kind, req) && flush {
+                self.caches.flush_done();
+            }
+        }
+        if flush {
+            self.caches.flush_sent();
+        }
+        let _ = client;
+        Action::Forward {
+            backend: first,
+            retrieval: false,
+            hot_write: None,
+            expect_reply: answered,
+            writes: if flush { Writes::All } else { Writes::None },
+        }
+    }
+
+    /// A plain single-key get: cache hit in place, fenced miss, or a read routed to the
+    /// primary or a ready replica (learning the value if the key is hot or warm).
+    fn get_one<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &mut F,
+        u: &UdpFrame,
+        client: Client,
+        key: KeyBuf,
+        heat: Heat,
+    ) -> Verdict {
+        let k = key.as_slice();
+        let h = self.caches.key_hash(k);
+        if self.hotkeys {
+            if let Some(hit) = self.caches.lookup(h, k, now) {
+                let value = Value {
+                    key: k,
+                    flags: hit.value.flags(),
+                    cas: None,
+                    data: hit.value.data(),
+                };
+                // VALUE line + data + END, plus the frame header.
+                if value.buffer_len() + 5 + 8 > self.guard.reply_cap(client.ip) {
+                    return self.drop(DropReason::AmplificationGuard);
+                }
+                if proto::write_hit_reply(frame, u, &value).is_ok() {
+                    return Verdict::Out(client.in_port);
+                }
+            }
+            if self.hot.get(k).is_some_and(|h| h.is_fenced()) {
+                // The key's new primary may hold an old copy until the fence lands: a miss
+                // is never stale.
+                return match proto::write_reply(frame, u, &[Response::End]) {
+                    Ok(_) => Verdict::Out(client.in_port),
+                    Err(_) => self.drop(DropReason::RewriteFailed),
+                };
+            }
+        }
+        let hash = KetamaRing::hash(k);
+        let Some(backend) = self.pick_read_server(k, hash) else {
+            return self.drop(DropReason::NoBackend);
+        };
+        let learn = (self.hotkeys && heat != Heat::Cold).then(|| Learn {
+            ticket: self.caches.read_sent(h),
+            key_hash: h,
+            ring_hash: hash,
+        });
+        let kind = FlowKind::Client(ClientFlow {
+            client,
+            retrieval: true,
+            expect_reply: true,
+            learn,
+            writes: Writes::None,
+            hot_write: None,
+            group: None,
+            cap_left: self.guard.reply_cap(client.ip),
+        });
+        self.forward(now, frame, u, client, backend, kind)
+    }
+
+    /// Rewrites the client's frame toward `backend`, tracking it as `kind`. If it cannot
+    /// leave, the request's writes are reported done (they never happened).
+    pub(super) fn forward<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &mut F,
+        u: &UdpFrame,
+        client: Client,
+        backend: BackendId,
+        kind: FlowKind,
+    ) -> Verdict {
+        let _ = client;
+        let addr = self.backends.get(backend).addr();
+        let expect_reply = match &kind {
+            FlowKind::Client(cf) => cf.expect_reply,
+            _ => true,
+        };
+        let Some(mac) = self.neighbors.lookup(*addr.ip()) else {
+            self.abandon(kind);
+            return self.drop(DropReason::NoNeighbor);
+        };
+        let token = match self.flows.insert(now, addr, Flow { backend, kind }) {
+            Ok(t) => t,
+            Err((FlowError::Full, flow)) => {
+                self.abandon(flow.kind);
+                return self.drop(DropReason::FlowTableFull);
+            }
+        };
+        let src_mac = self.port_mac(self.server_port);
+        let ok = match u.rewrite(frame.bytes_mut()) {
+            Ok(mut w) => {
+                w.set_src_mac(src_mac);
+                w.set_dst_mac(mac);
+                w.set_src_ip(self.local_ip);
+                w.set_dst_ip(*addr.ip());
+                w.set_src_port(self.source_ports[usize::from(token.port_index)]);
+                w.set_dst_port(addr.port());
+                w.set_request_id(token.request_id).is_ok()
+            }
+            Err(_) => false,
+        };
+        if !ok {
+            if let Some((_, flow)) = self.flows.remove(token, addr) {
+                self.abandon(flow.kind);
+            }
+            return self.drop(DropReason::RewriteFailed);
+        }
+        self.backends.on_sent(backend, u.ip_end(), expect_reply);
+        Verdict::Out(self.server_port)
+    }
+
+    /// A request that will not leave after all: undo what was noted for it.
+    fn abandon(&mut self, kind: FlowKind) {
+        if let FlowKind::Client(cf) = kind {
+            self.writes_done(&cf.writes);
+            if let Some(key) = &cf.hot_write {
+                self.hot.primary_write_done(key);
+            }
+        }
+    }
+
+    /// Splits a multi-key get: hits answered from the caches, the rest grouped per server,
+    /// one sub-request each; the reply ends with the last part's END.
+    fn multi_get(&mut self, now: Instant, client: &Client, r: &Retrieval<'_>) -> Action {
+        let cacheable = r.command == Command::Get && self.hotkeys;
+        let writes = r.exptime.is_some();
+        let cap = self.guard.reply_cap(client.ip);
+        let mut hits: Vec<Vec<u8>> = Vec::new();
+        // Per server: its keys (space-separated) and, for gat/gats, their cache hashes.
+        let mut groups: Vec<(BackendId, Vec<u8>, Vec<KeyHash>)> = Vec::new();
+        for key in r.keys.iter() {
+            let h = self.caches.key_hash(key);
+            if cacheable {
+                if let Some(hit) = self.caches.lookup(h, key, now) {
+                    let mut msg = Vec::with_capacity(key.len() + hit.value.data().len() + 32);
+                    Response::Value(Value {
+                        key,
+                        flags: hit.value.flags(),
+                        cas: None,
+                        data: hit.value.data(),
+                    })
+                    .emit_to(&mut msg);
+                    hits.push(msg);
+                    continue;
+                }
+                if self.hot.get(key).is_some_and(|h| h.is_fenced()) {
+                    continue; // answered as a miss
+                }
+            }
+            let backend = if r.command == Command::Get {
+                self.pick_read_server(key, KetamaRing::hash(key))
+            } else {
+                self.primary_for(KetamaRing::hash(key))
+            };
+            let Some(backend) = backend else {
+                if writes {
+                    self.caches.write_done(h);
+                }
+                continue; // no backend: a miss
+            };
+            match groups.iter_mut().find(|(b, _, _)| *b == backend) {
+                Some((_, keys, hashes)) => {
+                    keys.push(b' ');
+                    keys.extend_from_slice(key);
+                    if writes {
+                        hashes.push(h);
+                    }
+                }
+                None => groups.push((backend, key.to_vec(), if writes { vec![h] } else { vec![] })),
+            }
+        }
+        let g = self.new_group(*client, groups.len() as u16, cap);
+        let endpoints = self.client_endpoints(client);
+        for msg in hits {
+            self.emit_to_client(&endpoints, client, &msg, g);
+        }
+        let n_groups = groups.len();
+        for (backend, keys, hashes) in groups {
+            let part_writes = match hashes.len() {
+                0 => Writes::None,
+                1 => Writes::One(hashes[0]),
+                _ => Writes::Many(hashes.into_boxed_slice()),
+            };
+            let sent = match Keys::parse(&keys) {
+                Ok(keys) => {
+                    let sub = Request::Retrieval(Retrieval {
+                        command: r.command,
+                        exptime: r.exptime,
+                        keys,
+                    });
+                    let kind = FlowKind::Client(ClientFlow {
+                        client: *client,
+                        retrieval: true,
+                        expect_reply: true,
+                        learn: None,
+                        writes: part_writes.clone(),
+                        hot_write: None,
+                        group: Some(g),
+                        cap_left: cap,
+                    });
+                    self.emit_request(now, backend, kind, &sub)
+                }
+                Err(_) => false,
+            };
+            if !sent {
+                self.writes_done(&part_writes);
+                if !self.group_part_done(g) {
+                    self.finish_group(g);
+                }
+            }
+        }
+        if n_groups == 0 {
+            self.finish_group(g);
+        }
+        Action::Consumed
+    }
+
+    fn new_group(&mut self, client: Client, pending: u16, cap: usize) -> GroupRef {
+        let index = match self.free_groups.pop() {
+            Some(i) => i,
+            None => {
+                self.groups.push(Group {
+                    client,
+                    generation: 0,
+                    pending: 0,
+                    cap_left: 0,
+                    live: false,
+                });
+                (self.groups.len() - 1) as u32
+            }
+        };
+        let g = &mut self.groups[index as usize];
+        g.client = client;
+        g.generation = g.generation.wrapping_add(1);
+        g.pending = pending;
+        g.cap_left = cap;
+        g.live = true;
+        GroupRef {
+            index,
+            generation: g.generation,
+        }
+    }
+
+    pub(super) fn group(&mut self, g: GroupRef) -> Option<&mut Group> {
+        self.groups
+            .get_mut(g.index as usize)
+            .filter(|x| x.live && x.generation == g.generation)
+    }
+
+    /// One part of a split get finished (answered or expired). Returns true if parts remain.
+    pub(super) fn group_part_done(&mut self, g: GroupRef) -> bool {
+        let Some(grp) = self.group(g) else {
+            return false;
+        };
+        grp.pending = grp.pending.saturating_sub(1);
+        if grp.pending > 0 {
+            return true;
+        }
+        false
+    }
+
+    /// Ends a split get whose parts are all done without a final END from a backend.
+    pub(super) fn finish_group(&mut self, g: GroupRef) {
+        let Some(grp) = self.group(g) else {
+            return;
+        };
+        let client = grp.client;
+        let endpoints = self.client_endpoints(&client);
+        self.emit_to_client(&endpoints, &client, b"END\r\n", g);
+        self.release_group(g);
+    }
+
+    pub(super) fn release_group(&mut self, g: GroupRef) {
+        if let Some(grp) = self.group(g) {
+            grp.live = false;
+            self.free_groups.push(g.index);
+        }
+    }
+
+    /// Addresses of a reply to `client` from the VIP.
+    pub(super) fn client_endpoints(&self, client: &Client) -> UdpEndpoints {
+        UdpEndpoints {
+            src_mac: self.port_mac(client.in_port),
+            dst_mac: client.mac,
+            vlan: client.vlan,
+            inner_vlan: None,
+            src_ip: *self.vip.ip(),
+            dst_ip: client.ip,
+            src_port: self.vip.port(),
+            dst_port: client.port,
+            ttl: 64,
+        }
+    }
+
+    /// Emits one reply message to a split get's client, within its byte cap.
+    fn emit_to_client(&mut self, ep: &UdpEndpoints, client: &Client, msg: &[u8], g: GroupRef) {
+        let len = msg.len() + 8;
+        match self.group(g) {
+            Some(grp) if grp.cap_left >= len => grp.cap_left -= len,
+            Some(_) => {
+                self.stats.count_drop(DropReason::AmplificationGuard);
+                return;
+            }
+            None => return,
+        }
+        let ident = self.next_ip_ident();
+        let header = McHeader::single(client.request_id);
+        self.outbox.emit(Dest::Port(client.in_port), |buf| {
+            ep.emit_message(buf, ident, header, msg).map_err(|_| ())
+        });
+    }
+
+    /// Addresses of a request kvlb sends to `backend` from source port `token`.
+    fn backend_endpoints(&self, backend: BackendId, token: Token) -> Option<UdpEndpoints> {
+        let addr: SocketAddrV4 = self.backends.get(backend).addr();
+        let mac = self.neighbors.lookup(*addr.ip())?;
+        Some(UdpEndpoints {
+            src_mac: self.port_mac(self.server_port),
+            dst_mac: mac,
+            vlan: None,
+            inner_vlan: None,
+            src_ip: self.local_ip,
+            dst_ip: *addr.ip(),
+            src_port: self.source_ports[usize::from(token.port_index)],
+            dst_port: addr.port(),
+            ttl: 64,
+        })
+    }
+
+    /// Emits `req` to `backend`, tracked as `kind`. Returns false (nothing sent, nothing
+    /// tracked) if the backend's MAC is unknown, the flow table is full or the request
+    /// does not fit a datagram.
+    pub(super) fn emit_request(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        kind: FlowKind,
+        req: &Request<'_>,
+    ) -> bool {
+        let addr = self.backends.get(backend).addr();
+        if self.neighbors.lookup(*addr.ip()).is_none() {
+            return false;
+        }
+        let answered = !matches!(
+            kind,
+            FlowKind::Absorb {
+                expect_reply: false,
+                ..
+            }
+        );
+        let Ok(token) = self.flows.insert(now, addr, Flow { backend, kind }) else {
+            self.stats.count_drop(DropReason::FlowTableFull);
+            return false;
+        };
+        let Some(ep) = self.backend_endpoints(backend, token) else {
+            self.flows.remove(token, addr);
+            return false;
+        };
+        let ident = self.next_ip_ident();
+        let sent = self.outbox.emit(Dest::Port(self.server_port), |buf| {
+            proto::emit_request_frame(buf, &ep, ident, token.request_id, req).map_err(|_| ())
+        });
+        if sent {
+            self.backends
+                .on_sent(backend, req.buffer_len() + 8, answered);
+        } else {
+            self.flows.remove(token, addr);
+        }
+        sent
+    }
+
+    /// Emits `req` to `backend` without expecting a reply (noreply clean-ups).
+    pub(super) fn emit_untracked(&mut self, backend: BackendId, req: &Request<'_>) -> bool {
+        let token = Token {
+            port_index: 0,
+            request_id: 0,
+        };
+        let Some(ep) = self.backend_endpoints(backend, token) else {
+            return false;
+        };
+        let ident = self.next_ip_ident();
+        let sent = self.outbox.emit(Dest::Port(self.server_port), |buf| {
+            proto::emit_request_frame(buf, &ep, ident, 0, req).map_err(|_| ())
+        });
+        if sent {
+            self.backends.on_sent(backend, req.buffer_len() + 8, false);
+        }
+        sent
+    }
+
+    /// Deletes `key` on `primary` before it may serve the key (see [`super::hot`]). If it
+    /// cannot be sent now, the next replication round sends it; until then reads of the
+    /// key are answered as misses.
+    pub(super) fn emit_fence(&mut self, now: Instant, key: &[u8], primary: BackendId) {
+        let req = Request::Delete {
+            key,
+            noreply: false,
+        };
+        if !self.emit_request(now, primary, FlowKind::Fence { key: key.into() }, &req) {
+            self.hot.fence_lost(key);
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Backend responses: matching, learning, replication acks, probes, and the way back to the
+//! client.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddrV4;
+
+use super::{ClientFlow, Core, DropReason, FlowKind, Learn, Verdict};
+use crate::backend::{BackendId, Health};
+use crate::cache::GetResponse;
+use crate::clock::Instant;
+use crate::flow::Token;
+use crate::hotkey::{Detector, Heat};
+use crate::proto::{self, MetaStatus, Request, Response};
+use crate::wire::{mc_header, FrameBuf, McHeader, UdpFrame};
+
+const END: &[u8] = b"END\r\n";
+
+/// Whether a reply message is an error line (counted per backend).
+fn is_error_reply(msg: &[u8]) -> bool {
+    msg.starts_with(b"SERVER_ERROR")
+        || msg.starts_with(b"CLIENT_ERROR")
+        || msg.starts_with(b"ERROR")
+}
+
+/// The value of a meta reply flag such as `f123` or `t-1`.
+fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
+    flags
+        .split(|&b| b == b' ')
+        .find(|t| t.first() == Some(&name))
+        .and_then(|t| std::str::from_utf8(&t[1..]).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// The item a single-datagram GET reply carries: `VALUE ... END` with exactly one value.
+fn single_value(msg: &[u8]) -> Option<proto::Value<'_>> {
+    let (first, rest) = Response::parse(msg).ok()?;
+    let Response::Value(v) = first else {
+        return None;
+    };
+    let (second, rest) = Response::parse(rest).ok()?;
+    (second == Response::End && rest.is_empty()).then_some(v)
+}
+
+impl Core {
+    pub(super) fn on_response<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &mut F,
+        u: UdpFrame,
+        port_index: u16,
+    ) -> Verdict {
+        let from = SocketAddrV4::new(u.src_ip, u.src_port);
+        let payload = u.payload(frame.bytes());
+        let Ok(header) = McHeader::parse(payload) else {
+            return self.drop(DropReason::Proto(proto::Error::TruncatedFrameHeader));
+        };
+        let token = Token {
+            port_index,
+            request_id: header.request_id,
+        };
+        let Some(flow) = self.flows.get(token, from) else {
+            if let Some(id) = self.backends.find(from) {
+                self.backends.on_late_response(id);
+            }
+            return self.drop(DropReason::UnmatchedResponse);
+        };
+        let backend = flow.backend;
+        let msg = &payload[mc_header::HEADER_LEN..];
+        let last_datagram = header.count == 0 || header.sequence.saturating_add(1) >= header.count;
+        let single = header.is_single_datagram();
+
+        if let FlowKind::Client(cf) = &flow.kind {
+            let complete = last_datagram && (!cf.retrieval || msg.ends_with(END));
+            return self.client_reply(now, frame, &u, token, from, complete, single);
+        }
+
+        // Replies kvlb consumes itself: one datagram, one line (or a small meta value).
+        let Some((sent, flow)) = self.flows.remove(token, from) else {
+            return self.drop(DropReason::UnmatchedResponse);
+        };
+        let latency = now.saturating_duration_since(sent);
+        let error = is_error_reply(msg);
+        let revive = match &flow.kind {
+            FlowKind::Probe => !self.rejoin_flush,
+            FlowKind::RejoinFlush => msg.starts_with(b"OK"),
+            _ => false,
+        };
+        let health = self
+            .backends
+            .on_response(backend, payload.len(), latency, error, revive);
+        match flow.kind {
+            FlowKind::Client(_) => unreachable!("handled above"),
+            FlowKind::Replica { key, seq } => {
+                self.stats.replication.replica_acks += 1;
+                let stored = msg == b"STORED\r\n";
+                self.hot.replica_acked(&key, backend, seq, stored);
+            }
+            FlowKind::Fetch { key, seq, learn } => {
+                self.fetched(now, &key, seq, learn, msg);
+            }
+            FlowKind::Probe => {
+                if self.rejoin_flush && msg.starts_with(b"VERSION") && !self.rejoining[backend] {
+                    // It answers again, but it may hold values overwritten elsewhere while
+                    // it was away: empty it before it serves.
+                    self.rejoining[backend] = true;
+                    let flush = Request::FlushAll {
+                        delay: None,
+                        noreply: false,
+                    };
+                    if !self.emit_request(now, backend, FlowKind::RejoinFlush, &flush) {
+                        self.rejoining[backend] = false;
+                    }
+                }
+            }
+            FlowKind::RejoinFlush => {
+                self.rejoining[backend] = false;
+            }
+            FlowKind::Fence { key } => {
+                if msg.starts_with(b"DELETED") || msg.starts_with(b"NOT_FOUND") {
+                    self.hot.unfence(&key);
+                } else {
+                    self.hot.fence_lost(&key);
+                }
+            }
+            FlowKind::Absorb { flush, .. } => {
+                if flush {
+                    self.caches.flush_done();
+                }
+            }
+        }
+        if let Some(h) = health {
+            self.apply_health(now, h);
+        }
+        self.stats.count_drop(DropReason::Absorbed);
+        Verdict::Drop(DropReason::Absorbed)
+    }
+
+    /// A datagram of the reply to a client request: learn, strip split-get ENDs, cap, and
+    /// rewrite it back to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn client_reply<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        frame: &mut F,
+        u: &UdpFrame,
+        token: Token,
+        from: SocketAddrV4,
+        complete: bool,
+        single: bool,
+    ) -> Verdict {
+        let Some(flow) = self.flows.get(token, from) else {
+            return self.drop(DropReason::UnmatchedResponse);
+        };
+        let FlowKind::Client(ClientFlow {
+            client,
+            learn,
+            group,
+            ..
+        }) = &flow.kind
+        else {
+            return self.drop(DropReason::UnmatchedResponse);
+        };
+        let (client, learn, group) = (*client, *learn, *group);
+        let payload = u.payload(frame.bytes());
+        let msg = &payload[mc_header::HEADER_LEN..];
+
+        // Learn the value of a hot or warm key, if no write can have overtaken the reply.
+        if let (Some(learn), true, true) = (learn, single, complete) {
+            if let Some(v) = single_value(msg) {
+                if self.caches.key_hash(v.key) == learn.key_hash {
+                    self.learn_value(now, learn, v.key, v.flags, v.data);
+                }
+            }
+        }
+
+        let error = is_error_reply(msg);
+        let ends_with_end = msg.ends_with(END);
+        let payload_len = payload.len();
+        let mut strip_end = false;
+        if let Some(g) = group {
+            if complete && self.group_part_done(g) {
+                strip_end = true; // other parts still to come: only the last one ends it
+            }
+        }
+        let mut len = payload_len;
+        if strip_end && ends_with_end {
+            len -= END.len();
+        }
+
+        // Anti-amplification: what this client may still receive for this request.
+        let allowed = match group.and_then(|g| self.group(g)) {
+            Some(grp) => {
+                let ok = grp.cap_left >= len;
+                if ok {
+                    grp.cap_left -= len;
+                }
+                ok
+            }
+            None => match self.flows.get_mut(token, from) {
+                Some(super::Flow {
+                    kind: FlowKind::Client(cf),
+                    ..
+                }) => {
+                    let ok = cf.cap_left >= len;
+                    if ok {
+                        cf.cap_left -= len;
+                    }
+                    ok
+                }
+                _ => false,
+            },
+        };
+
+        if complete {
+            self.complete_client_flow(now, token, from, payload_len, error);
+            if let (Some(g), false) = (group, strip_end) {
+                self.release_group(g);
+            }
+        }
+        if !allowed {
+            return self.drop(DropReason::AmplificationGuard);
+        }
+        if len <= mc_header::HEADER_LEN && strip_end {
+            // The part was only its END: nothing to pass on.
+            self.stats.count_drop(DropReason::Absorbed);
+            return Verdict::Drop(DropReason::Absorbed);
+        }
+
+        let src_mac = self.port_mac(client.in_port);
+        let (vip_ip, vip_port) = (*self.vip.ip(), self.vip.port());
+        let ok = match u.rewrite(frame.bytes_mut()) {
+            Ok(mut w) => {
+                w.set_src_mac(src_mac);
+                w.set_dst_mac(client.mac);
+                w.set_src_ip(vip_ip);
+                w.set_dst_ip(client.ip);
+                w.set_src_port(vip_port);
+                w.set_dst_port(client.port);
+                let rid = w.set_request_id(client.request_id).is_ok();
+                let shrink = if len != payload_len {
+                    w.set_payload_len(len).is_ok()
+                } else {
+                    true
+                };
+                rid && shrink
+            }
+            Err(_) => false,
+        };
+        if !ok {
+            return self.drop(DropReason::RewriteFailed);
+        }
+        if len != payload_len {
+            let new_len = u.ip_end() - (payload_len - len);
+            let _ = frame.set_len(new_len.max(crate::wire::MIN_FRAME_LEN));
+        }
+        Verdict::Out(client.in_port)
+    }
+
+    /// Offers a value to the caches (they check freshness and which layer, if any).
+    fn learn_value(&mut self, now: Instant, learn: Learn, key: &[u8], flags: u32, data: &[u8]) {
+        let warm_estimate = self.detector.as_ref().and_then(|d| match d.heat(key) {
+            Heat::Warm => d.estimate(key).map(|e| e.estimate),
+            _ => None,
+        });
+        let r = GetResponse {
+            key,
+            ring_hash: learn.ring_hash,
+            ticket: learn.ticket,
+            data,
+            flags,
+            cas: None,
+        };
+        self.caches.learn(learn.key_hash, &r, now, warm_estimate);
+    }
+
+    /// A client request's reply is complete: stop tracking it, account the backend.
+    fn complete_client_flow(
+        &mut self,
+        now: Instant,
+        token: Token,
+        from: SocketAddrV4,
+        bytes: usize,
+        error: bool,
+    ) {
+        let Some((sent, flow)) = self.flows.remove(token, from) else {
+            return;
+        };
+        if let FlowKind::Client(cf) = &flow.kind {
+            if let Some(key) = &cf.hot_write {
+                self.hot.primary_write_done(key);
+            }
+            self.writes_done(&cf.writes);
+        }
+        let latency = now.saturating_duration_since(sent);
+        if let Some(h) = self
+            .backends
+            .on_response(flow.backend, bytes, latency, error, false)
+        {
+            self.apply_health(now, h);
+        }
+    }
+
+    /// The primary answered a replication fetch (`mg <key> v f t`): write the value to the
+    /// replicas that need it, and cache it if nothing wrote the key meanwhile.
+    fn fetched(&mut self, now: Instant, key: &[u8], seq: u64, learn: Learn, msg: &[u8]) {
+        let parsed = Response::parse(msg).ok().map(|(r, _)| r);
+        let (found, flags, ttl, data) = match parsed {
+            Some(Response::MetaValue { flags, data }) => (
+                true,
+                meta_flag::<u32>(flags, b'f').unwrap_or(0),
+                meta_flag::<i64>(flags, b't').unwrap_or(-1),
+                data,
+            ),
+            Some(Response::Meta {
+                status: MetaStatus::En,
+                ..
+            }) => (false, 0, -1, &[][..]),
+            _ => {
+                self.hot.fetch_failed(key, seq);
+                return;
+            }
+        };
+        let targets = {
+            let backends = &self.backends;
+            self.hot
+                .fetched(key, seq, found, &|b: BackendId| backends.get(b).is_up())
+        };
+        if !found {
+            return;
+        }
+        self.learn_value(now, learn, key, flags, data);
+        // memcached's `t` is the remaining TTL in seconds (-1: none); `set` takes the same.
+        let exptime = if ttl < 0 {
+            0
+        } else {
+            ttl.min(i64::from(i32::MAX)) as i32
+        };
+        let set = Request::Storage(proto::Storage::set(key, flags, exptime, data, false));
+        for r in targets {
+            let kind = FlowKind::Replica {
+                key: key.into(),
+                seq,
+            };
+            if self.emit_request(now, r, kind, &set) {
+                self.stats.replication.replica_writes += 1;
+            } else {
+                self.hot.replica_acked(key, r, seq, false);
+            }
+        }
+    }
+
+    /// A tracked request expired unanswered.
+    pub(super) fn expired(&mut self, now: Instant, backend: BackendId, kind: FlowKind) {
+        let mut timeout = true;
+        match kind {
+            FlowKind::Client(cf) => {
+                timeout = cf.expect_reply;
+                if let Some(key) = &cf.hot_write {
+                    self.hot.primary_write_done(key);
+                }
+                self.writes_done(&cf.writes);
+                if let Some(g) = cf.group {
+                    if !self.group_part_done(g) {
+                        self.finish_group(g);
+                    }
+                }
+            }
+            FlowKind::Replica { key, seq } => self.hot.replica_acked(&key, backend, seq, false),
+            FlowKind::Fetch { key, seq, .. } => self.hot.fetch_failed(&key, seq),
+            FlowKind::Fence { key } => self.hot.fence_lost(&key),
+            FlowKind::RejoinFlush => self.rejoining[backend] = false,
+            FlowKind::Absorb {
+                flush,
+                expect_reply,
+            } => {
+                timeout = expect_reply;
+                if flush {
+                    self.caches.flush_done();
+                }
+            }
+            FlowKind::Probe => {}
+        }
+        if !timeout {
+            return; // nothing was owed: not outstanding, not a timeout
+        }
+        if let Some(Health::Down(id)) = self.backends.on_timeout(backend, now) {
+            self.apply_health(now, Health::Down(id));
+        }
+    }
+}

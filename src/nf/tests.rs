@@ -1,0 +1,505 @@
+//! The core on canned frames: no I/O, a hand-driven clock.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::*;
+use crate::wire::{arp::Operation, ethernet, ArpRepr, McHeader, UdpEndpoints, UdpFrame};
+
+const KVLB_MAC: Mac = [2, 0, 0, 0, 0, 0xaa];
+const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x01];
+const BACKEND_MAC: Mac = [2, 0, 0, 0, 0, 0xb0];
+const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 11211);
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100), 5555);
+
+fn backend(i: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i), 11211)
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_nanos(1 + n * 1_000_000)
+}
+
+fn core_with(extra: &[&str]) -> Core {
+    let mut args: Vec<String> = vec!["--vip".into(), VIP.to_string()];
+    for i in 1..=3 {
+        args.push("--backend".into());
+        args.push(backend(i).to_string());
+        args.push("--neighbor".into());
+        args.push(format!("{}=02:00:00:00:00:b0", backend(i).ip()));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let cfg = Config::from_args(args).unwrap();
+    Core::new(
+        &cfg,
+        &[PortInfo {
+            id: 0,
+            mac: KVLB_MAC,
+        }],
+    )
+    .unwrap()
+}
+
+fn client_ep(src: SocketAddrV4) -> UdpEndpoints {
+    UdpEndpoints {
+        src_mac: CLIENT_MAC,
+        dst_mac: KVLB_MAC,
+        vlan: None,
+        inner_vlan: None,
+        src_ip: *src.ip(),
+        dst_ip: *VIP.ip(),
+        src_port: src.port(),
+        dst_port: VIP.port(),
+        ttl: 64,
+    }
+}
+
+fn request_from(src: SocketAddrV4, rid: u16, msg: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = client_ep(src)
+        .emit_message(&mut buf, 1, McHeader::single(rid), msg)
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn request(rid: u16, msg: &[u8]) -> Vec<u8> {
+    request_from(CLIENT, rid, msg)
+}
+
+/// The backend's reply to a frame kvlb forwarded to it.
+fn reply_to(forwarded: &[u8], msg: &[u8]) -> Vec<u8> {
+    let Ok(Classified::Udp(u)) = wire::classify(forwarded) else {
+        panic!("not UDP")
+    };
+    let header = McHeader::parse(u.payload(forwarded)).unwrap();
+    let mut ep = u.endpoints().reversed();
+    ep.src_mac = BACKEND_MAC;
+    ep.dst_mac = KVLB_MAC;
+    let mut buf = vec![0u8; 2048];
+    let n = ep
+        .emit_message(&mut buf, 9, McHeader::single(header.request_id), msg)
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn udp(frame: &[u8]) -> UdpFrame {
+    match wire::classify(frame) {
+        Ok(Classified::Udp(u)) => u,
+        other => panic!("not a valid UDP frame: {other:?}"),
+    }
+}
+
+fn message(frame: &[u8]) -> Vec<u8> {
+    udp(frame).payload(frame)[8..].to_vec()
+}
+
+/// Drives one GET through kvlb and a backend that answers `value`; returns the reply frame.
+fn get_via_backend(core: &mut Core, now: Instant, rid: u16, key: &str, value: &str) -> Vec<u8> {
+    let mut f = request(rid, format!("get {key}\r\n").as_bytes());
+    assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
+    let mut r = reply_to(
+        &f,
+        format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes(),
+    );
+    assert_eq!(core.process_frame(now, 0, &mut r), Verdict::Out(0));
+    r
+}
+
+#[test]
+fn a_request_goes_to_its_ketama_server_and_the_reply_back_to_the_client() {
+    let mut core = core_with(&["--no-hotkeys"]);
+    let mut f = request(0x1234, b"get alpha\r\n");
+    assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+    // Valid checksums after the rewrite (classify verifies them), addressed to the ring's
+    // server from kvlb's address and a source port, with kvlb's request id.
+    let u = udp(&f);
+    let owner = core.ring.server_for_key(b"alpha").unwrap();
+    assert_eq!(
+        SocketAddrV4::new(u.dst_ip, u.dst_port),
+        backend(owner as u8 + 1)
+    );
+    assert_eq!(u.src_ip, *VIP.ip(), "local ip defaults to the VIP's");
+    assert!(core.source_ports.contains(&u.src_port));
+    assert_eq!((u.eth.src, u.eth.dst), (KVLB_MAC, BACKEND_MAC));
+    assert_eq!(message(&f), b"get alpha\r\n");
+
+    let mut r = reply_to(&f, b"END\r\n");
+    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    let u = udp(&r);
+    assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), CLIENT);
+    assert_eq!(SocketAddrV4::new(u.src_ip, u.src_port), VIP);
+    assert_eq!((u.eth.src, u.eth.dst), (KVLB_MAC, CLIENT_MAC));
+    assert_eq!(McHeader::parse(u.payload(&r)).unwrap().request_id, 0x1234);
+    assert!(core.is_idle());
+    // The same reply again matches nothing.
+    let mut again = reply_to(&f, b"END\r\n");
+    assert_eq!(
+        core.process_frame(ms(2), 0, &mut again),
+        Verdict::Drop(DropReason::UnmatchedResponse)
+    );
+}
+
+#[test]
+fn a_hot_key_is_answered_in_place_and_a_write_invalidates_it() {
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "0",
+    ]);
+    // Make "hot" hot: half of 2000 requests.
+    for i in 0..2000u16 {
+        let key = if i % 2 == 0 {
+            "hot".to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v1");
+    }
+    core.on_tick(ms(300));
+    // One more miss learns the value (it was hot before this request left).
+    get_via_backend(&mut core, ms(301), 9000, "hot", "v1");
+    let mut f = request(9001, b"get hot\r\n");
+    assert_eq!(core.process_frame(ms(302), 0, &mut f), Verdict::Out(0));
+    let u = udp(&f);
+    assert_eq!(
+        SocketAddrV4::new(u.dst_ip, u.dst_port),
+        CLIENT,
+        "answered by kvlb"
+    );
+    assert_eq!(message(&f), b"VALUE hot 0 2\r\nv1\r\nEND\r\n");
+    assert_eq!(McHeader::parse(u.payload(&f)).unwrap().request_id, 9001);
+    assert_eq!(
+        core.stats.cache.l1_hits, 0,
+        "counters are snapshotted at report time"
+    );
+    assert_eq!(core.report(ms(303)).stats.cache.l1_hits, 1);
+
+    // A set goes to the backend and drops the cached value before it leaves.
+    let mut s = request(9002, b"set hot 0 0 2\r\nv2\r\n");
+    assert_eq!(core.process_frame(ms(304), 0, &mut s), Verdict::Out(0));
+    let mut g = request(9003, b"get hot\r\n");
+    core.process_frame(ms(305), 0, &mut g);
+    assert_ne!(
+        udp(&g).dst_ip,
+        *CLIENT.ip(),
+        "no stale hit while the write is in flight"
+    );
+    // The GET sent while the write was in flight must not be learned, even after the ack.
+    let mut ack = reply_to(&s, b"STORED\r\n");
+    core.process_frame(ms(306), 0, &mut ack);
+    let mut old = reply_to(&g, b"VALUE hot 0 2\r\nv1\r\nEND\r\n");
+    core.process_frame(ms(307), 0, &mut old);
+    let mut g2 = request(9004, b"get hot\r\n");
+    core.process_frame(ms(308), 0, &mut g2);
+    assert_ne!(
+        udp(&g2).dst_ip,
+        *CLIENT.ip(),
+        "the overtaken reply was not learned"
+    );
+    assert!(core.report(ms(309)).stats.cache.stale_responses >= 1);
+}
+
+#[test]
+fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
+    let cfg = Config::from_args([
+        "--vip",
+        &VIP.to_string(),
+        "--backend",
+        &backend(1).to_string(),
+    ])
+    .unwrap();
+    let mut core = Core::new(
+        &cfg,
+        &[PortInfo {
+            id: 0,
+            mac: KVLB_MAC,
+        }],
+    )
+    .unwrap();
+    // A request before the backend's MAC is known: dropped, and an ARP request goes out.
+    let mut f = request(1, b"get k\r\n");
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut f),
+        Verdict::Drop(DropReason::NoNeighbor)
+    );
+    core.on_tick(ms(0));
+    let mut out = vec![];
+    core.drain_emitted(&mut |d, f| out.push((d, f.to_vec())));
+    let arp = out
+        .iter()
+        .find_map(|(_, f)| match wire::classify(f) {
+            Ok(Classified::Arp(a)) => Some(a),
+            _ => None,
+        })
+        .expect("an ARP request");
+    assert_eq!(arp.arp.operation, Operation::Request);
+    assert_eq!(arp.arp.target_ip, *backend(1).ip());
+    assert_eq!(arp.eth.dst, ethernet::BROADCAST);
+
+    // The backend answers; now requests flow.
+    let reply = ArpRepr {
+        operation: Operation::Reply,
+        sender_mac: BACKEND_MAC,
+        sender_ip: *backend(1).ip(),
+        target_mac: KVLB_MAC,
+        target_ip: *VIP.ip(),
+    };
+    let mut buf = vec![0u8; 64];
+    let n = wire::emit_arp(&mut buf, BACKEND_MAC, KVLB_MAC, None, &reply).unwrap();
+    buf.truncate(n);
+    assert_eq!(
+        core.process_frame(ms(1), 0, &mut buf),
+        Verdict::Drop(DropReason::Arp)
+    );
+    let mut f = request(2, b"get k\r\n");
+    assert_eq!(core.process_frame(ms(2), 0, &mut f), Verdict::Out(0));
+
+    // Someone asks who has the VIP: kvlb answers with its port's MAC.
+    let who = ArpRepr {
+        operation: Operation::Request,
+        sender_mac: CLIENT_MAC,
+        sender_ip: *CLIENT.ip(),
+        target_mac: [0; 6],
+        target_ip: *VIP.ip(),
+    };
+    let mut buf = vec![0u8; 64];
+    let n = wire::emit_arp(&mut buf, CLIENT_MAC, ethernet::BROADCAST, None, &who).unwrap();
+    buf.truncate(n);
+    core.process_frame(ms(3), 0, &mut buf);
+    let mut out = vec![];
+    core.drain_emitted(&mut |d, f| out.push((d, f.to_vec())));
+    let Ok(Classified::Arp(a)) = wire::classify(&out[0].1) else {
+        panic!("no ARP reply")
+    };
+    assert_eq!(
+        (a.arp.operation, a.arp.sender_mac, a.arp.sender_ip),
+        (Operation::Reply, KVLB_MAC, *VIP.ip())
+    );
+    assert_eq!(a.eth.dst, CLIENT_MAC);
+}
+
+#[test]
+fn frames_that_are_not_kvlbs_pass_or_drop_as_configured() {
+    let mut core = core_with(&[]);
+    let mut other = request(1, b"get k\r\n");
+    {
+        let u = udp(&other);
+        let mut w = u.rewrite(&mut other).unwrap();
+        w.set_dst_ip(Ipv4Addr::new(192, 0, 2, 1));
+    }
+    let before = other.clone();
+    assert_eq!(core.process_frame(ms(0), 0, &mut other), Verdict::Next);
+    assert_eq!(other, before, "passed on unchanged");
+    let mut core = core_with(&["--other-traffic", "drop"]);
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut other),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    // Malformed frames are dropped by reason, whatever the setting.
+    let mut bad = request(1, b"get k\r\n");
+    bad[14 + 10] ^= 0xff; // IPv4 header checksum
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut bad),
+        Verdict::Drop(DropReason::Wire(wire::Error::BadIpChecksum))
+    );
+    let mut garbage = request(2, b"\x00\x01\x02 nonsense\r\n");
+    assert!(matches!(
+        core.process_frame(ms(0), 0, &mut garbage),
+        Verdict::Drop(DropReason::Proto(_))
+    ));
+    let r = core.report(ms(1));
+    assert_eq!(r.stats.drops["bad_ip_checksum"], 1);
+}
+
+#[test]
+fn admission_and_amplification_guards() {
+    let mut core = core_with(&[
+        "--allow",
+        "10.0.0.0/24",
+        "--rate-limit",
+        "10",
+        "--rate-burst",
+        "2",
+    ]);
+    let outsider = SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), 1);
+    let mut f = request_from(outsider, 1, b"get k\r\n");
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut f),
+        Verdict::Drop(DropReason::AclDenied)
+    );
+    for i in 0..2 {
+        let mut f = request(i, b"get k\r\n");
+        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+    }
+    let mut f = request(3, b"get k\r\n");
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut f),
+        Verdict::Drop(DropReason::RateLimited)
+    );
+
+    // An untrusted source gets at most --unverified-reply-bytes per request.
+    let mut core = core_with(&[
+        "--unverified-reply-bytes",
+        "100",
+        "--trusted",
+        "192.168.0.0/16",
+    ]);
+    let mut f = request(1, b"get big\r\n");
+    core.process_frame(ms(0), 0, &mut f);
+    let big = "x".repeat(500);
+    let mut r = reply_to(
+        &f,
+        format!("VALUE big 0 500\r\n{big}\r\nEND\r\n").as_bytes(),
+    );
+    assert_eq!(
+        core.process_frame(ms(1), 0, &mut r),
+        Verdict::Drop(DropReason::AmplificationGuard)
+    );
+}
+
+#[test]
+fn timeouts_mark_a_backend_down_and_keys_move() {
+    let mut core = core_with(&["--no-hotkeys", "--timeout", "10ms", "--down-after", "2"]);
+    let owner = core.ring.server_for_key(b"k").unwrap();
+    for i in 0..2 {
+        let mut f = request(i, b"get k\r\n");
+        assert_eq!(
+            core.process_frame(ms(u64::from(i)), 0, &mut f),
+            Verdict::Out(0)
+        );
+    }
+    core.on_tick(ms(50));
+    assert!(!core.backends.get(owner).is_up());
+    let mut f = request(10, b"get k\r\n");
+    core.process_frame(ms(51), 0, &mut f);
+    let u = udp(&f);
+    assert_ne!(
+        SocketAddrV4::new(u.dst_ip, u.dst_port),
+        backend(owner as u8 + 1)
+    );
+    // A probe goes out to the dead one.
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    assert!(out
+        .iter()
+        .any(|f| message(f) == b"version\r\n" && udp(f).dst_ip == *backend(owner as u8 + 1).ip()));
+}
+
+#[test]
+fn an_icmp_port_unreachable_marks_a_backend_down_at_once() {
+    let mut core = core_with(&["--no-hotkeys"]);
+    let mut f = request(1, b"get k\r\n");
+    core.process_frame(ms(0), 0, &mut f);
+    let owner = core.ring.server_for_key(b"k").unwrap();
+    // The backend's host answers with ICMP port unreachable quoting kvlb's datagram.
+    let quoted = &f[14..14 + 28];
+    let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let mut frame = vec![0u8; 34];
+    frame[..6].copy_from_slice(&KVLB_MAC);
+    frame[6..12].copy_from_slice(&BACKEND_MAC);
+    frame[12..14].copy_from_slice(&[8, 0]);
+    let total = (20 + icmp.len()) as u16;
+    frame[14] = 0x45;
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    frame[22] = 64;
+    frame[23] = 1;
+    frame[26..30].copy_from_slice(&backend(owner as u8 + 1).ip().octets());
+    frame[30..34].copy_from_slice(&VIP.ip().octets());
+    wire::ipv4::Packet::new_unchecked(&mut frame[14..34]).fill_checksum();
+    frame.extend_from_slice(&icmp);
+    assert_eq!(core.process_frame(ms(1), 0, &mut frame), Verdict::Next);
+    assert!(!core.backends.get(owner).is_up());
+}
+
+#[test]
+fn a_full_flow_table_is_a_counted_drop() {
+    let mut core = core_with(&[
+        "--no-hotkeys",
+        "--flow-capacity",
+        "2",
+        "--source-ports",
+        "1",
+    ]);
+    for i in 0..2 {
+        let mut f = request(i, b"get k\r\n");
+        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+    }
+    let mut f = request(3, b"get k\r\n");
+    assert_eq!(
+        core.process_frame(ms(0), 0, &mut f),
+        Verdict::Drop(DropReason::FlowTableFull)
+    );
+}
+
+#[test]
+fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "2",
+    ]);
+    for i in 0..2000u16 {
+        let key = if i % 2 == 0 {
+            "hk".to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
+    }
+    core.on_tick(ms(300));
+    assert!(core.hot.contains(b"hk"));
+    // Replication: kvlb fetches the value from the primary and writes the replicas.
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    let fetch = out
+        .iter()
+        .find(|f| message(f).starts_with(b"mg hk"))
+        .expect("a replication fetch");
+    let mut va = reply_to(fetch, b"VA 1 f0 t-1\r\nv\r\n");
+    assert_eq!(
+        core.process_frame(ms(301), 0, &mut va),
+        Verdict::Drop(DropReason::Absorbed)
+    );
+    let mut sets = vec![];
+    core.drain_emitted(&mut |_, f| sets.push(f.to_vec()));
+    assert_eq!(sets.len(), 2);
+    for s in &sets {
+        assert_eq!(message(s), b"set hk 0 0 1\r\nv\r\n");
+        let mut ack = reply_to(s, b"STORED\r\n");
+        core.process_frame(ms(302), 0, &mut ack);
+    }
+    assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 2);
+
+    // A client set: to the primary and copied to both replicas; one reply to the client.
+    let mut s = request(7, b"set hk 0 0 2\r\nv2\r\n");
+    assert_eq!(core.process_frame(ms(303), 0, &mut s), Verdict::Out(0));
+    let mut copies = vec![];
+    core.drain_emitted(&mut |_, f| copies.push(f.to_vec()));
+    assert_eq!(copies.len(), 2);
+    assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 0);
+    let mut verdicts = vec![];
+    for c in &copies {
+        let mut ack = reply_to(c, b"STORED\r\n");
+        verdicts.push(core.process_frame(ms(304), 0, &mut ack));
+    }
+    let mut ack = reply_to(&s, b"STORED\r\n");
+    verdicts.push(core.process_frame(ms(304), 0, &mut ack));
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Out(_)))
+            .count(),
+        1,
+        "{verdicts:?}"
+    );
+    assert_eq!(udp(&ack).dst_ip, *CLIENT.ip());
+    assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 2);
+}

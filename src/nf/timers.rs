@@ -1,0 +1,243 @@
+//! The core's periodic work: expiry, heat changes, the L2 switch, replication, probes, ARP.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use super::{Core, Dest, FlowKind, Learn, Mode};
+use crate::cache::GateTransition;
+use crate::clock::Instant;
+use crate::config::Config;
+use crate::hotkey::{Detector, Heat, HeatChange};
+use crate::proto::{Command, Meta, Request};
+use crate::ring::KetamaRing;
+use crate::wire::{self, arp::Operation, ArpRepr};
+
+const REPLICATION_PERIOD: Duration = Duration::from_millis(10);
+const GATE_PERIOD: Duration = Duration::from_millis(100);
+const ARP_PERIOD: Duration = Duration::from_millis(250);
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub(super) struct Timers {
+    next_replication: Instant,
+    next_gate: Instant,
+    next_arp: Instant,
+    next_sweep: Instant,
+    changes: Vec<HeatChange>,
+    expired: Vec<(usize, FlowKind)>,
+    top_k: usize,
+}
+
+impl Timers {
+    pub fn new(cfg: &Config) -> Timers {
+        Timers {
+            next_replication: Instant::ZERO,
+            next_gate: Instant::ZERO,
+            next_arp: Instant::ZERO,
+            next_sweep: Instant::ZERO,
+            changes: Vec::new(),
+            expired: Vec::new(),
+            top_k: cfg.l1_max_keys.max(1),
+        }
+    }
+}
+
+impl Core {
+    pub(super) fn tick(&mut self, now: Instant) {
+        // Unanswered requests.
+        let mut expired = std::mem::take(&mut self.timers.expired);
+        self.flows
+            .expire(now, |_, _, flow| expired.push((flow.backend, flow.kind)));
+        for (backend, kind) in expired.drain(..) {
+            self.expired(now, backend, kind);
+        }
+        self.timers.expired = expired;
+
+        // Heat changes (they also happen between ticks, on observe).
+        if let Some(d) = self.detector.as_mut() {
+            d.tick(now);
+            let mut changes = std::mem::take(&mut self.timers.changes);
+            let complete = d.drain_changes(&mut changes);
+            for c in changes.drain(..) {
+                self.heat_changed(now, &c.key, c.from, c.to);
+            }
+            self.timers.changes = changes;
+            if !complete {
+                self.resync_hot_set(now);
+            }
+        }
+
+        if now >= self.timers.next_gate {
+            self.timers.next_gate = now + GATE_PERIOD;
+            // Judge skew only over a window with enough requests: over a few requests the
+            // top k keys trivially carry everything.
+            let window_ok = self
+                .detector
+                .as_ref()
+                .is_some_and(|d| d.window().requests >= 10 * self.timers.top_k as u64);
+            if let (Some(d), true) = (&self.detector, window_ok) {
+                let share = d.top_share(self.timers.top_k);
+                let k = self.timers.top_k;
+                match self.caches.observe_skew(share) {
+                    Some(GateTransition::On { share }) => log::info!(
+                        "L2 warm-key cache on: the top {k} keys carry {:.1}% of requests",
+                        share * 100.0
+                    ),
+                    Some(GateTransition::Off { share }) => log::info!(
+                        "L2 warm-key cache off: the top {k} keys carry only {:.1}% of requests",
+                        share * 100.0
+                    ),
+                    None => {}
+                }
+            }
+        }
+        if now >= self.timers.next_sweep {
+            self.timers.next_sweep = now + SWEEP_PERIOD;
+            self.caches.sweep_expired(now);
+        }
+
+        if now >= self.timers.next_replication {
+            self.timers.next_replication = now + REPLICATION_PERIOD;
+            self.replicate(now);
+        }
+
+        let mut probes = Vec::new();
+        self.backends.due_probes(now, |id| probes.push(id));
+        for id in probes {
+            self.emit_request(now, id, FlowKind::Probe, &Request::Version);
+        }
+
+        if self.mode == Mode::Frames && now >= self.timers.next_arp {
+            self.timers.next_arp = now + ARP_PERIOD;
+            self.resolve_backends(now);
+        }
+    }
+
+    fn heat_changed(&mut self, now: Instant, key: &[u8], from: Heat, to: Heat) {
+        let _ = now;
+        let h = self.caches.key_hash(key);
+        match (from, to) {
+            (_, Heat::Hot) => {
+                self.stats.replication.keys_turned_hot += 1;
+                let ring_hash = KetamaRing::hash(key);
+                // L1 full: the key is still replicated, just not cached (counted).
+                let _ = self.caches.admit_hot(h, key, ring_hash);
+                if self.replicas > 0 {
+                    let servers = self.live_replicas(ring_hash, self.replicas);
+                    self.hot.make_hot(key, &servers);
+                }
+            }
+            (Heat::Hot, cooler) => {
+                self.stats.replication.keys_cooled += 1;
+                let warm_estimate = match (cooler, &self.detector) {
+                    (Heat::Warm, Some(d)) => d.estimate(key).map(|e| e.estimate),
+                    _ => None,
+                };
+                self.caches.demote(h, key, warm_estimate);
+                if let Some(replicas) = self.hot.cool(key) {
+                    // Their copies are never read again; free the memory on the replicas.
+                    let del = Request::Delete { key, noreply: true };
+                    for r in replicas {
+                        if self.backends.get(r).is_up() {
+                            self.emit_untracked(r, &del);
+                        }
+                    }
+                }
+            }
+            (Heat::Warm, Heat::Cold) => {
+                // Its L2 value stays valid (writes invalidate it); rank it last for eviction.
+                self.caches.set_warm_estimate(h, key, 0);
+            }
+            _ => {}
+        }
+    }
+
+    /// The detector lost heat changes: rebuild the hot set from its current report.
+    fn resync_hot_set(&mut self, now: Instant) {
+        let Some(d) = &self.detector else { return };
+        let hot: Vec<Vec<u8>> = d.hot_items().into_iter().map(|i| i.key).collect();
+        let stale: Vec<Box<[u8]>> = self
+            .hot
+            .keys()
+            .filter(|k| !hot.iter().any(|h| h.as_slice() == *k))
+            .map(Box::from)
+            .collect();
+        for k in stale {
+            self.heat_changed(now, &k, Heat::Hot, Heat::Cold);
+        }
+        for k in hot {
+            if !self.hot.contains(&k) {
+                self.heat_changed(now, &k, Heat::Cold, Heat::Hot);
+            }
+        }
+    }
+
+    /// Fetches and writes the value of hot keys whose replicas are not ready; re-sends
+    /// fences that were lost.
+    fn replicate(&mut self, now: Instant) {
+        if self.hot.is_empty() {
+            return;
+        }
+        let backends = &self.backends;
+        let up = |b: usize| backends.get(b).is_up();
+        let due: Vec<(Box<[u8]>, usize)> = self
+            .hot
+            .keys()
+            .filter(|k| self.hot.wants_fetch(k, now, &up))
+            .filter_map(|k| self.hot.get(k).map(|h| (Box::from(k), h.primary())))
+            .collect();
+        let fences = self.hot.fences_due();
+        for (key, primary) in due {
+            let Some(seq) = self.hot.fetch_sent(&key, now) else {
+                continue;
+            };
+            let key_hash = self.caches.key_hash(&key);
+            let learn = Learn {
+                ticket: self.caches.read_sent(key_hash),
+                key_hash,
+                ring_hash: KetamaRing::hash(&key),
+            };
+            let req = Request::Meta(Meta {
+                command: Command::MetaGet,
+                key: &key,
+                flags: b"v f t",
+                data: None,
+                base64: false,
+                quiet: false,
+            });
+            let kind = FlowKind::Fetch {
+                key: key.clone(),
+                seq,
+                learn,
+            };
+            if self.emit_request(now, primary, kind, &req) {
+                self.stats.replication.fetches += 1;
+            } else {
+                self.hot.fetch_failed(&key, seq);
+            }
+        }
+        for (key, primary) in fences {
+            self.hot.fence_sent(&key);
+            self.emit_fence(now, &key, primary);
+        }
+    }
+
+    /// ARP requests for backends whose MAC is not known yet.
+    fn resolve_backends(&mut self, now: Instant) {
+        let ips: Vec<_> = self.backends.iter().map(|b| *b.addr().ip()).collect();
+        let due: Vec<_> = self.neighbors.due_requests(ips, now).collect();
+        let mac = self.port_mac(self.server_port);
+        for ip in due {
+            let arp = ArpRepr {
+                operation: Operation::Request,
+                sender_mac: mac,
+                sender_ip: self.local_ip,
+                target_mac: [0; 6],
+                target_ip: ip,
+            };
+            self.outbox.emit(Dest::Port(self.server_port), |buf| {
+                wire::emit_arp(buf, mac, wire::ethernet::BROADCAST, None, &arp).map_err(|_| ())
+            });
+        }
+    }
+}

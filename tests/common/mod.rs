@@ -1,0 +1,327 @@
+//! Shared by the integration tests: real memcached servers and kvlb processes on loopback,
+//! on free ports, stopped by PID when dropped (also when a test panics).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddrV4, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free UDP+TCP port on 127.0.0.1 (bound and released; good enough for tests that
+/// start the server right away).
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A child process killed (SIGKILL by PID) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM and waits (up to 5 s) for it to exit; returns its stderr.
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id() as i32;
+        // SAFETY-free: signal via the kill command to stay within safe Rust.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real memcached on 127.0.0.1, UDP and TCP on the same port.
+pub struct Memcached {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Memcached {
+    pub fn start() -> Memcached {
+        assert!(
+            have("memcached"),
+            "memcached is not installed (scripts/test.sh installs it)"
+        );
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new("memcached")
+                .args([
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    &port.to_string(),
+                ])
+                .args(["-t", "1", "-m", "64", "-u", "root"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning memcached");
+            let m = Memcached {
+                port,
+                proc: Proc {
+                    child,
+                    name: format!("memcached:{port}"),
+                },
+            };
+            if m.wait_ready() {
+                return m;
+            }
+        }
+        panic!("memcached did not start");
+    }
+
+    fn wait_ready(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new([127, 0, 0, 1].into(), self.port)
+    }
+
+    /// One TCP command, reply read until a terminal line.
+    pub fn tcp(&self, cmd: &[u8]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(cmd).unwrap();
+        let mut r = BufReader::new(s);
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            out.push_str(&line);
+            let l = line.trim_end();
+            if matches!(
+                l,
+                "END"
+                    | "STORED"
+                    | "NOT_STORED"
+                    | "EXISTS"
+                    | "NOT_FOUND"
+                    | "DELETED"
+                    | "OK"
+                    | "TOUCHED"
+                    | "ERROR"
+            ) || l.starts_with("VERSION")
+                || l.starts_with("SERVER_ERROR")
+                || l.starts_with("CLIENT_ERROR")
+            {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn set(&self, key: &str, value: &str) {
+        let r = self.tcp(format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes());
+        assert_eq!(r, "STORED\r\n");
+    }
+
+    /// The value of `key` read directly from this server.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let r = self.tcp(format!("get {key}\r\n").as_bytes());
+        let mut lines = r.split("\r\n");
+        let head = lines.next()?;
+        head.starts_with("VALUE")
+            .then(|| lines.next().unwrap_or("").to_string())
+    }
+
+    /// A counter from `stats`.
+    pub fn stat(&self, name: &str) -> u64 {
+        let r = self.tcp(b"stats\r\n");
+        r.lines()
+            .find_map(|l| {
+                let mut it = l.split_whitespace();
+                (it.next() == Some("STAT") && it.next() == Some(name))
+                    .then(|| it.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no stat {name}"))
+    }
+}
+
+/// `kvlb serve` in front of some backends, on a free VIP port.
+pub struct Kvlb {
+    pub vip: SocketAddrV4,
+    pub proc: Proc,
+}
+
+impl Kvlb {
+    pub fn serve(backends: &[&Memcached], extra: &[&str]) -> Kvlb {
+        let bin = env!("CARGO_BIN_EXE_kvlb");
+        for _ in 0..5 {
+            let port = free_port();
+            let vip = SocketAddrV4::new([127, 0, 0, 1].into(), port);
+            let mut cmd = Command::new(bin);
+            cmd.args(["serve", "--listen", &vip.to_string()]).args([
+                "--source-port-base",
+                "0",
+                "--stats-interval",
+                "0",
+            ]);
+            for b in backends {
+                cmd.args(["--backend", &b.addr().to_string()]);
+            }
+            cmd.args(extra)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let child = cmd.spawn().expect("spawning kvlb serve");
+            let k = Kvlb {
+                vip,
+                proc: Proc {
+                    child,
+                    name: format!("kvlb:{port}"),
+                },
+            };
+            if k.wait_ready() {
+                return k;
+            }
+        }
+        panic!("kvlb serve did not start");
+    }
+
+    /// Ready once a `version` through the VIP is answered.
+    fn wait_ready(&self) -> bool {
+        let c = UdpClient::new(self.vip);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if c.request(b"version\r\n", Duration::from_millis(100))
+                .is_some()
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A memcached UDP client: one request, its reply (messages concatenated until complete).
+pub struct UdpClient {
+    sock: UdpSocket,
+    to: SocketAddrV4,
+    next_id: std::cell::Cell<u16>,
+}
+
+impl UdpClient {
+    pub fn new(to: SocketAddrV4) -> UdpClient {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        UdpClient {
+            sock,
+            to,
+            next_id: std::cell::Cell::new(1),
+        }
+    }
+
+    /// Sends `msg` with a fresh request id; returns the reply's messages concatenated in
+    /// arrival order (datagrams of other request ids are ignored), or `None` on timeout.
+    /// Retrieval replies are read until END.
+    pub fn request(&self, msg: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let mut dgram = vec![(id >> 8) as u8, id as u8, 0, 0, 0, 1, 0, 0];
+        dgram.extend_from_slice(msg);
+        self.sock.send_to(&dgram, self.to).ok()?;
+        let retrieval = msg.starts_with(b"get") || msg.starts_with(b"gat") || msg == b"stats\r\n";
+        let deadline = Instant::now() + timeout;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.sock.set_read_timeout(Some(left)).ok()?;
+            let (n, _) = self.sock.recv_from(&mut buf).ok()?;
+            if n < 8 || u16::from_be_bytes([buf[0], buf[1]]) != id {
+                continue;
+            }
+            reply.extend_from_slice(&buf[8..n]);
+            if !retrieval || reply.ends_with(b"END\r\n") {
+                return Some(reply);
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Option<String>> {
+        let r = self.request(format!("get {key}\r\n").as_bytes(), Duration::from_secs(2))?;
+        let s = String::from_utf8_lossy(&r).into_owned();
+        if s == "END\r\n" {
+            return Some(None);
+        }
+        let mut lines = s.split("\r\n");
+        let head = lines.next()?;
+        head.starts_with("VALUE")
+            .then(|| Some(lines.next().unwrap_or("").to_string()))
+    }
+
+    pub fn set(&self, key: &str, value: &str) -> Option<String> {
+        let r = self.request(
+            format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+            Duration::from_secs(2),
+        )?;
+        Some(String::from_utf8_lossy(&r).into_owned())
+    }
+}
+
+/// Reads every frame of a pcap file.
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        out.push(p.unwrap().data.into_owned());
+    }
+    out
+}
