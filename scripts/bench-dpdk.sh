@@ -50,6 +50,8 @@ if [[ ${mem[0]} == -m ]]; then
 fi
 
 work=$(mktemp -d /tmp/kvlb-bench.XXXXXX)
+# KVLB_BENCH_KEEP=1 keeps the logs (printed at the end).
+keep=${KVLB_BENCH_KEEP:-0}
 prefix=kvlbbench$$
 # PIDs of what is running, in a file: the measuring functions run in command substitutions
 # (subshells), and the cleanup trap must see their children too.
@@ -64,7 +66,8 @@ cleanup() {
     if [[ -f $pidfile ]]; then
         tac "$pidfile" | while read -r pid; do stop_pid "$pid"; done
     fi
-    rm -rf "$work" /var/run/dpdk/"$prefix"*
+    if [[ $keep == 1 ]]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi
+    rm -rf /var/run/dpdk/"$prefix"*
     find /mnt/huge /dev/hugepages -maxdepth 1 -name "${prefix}*" -delete 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
@@ -139,7 +142,7 @@ run_kvlb_dpdk() {
         -- --mbufs 16384 "${kvlb_args[@]}"
     sleep "$seconds"
     stop_last
-    grep -o '([0-9.]* Mpps)' "$log" | tr -d '(' | awk '$1 > 0 { print $1 }' | mean_after 1
+    { grep -o '([0-9.]* Mpps)' "$log" || true; } | tr -d '(' | awk '$1 > 0 { print $1 }' | mean_after 1
 }
 
 ratio() {
@@ -172,25 +175,28 @@ for b in "$mgr" "$st" "$sf"; do [[ -x $b ]] || { echo "missing $b (build ONVM an
 nf_eal=(-n 3 --proc-type=secondary --no-pci --file-prefix="${prefix}onvm")
 
 # speed_tester replays the GETs when built with ENABLE_PCAP=1, else sends its own packets.
-st_args=(-d 2 -p 20000000 -c 2048)
-if nm "$st" 2>/dev/null | grep -q pcap_open_offline; then
+st_args=(-d 2 -p 2000000 -c 2048)
+if [[ $(nm "$st" 2>/dev/null | grep -c pcap_open_offline) -gt 0 ]]; then
     st_args+=(-o "$work/gets.pcap")
 fi
 
 run_chain() {  # $1: name of the NF under test; the rest: its command
     local name=$1
     shift
-    start "$work/mgr.log" "$mgr" --lcores=0@0,1@1,2@1 -n 4 --proc-type=primary \
+    start "$work/mgr-$name.log" "$mgr" --lcores=0@0,1@1,2@1 -n 4 --proc-type=primary \
         --base-virtaddr=0x7f000000000 --file-prefix="${prefix}onvm" --no-pci "${mem[@]}" -- -p 0 -n 0x3
-    for _ in $(seq 100); do grep -q "Running master thread" "$work/mgr.log" 2>/dev/null && break; sleep 0.2; done
-    start "$work/st.log" "$st" -l 0 "${nf_eal[@]}" -- -r 1 -- "${st_args[@]}"
-    for _ in $(seq 100); do grep -q "Finished Process Init" "$work/st.log" 2>/dev/null && break; sleep 0.2; done
+    for _ in $(seq 100); do grep -q "Running master thread" "$work/mgr-$name.log" 2>/dev/null && break; sleep 0.2; done
+    # The NF under test first: speed_tester sends its packets once, when it starts.
     start "$work/$name.log" "$@"
+    for _ in $(seq 100); do grep -q "Finished Process Init" "$work/$name.log" 2>/dev/null && break; sleep 0.2; done
+    sleep 1
+    start "$work/st-$name.log" "$st" -l 0 "${nf_eal[@]}" -- -r 1 -- "${st_args[@]}"
     sleep "$seconds"
     stop_last
     stop_last
     stop_last
-    grep -a -o 'TX pkts per second: *[0-9]*' "$work/st.log" | awk '{ print $NF / 1e6 }' | awk '$1 > 0' | mean_after 1
+    { grep -a -o 'TX pkts per second: *[0-9]*' "$work/st-$name.log" || true; } |
+        awk '{ print $NF / 1e6 }' | awk '$1 > 0' | mean_after 1
 }
 
 echo "ONVM circular chain speed_tester -> NF -> speed_tester, ${seconds}s x $rounds rounds"

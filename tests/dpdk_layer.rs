@@ -302,7 +302,7 @@ fn run_pcap(
     let clock = TscClock::new(eal);
     let mut dp = DpdkDatapath::new(pipeline, ports, pool, clock, opts);
     let mut reports = 0;
-    dp.run(&stop, &mut |_, _, _| reports += 1);
+    dp.run(&stop, &mut |_, _, _, _| reports += 1);
     assert!(reports >= 1, "the final report always runs");
     let counters = *dp.counters();
     drop(dp.into_ports());

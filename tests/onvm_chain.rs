@@ -63,7 +63,7 @@ fn onvm_chain() {
             m.send_udp(7777, &payloads, Duration::from_millis(50));
         });
         // Returns when ONVM's time to live (-t 8) ends the NF.
-        nf.run(&mut relay, &opts, &mut |_, _| {})
+        nf.run(&mut relay, &opts, &mut |_, _, _| {})
     });
     drop(nf);
     let got = received(receiver);

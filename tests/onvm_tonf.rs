@@ -56,7 +56,7 @@ fn onvm_tonf() {
             std::thread::sleep(Duration::from_millis(1500));
             m.send_udp(7777, &payloads, Duration::from_millis(50));
         });
-        nf.run(&mut relay, &opts, &mut |_, _| {})
+        nf.run(&mut relay, &opts, &mut |_, _, _| {})
     });
     drop(nf);
     let mut got = received(receiver);

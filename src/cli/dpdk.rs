@@ -201,24 +201,25 @@ mod imp {
         let started = WallInstant::now();
         let mut datapath = DpdkDatapath::new(&mut core, ports, pool, clock, settings.opts.clone());
         let mut last = (0u64, started);
-        datapath.run(
-            stop,
-            &mut |core: &Core, c: &DatapathCounters, _ports: &[Port]| {
-                let now = WallInstant::now();
-                let dt = now.duration_since(last.1).as_secs_f64();
-                let rate = if dt > 0.0 {
-                    (c.rx - last.0) as f64 / dt / 1e6
-                } else {
-                    0.0
-                };
-                last = (c.rx, now);
-                println!(
-                    "[{:8.3}s] {}",
-                    now.duration_since(started).as_secs_f64(),
-                    format_report(core, c, rate)
-                );
-            },
-        );
+        let mut stats_out = crate::cli::StatsOutput::open(&settings.config)?;
+        let mut report = |core: &mut Core, now, c: &DatapathCounters, _ports: &[Port]| {
+            let wall = WallInstant::now();
+            let dt = wall.duration_since(last.1).as_secs_f64();
+            let rate = if dt > 0.0 {
+                (c.rx - last.0) as f64 / dt / 1e6
+            } else {
+                0.0
+            };
+            last = (c.rx, wall);
+            println!(
+                "[{:8.3}s] {}",
+                wall.duration_since(started).as_secs_f64(),
+                format_report(core, c, rate)
+            );
+            // The core's own report: a human line on stderr, JSON lines with --stats-json.
+            stats_out.write(core.report(now));
+        };
+        datapath.run(stop, &mut report);
         for port in datapath.ports() {
             if let Ok(s) = port.stats() {
                 println!(
@@ -249,6 +250,9 @@ mod imp {
         );
         for (reason, n) in &s.drops {
             line.push_str(&format!(" drop.{reason} {n}"));
+        }
+        for (reason, n) in &s.passed {
+            line.push_str(&format!(" pass.{reason} {n}"));
         }
         for (name, n) in [
             ("tx_full", c.tx_full),

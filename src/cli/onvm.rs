@@ -385,16 +385,19 @@ mod imp {
         let clear = std::io::stdout().is_terminal();
         let started = WallInstant::now();
         let mut last = (0u64, started);
-        let mut report = move |core: &Core, c: &NfCounters| {
-            let now = WallInstant::now();
-            let dt = now.duration_since(last.1).as_secs_f64();
+        let mut stats_out = crate::cli::StatsOutput::open(&l.config)?;
+        let mut report = move |core: &mut Core, now, c: &NfCounters| {
+            let wall = WallInstant::now();
+            let dt = wall.duration_since(last.1).as_secs_f64();
             let rate = if dt > 0.0 {
                 (c.rx - last.0) as f64 / dt / 1e6
             } else {
                 0.0
             };
-            last = (c.rx, now);
+            last = (c.rx, wall);
             print!("{}", screen(core, c, service, instance, rate, clear));
+            // The core's own report: a human line on stderr, JSON lines with --stats-json.
+            stats_out.write(core.report(now));
         };
         let counters = nf.run(&mut core, &opts, &mut report);
         log::info!(
@@ -438,6 +441,9 @@ mod imp {
         out.push_str(&format!("{:<12}: {mpps:.3}\n", "rx Mpps"));
         for (reason, n) in &s.drops {
             out.push_str(&format!("drop.{reason:<7}: {n}\n"));
+        }
+        for (reason, n) in &s.passed {
+            out.push_str(&format!("pass.{reason:<7}: {n}\n"));
         }
         for (name, n) in [
             ("emit_failed", c.emit_failed),

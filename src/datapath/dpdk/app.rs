@@ -93,6 +93,10 @@ pub struct DatapathCounters {
     pub panics: u64,
 }
 
+/// What [`DpdkDatapath::run`] calls with the pipeline, the pipeline's current time, the
+/// counters and the ports when a report is due.
+pub type Report<'a, P> = dyn FnMut(&mut P, Instant, &DatapathCounters, &[Port]) + 'a;
+
 /// The standalone DPDK datapath over a set of started ports.
 pub struct DpdkDatapath<'p, P> {
     pipeline: &'p mut P,
@@ -175,12 +179,9 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
     }
 
     /// Runs until `stop` is set or, with `exit_when_idle`, the input is exhausted. `report`
-    /// sees the pipeline and the counters every `stats_interval` and once at the end.
-    pub fn run(
-        &mut self,
-        stop: &AtomicBool,
-        report: &mut dyn FnMut(&P, &DatapathCounters, &[Port]),
-    ) {
+    /// gets the pipeline, the pipeline's current time, the counters and the ports every
+    /// `stats_interval` (wall time) and once at the end.
+    pub fn run(&mut self, stop: &AtomicBool, report: &mut Report<'_, P>) {
         let mut last_rx = self.clock.now();
         let interval = self.opts.stats_interval;
         let mut next_report = last_rx + interval;
@@ -195,12 +196,22 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
                 break;
             }
             if !interval.is_zero() && now >= next_report {
-                report(self.pipeline, &self.counters, &self.ports);
+                let t = self.pipeline_time(now);
+                report(self.pipeline, t, &self.counters, &self.ports);
                 next_report = now + interval;
             }
         }
         self.flush();
-        report(self.pipeline, &self.counters, &self.ports);
+        let t = self.pipeline_time(self.clock.now());
+        report(self.pipeline, t, &self.counters, &self.ports);
+    }
+
+    /// The pipeline's clock at TSC time `now`.
+    fn pipeline_time(&self, now: Instant) -> Instant {
+        match self.opts.clock {
+            ClockSource::Tsc => now,
+            ClockSource::RxTimestamp => self.frame_time,
+        }
     }
 
     /// One round: receive a burst on every port and handle it, run due timers (TSC clock),

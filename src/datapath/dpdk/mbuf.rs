@@ -29,14 +29,14 @@ impl RteMbuf {
     /// `m` must point to a live, direct mbuf with a reference count of one that nothing
     /// else reads or writes for `'a`.
     #[inline]
-    pub unsafe fn from_ptr<'a>(m: NonNull<rte_mbuf>) -> &'a mut RteMbuf {
+    pub(crate) unsafe fn from_ptr<'a>(m: NonNull<rte_mbuf>) -> &'a mut RteMbuf {
         // SAFETY: RteMbuf is repr(transparent) over rte_mbuf; the caller guarantees the
         // pointer is live and exclusively ours for 'a.
         unsafe { &mut *m.as_ptr().cast::<RteMbuf>() }
     }
 
     #[inline]
-    pub fn as_ptr(&mut self) -> *mut rte_mbuf {
+    pub(crate) fn as_ptr(&mut self) -> *mut rte_mbuf {
         &mut self.0
     }
 
@@ -240,16 +240,8 @@ impl Mbuf {
     /// `m` must be a live, direct mbuf with a reference count of one that nothing else
     /// uses from now on (it will be freed when the Mbuf drops).
     #[inline]
-    pub unsafe fn from_raw(m: NonNull<rte_mbuf>) -> Mbuf {
+    pub(crate) unsafe fn from_raw(m: NonNull<rte_mbuf>) -> Mbuf {
         Mbuf(m)
-    }
-
-    /// Gives up ownership without freeing (e.g. to hand the mbuf to DPDK).
-    #[inline]
-    pub fn into_raw(self) -> NonNull<rte_mbuf> {
-        let p = self.0;
-        std::mem::forget(self);
-        p
     }
 }
 

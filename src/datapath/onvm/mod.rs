@@ -146,7 +146,10 @@ impl OnvmNf {
             let ret = onvm_sys::onvm_nflib_init(argc, argv.as_mut_ptr(), ctag.as_ptr(), ctx, table);
             (ctx, ret)
         };
-        let ctx = NonNull::new(ctx).expect("onvm_nflib_init_nf_local_ctx exits rather than fail");
+        // ONVM exits the process rather than return NULL here; checked all the same.
+        let Some(ctx) = NonNull::new(ctx) else {
+            return Err(OnvmError::Init(ret));
+        };
         if ret < 0 {
             // SAFETY: stop copes with a context whose init did not finish (it frees it, or
             // cleans up a registration that completed before a signal).
@@ -219,13 +222,13 @@ impl OnvmNf {
     }
 
     /// Runs the NF until ONVM stops it (signal, manager, `-t`/`-l` limits) or, with
-    /// `exit_when_idle`, until the input is exhausted. `report` sees the pipeline and the
-    /// counters when the stats screen is due and once at the end.
+    /// `exit_when_idle`, until the input is exhausted. `report` gets the pipeline, its
+    /// current time and the counters when the stats screen is due and once at the end.
     pub fn run<P: Pipeline + Send>(
         &mut self,
         pipeline: &mut P,
         opts: &NfOptions,
-        report: &mut (dyn FnMut(&P, &NfCounters) + Send),
+        report: &mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     ) -> NfCounters {
         let clock = TscClock::new(self.eal);
         let mut state = NfState {
@@ -263,7 +266,7 @@ impl OnvmNf {
             (*nf).data = std::ptr::null_mut();
         }
         state.return_pending();
-        (state.report)(state.pipeline, &state.counters);
+        (state.report)(state.pipeline, state.clock.now(), &state.counters);
         if SIGNALLED.load(Ordering::SeqCst) {
             log::info!("stopped by signal");
         }
@@ -282,7 +285,7 @@ impl Drop for OnvmNf {
 /// What the callbacks work on; lives on `OnvmNf::run`'s stack while ONVM's loop runs.
 struct NfState<'a, P> {
     pipeline: &'a mut P,
-    report: &'a mut (dyn FnMut(&P, &NfCounters) + Send),
+    report: &'a mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     pool: Mempool,
     nf: *mut onvm_nf,
     clock: TscClock,
@@ -373,7 +376,7 @@ impl<P: Pipeline> NfState<'_, P> {
             self.since_print += 1;
             if self.since_print >= self.opts.print_delay {
                 self.since_print = 0;
-                (self.report)(self.pipeline, &self.counters);
+                (self.report)(self.pipeline, self.now, &self.counters);
             }
         }
     }
@@ -394,7 +397,7 @@ impl<P: Pipeline> NfState<'_, P> {
             self.next_tick = now + self.opts.tick_interval;
         }
         if !self.opts.stats_interval.is_zero() && self.now >= self.next_report {
-            (self.report)(self.pipeline, &self.counters);
+            (self.report)(self.pipeline, self.now, &self.counters);
             self.next_report = self.now + self.opts.stats_interval;
         }
         self.opts.exit_when_idle
