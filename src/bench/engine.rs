@@ -671,14 +671,15 @@ impl Worker {
             }
             self.flush(now, scratch);
             // Wait for replies (or the next send).
-            let wake = next_due
-                .min(next_expire)
+            let housekeeping = next_expire
                 .min((u64::from(interval) + 1) * SECOND_NS)
                 .min(phase.end_ns.unwrap_or(u64::MAX))
                 .min(stopping_at.map_or(u64::MAX, |t| t + drain_ns));
             now = now_ns();
-            let wait_ns = wake.saturating_sub(now);
-            let n = self.wait(&mut events, wait_ns);
+            // Only an open-loop send needs waking to the microsecond.
+            let precise = next_due < housekeeping;
+            let wait_ns = next_due.min(housekeeping).saturating_sub(now);
+            let n = self.wait(&mut events, wait_ns, precise);
             if n > 0 {
                 last_activity = now;
             }
@@ -889,10 +890,14 @@ impl Worker {
         self.dirty.clear();
     }
 
-    /// Waits up to `wait_ns` for readiness; returns the number of events.
-    fn wait(&mut self, events: &mut [EpollEvent], wait_ns: u64) -> usize {
+    /// Waits up to `wait_ns` for readiness (to the microsecond if `precise`, else to
+    /// the next millisecond); returns the number of events.
+    fn wait(&mut self, events: &mut [EpollEvent], wait_ns: u64, precise: bool) -> usize {
         let timeout = if wait_ns < SPIN_NS {
             EpollTimeout::ZERO
+        } else if !precise {
+            let ms = wait_ns.div_ceil(1_000_000).min(60_000) as u32;
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
         } else if wait_ns < 2_000_000 {
             // epoll's timeout is in milliseconds: sleep on the epoll descriptor with ppoll.
             let mut fds = [PollFd::new(self.epoll.0.as_fd(), PollFlags::POLLIN)];

@@ -299,3 +299,175 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream
     s.set_nonblocking(true)?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::dist::SizeDist;
+    use crate::bench::exchange::{KeyRef, Kind, RequestBuilder};
+    use crate::bench::validate::KeyVersions;
+    use crate::bench::workload::KeySpace;
+    use std::net::TcpListener;
+
+    struct Rig {
+        conn: TcpConn,
+        listener: TcpListener,
+        peer: TcpStream,
+        shared: Shared,
+        books: Books,
+        builder: RequestBuilder,
+    }
+
+    fn rig() -> Rig {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect(addr, Duration::from_secs(1)).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        Rig {
+            conn: TcpConn::new(stream, addr, 0, Duration::from_secs(1)),
+            listener,
+            peer,
+            shared: Shared {
+                space: KeySpace::new(100, "k:", SizeDist::Fixed(4)).unwrap(),
+                versions: Some(KeyVersions::new(100)),
+                run_id: 5,
+                meta: false,
+                value_cap: 1 << 20,
+            },
+            books: Books::new(1, 1),
+            builder: RequestBuilder::default(),
+        }
+    }
+
+    impl Rig {
+        fn send_get(&mut self, key: u32, now: u64) {
+            let (shared, builder) = (&self.shared, &mut self.builder);
+            assert!(self.conn.queue(|p, out| {
+                p.kind = Kind::Get;
+                p.keys.push(KeyRef {
+                    index: key,
+                    ..KeyRef::default()
+                });
+                builder.get(out, shared, &p.keys);
+            }));
+            assert_eq!(
+                self.conn.flush(now, &self.shared, &mut self.books),
+                Change::None
+            );
+        }
+
+        fn read_requests(&mut self, n: usize) {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while got.iter().filter(|&&b| b == b'\n').count() < n {
+                let k = self.peer.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+
+        /// Receives until the connection has nothing in flight or `deadline` passes.
+        fn pump(&mut self, now: u64) -> Change {
+            let until = std::time::Instant::now() + Duration::from_secs(2);
+            while self.conn.in_flight() > 0 && std::time::Instant::now() < until {
+                let c = self.conn.receive(now, &self.shared, &mut self.books);
+                if c != Change::None {
+                    return c;
+                }
+            }
+            Change::None
+        }
+    }
+
+    #[test]
+    fn pipelined_replies_byte_by_byte() {
+        let mut r = rig();
+        for k in 0..3 {
+            r.send_get(k, 1);
+        }
+        r.read_requests(3);
+        let mut reply = Vec::new();
+        let mut v = Vec::new();
+        crate::bench::value::encode(
+            &mut v,
+            b"k:01",
+            crate::bench::value::Stamp {
+                run_id: 9,
+                version: 3,
+            },
+            200,
+        );
+        reply.extend_from_slice(b"END\r\n");
+        reply.extend_from_slice(format!("VALUE k:01 0 {}\r\n", v.len()).as_bytes());
+        reply.extend_from_slice(&v);
+        reply.extend_from_slice(b"\r\nEND\r\nEND\r\n");
+        r.peer.set_nodelay(true).unwrap();
+        for b in &reply {
+            r.peer.write_all(std::slice::from_ref(b)).unwrap();
+            let _ = r.conn.receive(5, &r.shared, &mut r.books);
+        }
+        assert_eq!(r.pump(5), Change::None);
+        let c = &r.books.counters;
+        assert_eq!(
+            (c.sent, c.completed, c.hits, c.misses, c.foreign),
+            (3, 3, 1, 2, 1),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_resets_and_reconnects() {
+        let mut r = rig();
+        r.send_get(1, 1);
+        r.send_get(2, 1);
+        r.read_requests(2);
+        r.peer.write_all(b"END\r\nWHAT\r\n").unwrap();
+        assert_eq!(r.pump(10), Change::Closed);
+        let c = &r.books.counters;
+        assert_eq!(
+            (c.completed, c.protocol_errors, c.reconnects),
+            (1, 1, 1),
+            "{c:?}"
+        );
+        assert!(!r.conn.is_up());
+        // Not before the back-off.
+        assert_eq!(r.conn.revive(11), Change::None);
+        assert_eq!(r.conn.revive(11 + RECONNECT_NS), Change::Reconnected);
+        let (mut peer, _) = r.listener.accept().unwrap();
+        r.send_get(3, 20 + RECONNECT_NS);
+        let mut buf = [0u8; 64];
+        let n = peer.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"get k:03\r\n");
+    }
+
+    #[test]
+    fn timeout_fails_the_pipeline() {
+        let mut r = rig();
+        r.send_get(1, 100);
+        r.send_get(2, 200);
+        assert_eq!(
+            r.conn.expire(50, 300, &r.shared, &mut r.books),
+            Change::None
+        );
+        assert_eq!(
+            r.conn.expire(150, 300, &r.shared, &mut r.books),
+            Change::Closed
+        );
+        assert_eq!(r.books.counters.timeouts, 2);
+        assert_eq!(r.conn.in_flight(), 0);
+        assert!(!r.conn.queue(|_, _| {}));
+    }
+
+    #[test]
+    fn server_closing_fails_what_is_in_flight() {
+        let mut r = rig();
+        r.send_get(1, 1);
+        r.read_requests(1);
+        drop(std::mem::replace(
+            &mut r.peer,
+            TcpStream::connect(r.listener.local_addr().unwrap()).unwrap(),
+        ));
+        assert_eq!(r.pump(2), Change::Closed);
+        assert_eq!(r.books.counters.connection_errors, 1);
+    }
+}

@@ -145,7 +145,7 @@ pub enum Verdict {
     /// value after this run's SET was acknowledged).
     Stale { got: u32, acked: u32 },
     /// Not a value anyone wrote for this key: bad checksum, bad header, or a version this
-    /// run never issued.
+    /// run never issued (above the last issued one, or 0).
     Corrupt(CorruptKind),
 }
 
@@ -187,7 +187,8 @@ pub fn check(
             Verdict::Foreign
         };
     }
-    if version > issued_now {
+    // Versions start at 1: version 0 is never written by a validating run.
+    if version > issued_now || version == 0 {
         return Verdict::Corrupt(CorruptKind::UnissuedVersion {
             got: version,
             issued: issued_now,
@@ -285,6 +286,10 @@ mod tests {
         assert_eq!(
             check(run, name, &val(run, 5), 3, 4),
             Verdict::Corrupt(CorruptKind::UnissuedVersion { got: 5, issued: 4 })
+        );
+        assert_eq!(
+            check(run, name, &val(run, 0), 0, 0),
+            Verdict::Corrupt(CorruptKind::UnissuedVersion { got: 0, issued: 0 })
         );
         assert_eq!(check(run, name, &val(7, 9), 0, 0), Verdict::Foreign);
         assert_eq!(
