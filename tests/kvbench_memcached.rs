@@ -95,10 +95,11 @@ fn kvbench(args: &[&str]) -> Output {
         .expect("run kvbench")
 }
 
-/// Runs kvbench with `--json --quiet` and returns the summary.
-fn summary(args: &[&str]) -> Value {
-    let mut all = vec!["--json", "--quiet"];
-    all.extend_from_slice(args);
+/// Runs kvbench with the arguments in `line` (split on whitespace) plus `--json --quiet`,
+/// and returns the summary.
+fn summary(line: &str) -> Value {
+    let mut all: Vec<&str> = vec!["--json", "--quiet"];
+    all.extend(line.split_whitespace());
     let out = kvbench(&all);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -181,24 +182,11 @@ fn check_server_counted(s: &Value) {
 #[test]
 fn udp_closed_loop_counts_match_the_server() {
     let m = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--proto",
-        "udp",
-        "--threads",
-        "2",
-        "--connections",
-        "2",
-        "--depth",
-        "2",
-        "--keys",
-        "500",
-        "--load",
-        "--duration",
-        "2",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto udp --threads 2 --connections 2 --depth 2 --keys 500 --load \
+         --duration 2 --server-stats",
+        m.addr()
+    ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "load.stored"), 500);
@@ -211,29 +199,11 @@ fn udp_closed_loop_counts_match_the_server() {
 #[test]
 fn tcp_closed_loop_pipelined_multiget() {
     let m = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--proto",
-        "tcp",
-        "--connections",
-        "3",
-        "--depth",
-        "8",
-        "--multiget",
-        "4",
-        "--keys",
-        "2000",
-        "--dist",
-        "zipf:0.99",
-        "--get-ratio",
-        "0.8",
-        "--value-size",
-        "uniform:32,20000",
-        "--duration",
-        "2",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto tcp --connections 3 --depth 8 --multiget 4 --keys 2000 --dist \
+         zipf:0.99 --get-ratio 0.8 --value-size uniform:32,20000 --duration 2 --server-stats",
+        m.addr()
+    ));
     check_common(&s);
     check_server_counted(&s);
     // SETs drawn while the key's previous SET was in flight go out as single-key GETs.
@@ -249,23 +219,11 @@ fn tcp_closed_loop_pipelined_multiget() {
 #[test]
 fn udp_open_loop_keeps_the_rate() {
     let m = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--proto",
-        "udp",
-        "--rate",
-        "3000",
-        "--arrival",
-        "constant",
-        "--connections",
-        "3",
-        "--keys",
-        "1000",
-        "--duration",
-        "2",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto udp --rate 3000 --arrival constant --connections 3 --keys 1000 \
+         --duration 2 --server-stats",
+        m.addr()
+    ));
     check_common(&s);
     check_server_counted(&s);
     let requests = u(&s, "requests") as f64;
@@ -277,23 +235,11 @@ fn udp_open_loop_keeps_the_rate() {
 #[test]
 fn tcp_open_loop_meta_commands() {
     let m = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--proto",
-        "tcp",
-        "--meta",
-        "--multiget",
-        "3",
-        "--rate",
-        "2000",
-        "--keys",
-        "300",
-        "--load",
-        "--duration",
-        "2",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto tcp --meta --multiget 3 --rate 2000 --keys 300 --load --duration \
+         2 --server-stats",
+        m.addr()
+    ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "misses"), 0, "{s:#}");
@@ -303,20 +249,10 @@ fn tcp_open_loop_meta_commands() {
 #[test]
 fn udp_meta_and_requests_budget() {
     let m = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--proto",
-        "udp",
-        "--meta",
-        "--requests",
-        "5000",
-        "--keys",
-        "100",
-        "--get-ratio",
-        "0.5",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto udp --meta --requests 5000 --keys 100 --get-ratio 0.5 --server-stats",
+        m.addr()
+    ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "requests"), 5000);
@@ -328,37 +264,15 @@ fn udp_meta_and_requests_budget() {
 fn udp_reassembles_multi_datagram_replies() {
     let m = Memcached::start();
     let addr = m.addr();
-    let load = summary(&[
-        "--server",
-        &addr,
-        "--proto",
-        "tcp",
-        "--keys",
-        "50",
-        "--load",
-        "--value-size",
-        "5000",
-        "--requests",
-        "1",
-        "--get-ratio",
-        "1",
-    ]);
+    let load = summary(&format!(
+        "--server {} --proto tcp --keys 50 --load --value-size 5000 --requests 1 --get-ratio 1",
+        addr
+    ));
     assert_eq!(u(&load, "load.stored"), 50);
-    let s = summary(&[
-        "--server",
-        &addr,
-        "--proto",
-        "udp",
-        "--keys",
-        "50",
-        "--get-ratio",
-        "1",
-        "--multiget",
-        "5",
-        "--duration",
-        "1",
-        "--server-stats",
-    ]);
+    let s = summary(&format!(
+        "--server {} --proto udp --keys 50 --get-ratio 1 --multiget 5 --duration 1 --server-stats",
+        addr
+    ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "misses"), 0, "{s:#}");
@@ -370,26 +284,31 @@ fn udp_reassembles_multi_datagram_replies() {
 fn two_servers_by_ketama() {
     let a = Memcached::start();
     let b = Memcached::start();
-    let s = summary(&[
-        "--server",
-        &a.addr(),
-        "--server",
-        &b.addr(),
-        "--proto",
-        "udp",
-        "--connections",
-        "2",
-        "--multiget",
-        "3",
-        "--keys",
-        "1000",
-        "--load",
-        "--duration",
-        "1",
-        "--server-stats",
-    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("servers.csv");
+    let s = summary(&format!(
+        "--server {} --server {} --proto udp --connections 2 --multiget 3 --keys 1000 --load \
+         --dist zipf:1.2 --shift-at 1 --duration 2 --server-stats --stats-csv {}",
+        a.addr(),
+        b.addr(),
+        csv.display()
+    ));
     check_common(&s);
     check_server_counted(&s);
+    // Each server's own counts, second by second.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("second,server,cmd_get,get_hits,get_misses,cmd_set")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 2, "{text}");
+    for m in [&a, &b] {
+        assert!(rows.iter().any(|r| r[1] == m.addr()), "{text}");
+    }
+    let gets: u64 = rows.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
+    assert!(gets > 0, "{text}");
     let per = s["per_server"].as_array().unwrap();
     let stats = s["server_stats"].as_array().unwrap();
     assert_eq!(per.len(), 2);
@@ -524,18 +443,12 @@ fn csv_and_hdr_files() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("series.csv");
     let hgrm = dir.path().join("lat.hgrm");
-    let s = summary(&[
-        "--server",
-        &m.addr(),
-        "--duration",
-        "2",
-        "--keys",
-        "100",
-        "--csv",
+    let s = summary(&format!(
+        "--server {} --duration 2 --keys 100 --csv {} --hdr {}",
+        m.addr(),
         csv.to_str().unwrap(),
-        "--hdr",
-        hgrm.to_str().unwrap(),
-    ]);
+        hgrm.to_str().unwrap()
+    ));
     check_common(&s);
     let series = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = series.lines().collect();

@@ -106,6 +106,9 @@ output:
   --stats-server HOST:PORT
                          servers whose `stats` to difference instead (repeatable; e.g. the
                          memcached servers behind a kvlb VIP)
+  --stats-csv FILE       also read those servers' stats once a second and write what each
+                         counted per second (second,server,cmd_get,get_hits,get_misses,
+                         cmd_set): the servers' own view of the load over time
 
 server stats:
   --stats-of HOST:PORT   print a server's `stats` counters and exit (repeatable; with
@@ -247,6 +250,8 @@ pub struct Settings {
     pub hdr: Option<PathBuf>,
     pub stats_servers: Vec<ServerSpec>,
     pub stats_transport: Transport,
+    /// Per-second differences of the stats servers' counters, as CSV.
+    pub stats_csv: Option<PathBuf>,
 }
 
 impl Settings {
@@ -285,6 +290,7 @@ impl Settings {
             hdr: None,
             stats_servers: Vec::new(),
             stats_transport: Transport::Tcp,
+            stats_csv: None,
         }
     }
 
@@ -485,6 +491,7 @@ where
                 stats_of.push(ServerSpec::parse(&v)?);
             }
             Long("stats-proto") => stats_proto = Some(value(&mut p, "--stats-proto")?),
+            Long("stats-csv") => s.stats_csv = Some(PathBuf::from(p.value()?)),
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -551,6 +558,16 @@ where
             return Err(invalid("give --server-stats or --stats-server, not both"));
         }
         s.stats_servers = s.servers.clone();
+    }
+    if s.stats_csv.is_some() && s.stats_servers.is_empty() {
+        return Err(invalid(
+            "--stats-csv needs --server-stats or --stats-server",
+        ));
+    }
+    if s.warmup_secs > 0 && s.requests.is_some() {
+        return Err(invalid(
+            "--warmup needs --duration (a request budget has no warm-up)",
+        ));
     }
     s.check()?;
     Ok(Command::Run(Box::new(s)))
@@ -631,6 +648,8 @@ mod tests {
             &["--server", "h", "--max-udp-value", "10"],
             &["--server", "h", "--stats-of", "h"],
             &["--server", "h", "--run-id", "xyz"],
+            &["--server", "h", "--stats-csv", "x.csv"],
+            &["--server", "h", "--warmup", "2", "--requests", "10"],
         ] {
             assert!(parse_args(bad.iter().copied()).is_err(), "{bad:?}");
         }

@@ -13,6 +13,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use super::exchange::{
     Books, Counters, KeyRef, Kind, Pending, RequestBuilder, ServerCounters, Shared,
 };
 use super::rate::{Lag, Schedule};
-use super::report::{IntervalReport, LoadSummary, Summary, Totals};
+use super::report::{IntervalReport, LoadSummary, ServerInterval, Summary, Totals};
 use super::rng::{mix64, Rng};
 use super::stats::{fetch_stats, ServerStats, StatsDelta, StatsError};
 use super::tcp::{self, Change, TcpConn};
@@ -180,6 +181,7 @@ struct Worker {
     dirty: Vec<usize>,
     dirty_mark: Vec<bool>,
     route: Vec<(u16, u32)>,
+    name_buf: Vec<u8>,
     tx: mpsc::Sender<Msg>,
     /// Global index of this thread's first connection.
     conn_base: u32,
@@ -327,6 +329,23 @@ pub fn run(
     };
     let cpu_start = cpu_seconds();
     let wall_start = Instant::now();
+    let poller = if settings.stats_csv.is_some() && !settings.stats_servers.is_empty() {
+        let servers: Vec<(String, SocketAddr)> = settings
+            .stats_servers
+            .iter()
+            .map(|s| resolve(s).map(|a| (s.to_string(), a)))
+            .collect::<Result<_, _>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let transport = settings.stats_transport;
+        let stop2 = stop.clone();
+        let h = std::thread::Builder::new()
+            .name("kvbench-stats".into())
+            .spawn(move || poll_stats(&servers, transport, wall_start, &stop2))
+            .map_err(|e| sys("spawning the stats thread", e))?;
+        Some((h, stop))
+    } else {
+        None
+    };
 
     // Merge per-thread intervals in order; totals leave warm-up intervals out.
     let warmup = settings.warmup_secs;
@@ -388,6 +407,14 @@ pub fn run(
     }
     let wall = wall_start.elapsed();
     let cpu = cpu_seconds() - cpu_start;
+    let server_series = match poller {
+        Some((h, stop)) => {
+            stop.store(true, Ordering::Relaxed);
+            h.join()
+                .map_err(|_| BenchError::Worker("the stats thread panicked".into()))?
+        }
+        None => Vec::new(),
+    };
     for h in handles {
         h.join()
             .map_err(|_| BenchError::Worker("a worker thread panicked".into()))?;
@@ -409,7 +436,7 @@ pub fn run(
         Some(d) => d.as_nanos() as u64,
         None => end_ns.saturating_sub(warmup_ns),
     };
-    Ok(Summary::new(
+    let mut summary = Summary::new(
         settings,
         run_id,
         Totals {
@@ -425,7 +452,57 @@ pub fn run(
         load,
         server_stats,
         series,
-    ))
+    );
+    summary.server_series = server_series;
+    Ok(summary)
+}
+
+/// Reads every server's stats once a second (from `start`) until `stop`, and returns the
+/// per-second differences: how the servers' own load moved during the run.
+fn poll_stats(
+    servers: &[(String, SocketAddr)],
+    transport: Transport,
+    start: Instant,
+    stop: &AtomicBool,
+) -> Vec<ServerInterval> {
+    let read = || -> Vec<Option<ServerStats>> {
+        servers
+            .iter()
+            .map(|(_, a)| fetch_stats(*a, transport, Duration::from_millis(500)).ok())
+            .collect()
+    };
+    let mut prev = read();
+    let mut out = Vec::new();
+    let mut second = 0u32;
+    loop {
+        let target = start + Duration::from_secs(u64::from(second) + 1);
+        while Instant::now() < target {
+            if stop.load(Ordering::Relaxed) {
+                return out;
+            }
+            std::thread::sleep(
+                target
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
+        }
+        let now = read();
+        for ((name, _), (b, a)) in servers.iter().zip(prev.iter().zip(&now)) {
+            if let (Some(b), Some(a)) = (b, a) {
+                let d = StatsDelta::between(name, b, a);
+                out.push(ServerInterval {
+                    second: second + 1,
+                    server: name.clone(),
+                    cmd_get: d.cmd_get,
+                    get_hits: d.get_hits,
+                    get_misses: d.get_misses,
+                    cmd_set: d.cmd_set,
+                });
+            }
+        }
+        prev = now;
+        second += 1;
+    }
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -531,6 +608,7 @@ impl Worker {
             dirty: Vec::with_capacity(nsock),
             dirty_mark: vec![false; nsock],
             route: Vec::new(),
+            name_buf: Vec::with_capacity(64),
             tx,
             thread,
         })
@@ -775,9 +853,9 @@ impl Worker {
         for &k in conn.ops.keys() {
             let server = match &self.ring {
                 Some(ring) => {
-                    let mut name = Vec::with_capacity(32);
-                    shared.space.write_name(k, &mut name);
-                    ring.server_for_key(&name).unwrap_or(0) as u16
+                    self.name_buf.clear();
+                    shared.space.write_name(k, &mut self.name_buf);
+                    ring.server_for_key(&self.name_buf).unwrap_or(0) as u16
                 }
                 None => 0,
             };

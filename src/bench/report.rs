@@ -383,6 +383,33 @@ pub struct Summary {
     pub histogram: Histogram<u64>,
     #[serde(skip)]
     pub series: Vec<IntervalReport>,
+    /// The stats servers' counters second by second (--stats-csv).
+    #[serde(skip)]
+    pub server_series: Vec<ServerInterval>,
+}
+
+/// What one server counted in one second of the run (its own `stats`, read by kvbench
+/// once a second).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerInterval {
+    /// Seconds since the start of the measured phase (warm-up included).
+    pub second: u32,
+    pub server: String,
+    pub cmd_get: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub cmd_set: u64,
+}
+
+impl ServerInterval {
+    pub const CSV_HEADER: &'static str = "second,server,cmd_get,get_hits,get_misses,cmd_set";
+
+    pub fn csv_row(&self) -> String {
+        format!(
+            "{},{},{},{},{},{}",
+            self.second, self.server, self.cmd_get, self.get_hits, self.get_misses, self.cmd_set
+        )
+    }
 }
 
 impl Summary {
@@ -497,6 +524,7 @@ impl Summary {
             server_stats,
             histogram: t.hist,
             series,
+            server_series: Vec::new(),
         }
     }
 

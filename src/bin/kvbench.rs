@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kvlb::bench::config::{Command, StatsOf, HELP};
-use kvlb::bench::report::{write_hgrm, IntervalReport};
+use kvlb::bench::report::{write_hgrm, IntervalReport, ServerInterval};
 use kvlb::bench::{engine, Settings};
 
 fn main() -> ExitCode {
@@ -98,6 +98,17 @@ fn run(s: &Settings) -> anyhow::Result<ExitCode> {
         write_hgrm(&summary.histogram, &mut w)
             .and_then(|()| w.flush())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &s.stats_csv {
+        let write = || -> std::io::Result<()> {
+            let mut w = BufWriter::new(File::create(path)?);
+            writeln!(w, "{}", ServerInterval::CSV_HEADER)?;
+            for r in &summary.server_series {
+                writeln!(w, "{}", r.csv_row())?;
+            }
+            w.flush()
+        };
+        write().with_context(|| format!("writing {}", path.display()))?;
     }
     if s.json {
         println!("{}", summary.to_json());
