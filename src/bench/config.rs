@@ -39,8 +39,14 @@ targets:
 
 load shape:
   --threads T            worker threads, each with its own sockets (default 1)
-  --connections C        connections per thread (default 4); each holds one socket per
-                         server (UDP: one bound port; TCP: one stream)
+  --connections C        connections per thread (default 4): request streams, each with
+                         its own outstanding requests; each holds one socket per server
+                         (TCP: a stream; UDP: a bound port, unless --udp-sockets thread)
+  --udp-sockets connection|thread
+                         UDP: one socket per connection (default: distinct source ports),
+                         or one per server per thread shared by its connections, so that
+                         their requests and replies batch into single sendmmsg/recvmmsg
+                         calls (fewer system calls per request)
   --depth N              closed loop: requests outstanding per connection (TCP: pipeline
                          depth) (default 1)
   --rate OPS             open loop: total target requests/s over all connections; latency
@@ -252,6 +258,9 @@ pub struct Settings {
     pub stats_transport: Transport,
     /// Per-second differences of the stats servers' counters, as CSV.
     pub stats_csv: Option<PathBuf>,
+    /// UDP: one socket per server per thread (shared by its connections) instead of one
+    /// per connection.
+    pub udp_per_thread: bool,
 }
 
 impl Settings {
@@ -291,6 +300,7 @@ impl Settings {
             stats_servers: Vec::new(),
             stats_transport: Transport::Tcp,
             stats_csv: None,
+            udp_per_thread: false,
         }
     }
 
@@ -439,6 +449,17 @@ where
                 proto_given = true;
             }
             Long("meta") => s.meta = true,
+            Long("udp-sockets") => {
+                s.udp_per_thread = match value::<String>(&mut p, "--udp-sockets")?.as_str() {
+                    "thread" => true,
+                    "connection" => false,
+                    other => {
+                        return Err(invalid(format!(
+                            "--udp-sockets '{other}': expected thread or connection"
+                        )))
+                    }
+                }
+            }
             Long("threads") | Short('t') => s.threads = value(&mut p, "--threads")?,
             Long("connections") | Short('c') => s.connections = value(&mut p, "--connections")?,
             Long("depth") => depth = Some(value(&mut p, "--depth")?),

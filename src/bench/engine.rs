@@ -182,6 +182,8 @@ struct Worker {
     dirty_mark: Vec<bool>,
     route: Vec<(u16, u32)>,
     name_buf: Vec<u8>,
+    /// One UDP socket per server for all connections of the thread.
+    udp_per_thread: bool,
     tx: mpsc::Sender<Msg>,
     /// Global index of this thread's first connection.
     conn_base: u32,
@@ -356,6 +358,8 @@ pub fn run(
     let mut unfinished = 0;
     let mut end_ns = 0u64;
     let mut series = Vec::new();
+    // Requests sent over the whole phase, warm-up included (for CPU per request).
+    let mut sent_all = 0u64;
     while finals < threads {
         let msg = rx.recv().map_err(|_| {
             BenchError::Worker("a worker thread stopped without its final report".into())
@@ -380,6 +384,7 @@ pub fn run(
                     );
                     on_interval(&report);
                     series.push(report);
+                    sent_all += snap.counters.sent;
                     if next_emit >= warmup {
                         total.merge(&snap);
                     }
@@ -394,6 +399,7 @@ pub fn run(
                 finals += 1;
                 unfinished += u;
                 end_ns = end_ns.max(e);
+                sent_all += snap.counters.sent;
                 total.merge(&snap);
             }
             Msg::LoadDone { .. } => {}
@@ -401,11 +407,11 @@ pub fn run(
     }
     // Intervals some thread never closed (it ended first) go into the totals unprinted.
     for (index, (_, snap)) in pending {
+        sent_all += snap.counters.sent;
         if index >= warmup {
             total.merge(&snap);
         }
     }
-    let wall = wall_start.elapsed();
     let cpu = cpu_seconds() - cpu_start;
     let server_series = match poller {
         Some((h, stop)) => {
@@ -446,8 +452,7 @@ pub fn run(
             servers: total.servers,
         },
         measured_ns.max(1),
-        wall,
-        cpu,
+        (cpu, sent_all),
         unfinished,
         load,
         server_stats,
@@ -524,7 +529,14 @@ fn open_sockets(
 ) -> Result<Io, BenchError> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
-    for _ in 0..settings.connections {
+    // UDP sockets per thread: all connections share one socket per server (their
+    // requests batch into one sendmmsg/recvmmsg), or one socket per connection.
+    let (sets, per_socket) = if settings.transport == Transport::Udp && settings.udp_per_thread {
+        (1, (max_outstanding * settings.connections).min(16_384))
+    } else {
+        (settings.connections, max_outstanding)
+    };
+    for _ in 0..sets {
         for (s, (&addr, spec)) in addrs.iter().zip(&settings.servers).enumerate() {
             let err = |source| BenchError::Connect {
                 server: spec.to_string(),
@@ -541,7 +553,7 @@ fn open_sockets(
                     let sock = UdpSocket::bind(bind).map_err(err)?;
                     sock.connect(addr).map_err(err)?;
                     sock.set_nonblocking(true).map_err(err)?;
-                    udp.push(UdpConn::new(sock, s as u16, max_outstanding));
+                    udp.push(UdpConn::new(sock, s as u16, per_socket));
                 }
                 Transport::Tcp => {
                     let stream = tcp::connect(addr, settings.timeout.max(Duration::from_secs(1)))
@@ -593,7 +605,12 @@ impl Worker {
             }
         }
         let conns = settings.connections as usize;
-        let nsock = conns * nservers;
+        let udp_per_thread = settings.transport == Transport::Udp && settings.udp_per_thread;
+        let nsock = if udp_per_thread {
+            nservers
+        } else {
+            conns * nservers
+        };
         Ok(Worker {
             books: Books::new(nservers, conns),
             conns: Vec::new(),
@@ -609,6 +626,7 @@ impl Worker {
             dirty_mark: vec![false; nsock],
             route: Vec::new(),
             name_buf: Vec::with_capacity(64),
+            udp_per_thread,
             tx,
             thread,
         })
@@ -786,6 +804,16 @@ impl Worker {
         };
     }
 
+    /// The socket connection `c` uses for `server`.
+    #[inline]
+    fn sock_index(&self, c: usize, server: u16) -> usize {
+        if self.udp_per_thread {
+            usize::from(server)
+        } else {
+            c * self.nservers + usize::from(server)
+        }
+    }
+
     fn in_flight(&self) -> usize {
         match &self.io {
             Io::Udp(v) => v.iter().map(UdpConn::in_flight).sum(),
@@ -865,7 +893,7 @@ impl Worker {
             if let Some(&(s, _)) = self
                 .route
                 .iter()
-                .find(|(s, _)| !v[c * self.nservers + usize::from(*s)].is_up())
+                .find(|(s, _)| !v[self.sock_index(c, *s)].is_up())
             {
                 let _ = s;
                 self.books.counters.connection_errors += 1;
@@ -899,7 +927,7 @@ impl Worker {
             while j < self.route.len() && self.route[j].0 == server {
                 j += 1;
             }
-            let sock = c * self.nservers + usize::from(server);
+            let sock = self.sock_index(c, server);
             let keys = &self.route[i..j];
             let builder = &mut self.builder;
             let fill = |p: &mut Pending, out: &mut Vec<u8>| {

@@ -498,7 +498,12 @@ impl RequestBuilder {
             shared.space.write_name(k.index, &mut self.names);
         }
         // Names are made of the checked prefix and digits: always valid keys.
-        if let Ok(keys) = Keys::parse(&self.names) {
+        let parsed = if keys.len() == 1 {
+            Keys::single(&self.names)
+        } else {
+            Keys::parse(&self.names)
+        };
+        if let Ok(keys) = parsed {
             Request::Retrieval(Retrieval {
                 command: Command::Get,
                 exptime: None,

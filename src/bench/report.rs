@@ -304,7 +304,8 @@ pub struct ScheduleReport {
     pub kept_up: bool,
 }
 
-/// kvbench's own CPU use during the measured phase.
+/// kvbench's own CPU use (user + system, all threads) during the run, warm-up included,
+/// and per request sent in that time.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cpu {
     pub seconds: f64,
@@ -419,8 +420,7 @@ impl Summary {
         run_id: u32,
         t: Totals,
         measured_ns: u64,
-        _wall: Duration,
-        cpu_seconds: f64,
+        (cpu_seconds, sent_all): (f64, u64),
         unfinished: u64,
         load: Option<LoadSummary>,
         server_stats: Vec<StatsDelta>,
@@ -514,8 +514,8 @@ impl Summary {
             values_capped: c.values_capped,
             cpu: Cpu {
                 seconds: cpu_seconds,
-                us_per_request: if c.sent > 0 {
-                    cpu_seconds * 1e6 / c.sent as f64
+                us_per_request: if sent_all > 0 {
+                    cpu_seconds * 1e6 / sent_all as f64
                 } else {
                     0.0
                 },

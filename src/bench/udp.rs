@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use super::exchange::{on_item, Books, Failure, Pending, Shared, Step};
-use crate::proto::{MessageStatus, Progress, Reassembler, ResponseReader};
+use crate::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
 use crate::wire::McHeader;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
@@ -308,11 +308,7 @@ impl UdpConn {
             .reassembler
             .as_ref()
             .map_or(true, |r| r.request_id().is_none());
-        let complete = if fresh
-            && header.count == 1
-            && header.sequence == 0
-            && ResponseReader::status(msg) == Ok(MessageStatus::Complete)
-        {
+        let complete = if fresh && header.count == 1 && header.sequence == 0 && whole(msg) {
             // The common case: the whole reply in one datagram.
             feed_message(&mut slot.pending, msg, shared, books);
             true
@@ -369,6 +365,19 @@ impl UdpConn {
         self.tx_ends.clear();
         self.tx_slots.clear();
         n
+    }
+}
+
+/// Whether a one-datagram message is a whole reply. The usual replies (a status line,
+/// `END`, one `VALUE` and `END`, a meta reply) are recognised from their first item and
+/// the bytes after it; anything else is scanned item by item.
+#[inline]
+fn whole(msg: &[u8]) -> bool {
+    match Response::parse(msg) {
+        Ok((first, rest)) if first.is_terminal() => rest.is_empty(),
+        Ok((_, b"END\r\n")) => true,
+        Ok(_) => ResponseReader::status(msg) == Ok(MessageStatus::Complete),
+        Err(_) => false,
     }
 }
 
