@@ -18,6 +18,11 @@ use hdrhistogram::Histogram;
 use crate::clock::Instant;
 use crate::config::{BackendSpec, Config};
 
+/// One request in the load meters' fixed point.
+const LOAD_ONE: u64 = 1 << 16;
+/// Loads lose 1/2^LOAD_DECAY_SHIFT of themselves per millisecond tick.
+const LOAD_DECAY_SHIFT: u32 = 6;
+
 /// Index of a backend in the configured list (stable for the life of the core).
 pub type BackendId = usize;
 
@@ -58,6 +63,9 @@ pub struct Backend {
     consecutive_timeouts: u32,
     outstanding: u32,
     next_probe: Instant,
+    /// Recent request rate: requests sent, in fixed point, decayed every tick (see
+    /// [`BackendPool::decay_loads`]).
+    load: u64,
     pub counters: BackendCounters,
     /// Response latency in microseconds.
     latency_us: Histogram<u64>,
@@ -77,6 +85,11 @@ impl Backend {
         self.outstanding
     }
 
+    /// Recent load: a decayed count of requests sent (see [`BackendPool::decay_loads`]).
+    pub fn load(&self) -> u64 {
+        self.load
+    }
+
     /// Latency percentile in microseconds (0 when nothing was recorded).
     pub fn latency_percentile_us(&self, q: f64) -> u64 {
         self.latency_us.value_at_quantile(q)
@@ -92,6 +105,8 @@ impl Backend {
 #[derive(Debug)]
 pub struct BackendPool {
     backends: Vec<Backend>,
+    /// Sum of the backends' loads (kept alongside so the mean is O(1)).
+    load_sum: u64,
     down_after: u32,
     probe_interval: Duration,
 }
@@ -107,6 +122,7 @@ impl BackendPool {
                 consecutive_timeouts: 0,
                 outstanding: 0,
                 next_probe: Instant::ZERO,
+                load: 0,
                 counters: BackendCounters::default(),
                 // 1 µs .. 100 s at 2 significant digits: a few KiB per backend.
                 latency_us: Histogram::new_with_bounds(1, 100_000_000, 2)
@@ -115,6 +131,7 @@ impl BackendPool {
             .collect();
         BackendPool {
             backends,
+            load_sum: 0,
             down_after: cfg.down_after.max(1),
             probe_interval: cfg.probe_interval,
         }
@@ -172,6 +189,8 @@ impl BackendPool {
         if answered {
             b.outstanding += 1;
         }
+        b.load += LOAD_ONE;
+        self.load_sum += LOAD_ONE;
         b.counters.requests += 1;
         b.counters.bytes_out += bytes as u64;
     }
@@ -263,6 +282,29 @@ impl BackendPool {
         }
     }
 
+    /// Ages the load meters: called every millisecond, each load loses 1/64 of itself, so
+    /// a load is the request rate over roughly the last 64 ms (an exponential moving
+    /// sum). Integer arithmetic: deterministic on every datapath.
+    pub fn decay_loads(&mut self) {
+        let mut sum = 0;
+        for b in &mut self.backends {
+            b.load -= b.load >> LOAD_DECAY_SHIFT;
+            sum += b.load;
+        }
+        self.load_sum = sum;
+    }
+
+    /// Mean load over the backends that are up.
+    pub fn mean_load(&self) -> u64 {
+        let live = self.backends.iter().filter(|b| b.up).count() as u64;
+        let sum: u64 = if live as usize == self.backends.len() {
+            self.load_sum
+        } else {
+            self.backends.iter().filter(|b| b.up).map(|b| b.load).sum()
+        };
+        sum / live.max(1)
+    }
+
     /// Forgets the latency samples (after each stats report, so percentiles are per period).
     pub fn reset_latency(&mut self) {
         for b in &mut self.backends {
@@ -350,6 +392,26 @@ mod tests {
         assert!(p.get(0).is_up());
         assert_eq!(p.on_unreachable(0, ms(4)), Some(Health::Down(0)));
         assert_eq!(p.on_unreachable(0, ms(5)), None);
+    }
+
+    #[test]
+    fn load_meters_decay_and_average() {
+        let mut p = pool();
+        for _ in 0..100 {
+            p.on_sent(0, 1, false);
+        }
+        assert_eq!(p.get(0).load(), 100 * LOAD_ONE);
+        assert_eq!(p.mean_load(), 50 * LOAD_ONE);
+        for _ in 0..64 {
+            p.decay_loads();
+        }
+        // (63/64)^64 ≈ 0.37: an exponential moving sum with a ~64 ms time constant.
+        let left = p.get(0).load() as f64 / (100 * LOAD_ONE) as f64;
+        assert!((0.35..0.39).contains(&left), "{left}");
+        assert_eq!(p.mean_load(), p.get(0).load() / 2);
+        // Down backends do not count in the mean.
+        p.on_unreachable(1, Instant::ZERO);
+        assert_eq!(p.mean_load(), p.get(0).load());
     }
 
     #[test]

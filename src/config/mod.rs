@@ -183,10 +183,23 @@ pub enum L2Mode {
 /// How reads of a replicated hot key pick among the replicas holding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaSelect {
+    /// The replica whose server has the lowest recent request rate (kvlb's own meters).
+    LeastLoaded,
     /// The replica with the fewest outstanding requests.
     LeastOutstanding,
     /// Two random replicas, the less loaded of them (power of two choices).
     PowerOfTwo,
+}
+
+/// When a cached value answers a GET of a hot or warm key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Send the GET to a server that can serve it while that server's recent load is
+    /// below the mean; answer from the cache only the overflow. Fills valleys without
+    /// ever adding load to the busiest server.
+    Balance,
+    /// Answer from the cache whenever it holds the value.
+    Always,
 }
 
 /// All of kvlb's settings, shared by every datapath.
@@ -248,6 +261,8 @@ pub struct Config {
     /// Extra copies of each hot key (the next distinct servers on the continuum).
     pub replicas: usize,
     pub replica_select: ReplicaSelect,
+    /// When a cached value answers a GET.
+    pub cache_policy: CachePolicy,
 
     // --- failover ---
     pub request_timeout: Duration,
@@ -295,10 +310,10 @@ impl Default for Config {
             exit_when_idle: false,
             pass_other: true,
             hotkeys: true,
-            hotkey_algo: "lossy".to_string(),
+            hotkey_algo: "lossy-decayed".to_string(),
             hot_support: None,
             hot_error: None,
-            hot_share_k: 4.0,
+            hot_share_k: 16.0,
             hot_epoch: Duration::from_secs(1),
             l1_max_keys: 1000,
             cache_max_value: 1200,
@@ -307,8 +322,9 @@ impl Default for Config {
             l2_on_share: 0.2,
             l2_off_share: 0.1,
             cache_ttl: Duration::from_secs(2),
-            replicas: 2,
-            replica_select: ReplicaSelect::LeastOutstanding,
+            replicas: 3,
+            replica_select: ReplicaSelect::LeastLoaded,
+            cache_policy: CachePolicy::Balance,
             request_timeout: Duration::from_millis(250),
             down_after: 3,
             probe_interval: Duration::from_millis(500),
@@ -460,7 +476,7 @@ pub static OPTIONS: &[OptSpec] = &[
         |c, v| c.hotkeys = flag(v)?),
     opt!("no-hotkeys", None, false, "same as --hotkeys off",
         |c, v| c.hotkeys = !flag(v)?),
-    opt!("hotkey-algo", Some("NAME"), false, "hot-key detector (see `kvlb hotkeys --help`) [default: lossy]",
+    opt!("hotkey-algo", Some("NAME"), false, "hot-key detector: lossy, lossy-weighted, lossy-decayed, space-saving (see `kvlb hotkeys --help`) [default: lossy-decayed]",
         |c, v| c.hotkey_algo = v.to_string()),
     opt!("hot-support", Some("S"), false,
         "support threshold s: a key is hot above this share of requests [default: 1/(k·n) for n backends]",
@@ -468,7 +484,7 @@ pub static OPTIONS: &[OptSpec] = &[
     opt!("hot-error", Some("E"), false, "lossy counting error bound ε [default: s/10]",
         |c, v| c.hot_error = Some(fraction(v)?)),
     opt!("hot-share-k", Some("K"), false,
-        "k in the derived support s = 1/(k·n): hot = 1/k of one backend's fair share [default: 4]",
+        "k in the derived support s = 1/(k·n): hot = 1/k of one backend's fair share [default: 16]",
         |c, v| {
             let k: f64 = num(v)?;
             if !(k.is_finite() && k >= 1.0) {
@@ -499,14 +515,22 @@ pub static OPTIONS: &[OptSpec] = &[
         |c, v| c.l2_on_share = fraction(v)?),
     opt!("l2-off-share", Some("F"), false, "L2 switches off below this top-key traffic share [default: 0.1]",
         |c, v| c.l2_off_share = fraction(v)?),
-    opt!("replicas", Some("R"), false, "extra copies of each hot key on the next servers of the ring [default: 2]",
+    opt!("replicas", Some("R"), false, "extra copies of each hot key on the next servers of the ring [default: 3]",
         |c, v| c.replicas = num(v)?),
-    opt!("replica-select", Some("lor|p2c"), false,
-        "how hot-key reads pick a replica: least outstanding or power of two choices [default: lor]",
+    opt!("replica-select", Some("least-loaded|lor|p2c"), false,
+        "how hot-key reads pick a replica: least recent load, least outstanding, or power of two choices [default: least-loaded]",
         |c, v| c.replica_select = match v {
+            "least-loaded" => ReplicaSelect::LeastLoaded,
             "lor" => ReplicaSelect::LeastOutstanding,
             "p2c" => ReplicaSelect::PowerOfTwo,
-            _ => return Err("expected lor or p2c".into()),
+            _ => return Err("expected least-loaded, lor or p2c".into()),
+        }),
+    opt!("cache-policy", Some("balance|always"), false,
+        "balance: GETs of cached keys go to an under-loaded server that holds them, the cache answers the overflow; always: the cache answers whenever it can [default: balance]",
+        |c, v| c.cache_policy = match v {
+            "balance" => CachePolicy::Balance,
+            "always" => CachePolicy::Always,
+            _ => return Err("expected balance or always".into()),
         }),
     opt!("timeout", Some("DURATION"), false, "backend request timeout [default: 250ms]",
         |c, v| c.request_timeout = parse_duration(v)?),
@@ -783,9 +807,9 @@ mod tests {
         assert!(c.allow[0].contains(Ipv4Addr::new(10, 9, 8, 7)));
         assert!(!c.allow[0].contains(Ipv4Addr::new(11, 0, 0, 1)));
         c.validate().unwrap();
-        // 2 backends, k = 4: s = 1/8, ε = s/10.
-        assert!((c.effective_support() - 0.125).abs() < 1e-12);
-        assert!((c.effective_error() - 0.0125).abs() < 1e-12);
+        // 2 backends, k = 16: s = 1/32, ε = s/10.
+        assert!((c.effective_support() - 1.0 / 32.0).abs() < 1e-12);
+        assert!((c.effective_error() - 1.0 / 320.0).abs() < 1e-12);
     }
 
     #[test]

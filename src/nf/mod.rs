@@ -43,7 +43,7 @@ use std::time::Duration;
 use crate::backend::{BackendId, BackendPool, Health};
 use crate::cache::{CacheSettings, Caches, KeyHash, ReadTicket};
 use crate::clock::Instant;
-use crate::config::{Config, ConfigError, Mac, ReplicaSelect};
+use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
 use crate::flow::FlowTable;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
 use crate::ring::KetamaRing;
@@ -101,6 +101,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Whether this is a frame kvlb consumed on purpose (an answered ARP, a replica's
+    /// acknowledgement, a split multi-get) rather than one it refused. Consumed frames are
+    /// counted apart from drops.
+    pub fn is_consumed(self) -> bool {
+        matches!(self, DropReason::Absorbed | DropReason::Arp)
+    }
+
     /// Stable name used as the key in stats output.
     pub fn name(self) -> &'static str {
         match self {
@@ -303,6 +310,7 @@ pub struct Core {
     hotkeys: bool,
     replicas: usize,
     replica_select: ReplicaSelect,
+    cache_policy: CachePolicy,
     rejoin_flush: bool,
     pass_other: bool,
 
@@ -435,6 +443,7 @@ impl Core {
             hotkeys: cfg.hotkeys,
             replicas: cfg.replicas,
             replica_select: cfg.replica_select,
+            cache_policy: cfg.cache_policy,
             rejoin_flush: cfg.rejoin_flush,
             pass_other: cfg.pass_other,
             detector,
@@ -722,6 +731,24 @@ impl Core {
         (u.quoted_src_ip == self.local_ip && self.backends.find(addr).is_some()).then_some(addr)
     }
 
+    /// A server that can serve a read of `key` (its primary, or a ready replica) whose
+    /// recent load is below the mean: under `--cache-policy balance` a cached key is read
+    /// there instead of from the cache, until that server has caught up.
+    fn underloaded_reader(&self, key: &[u8], hash: u32) -> Option<BackendId> {
+        let mean = self.backends.mean_load();
+        let below = |b: BackendId| {
+            let be = self.backends.get(b);
+            be.is_up() && be.load() < mean
+        };
+        match self.hot.get(key) {
+            Some(h) => h
+                .readable()
+                .filter(|&b| below(b))
+                .min_by_key(|&b| self.backends.get(b).load()),
+            None => self.primary_for(hash).filter(|&b| below(b)),
+        }
+    }
+
     /// Picks the server for a read of `key`: the ketama server, or for a replicated hot key
     /// the least loaded server holding its latest value.
     fn pick_read_server(&mut self, key: &[u8], hash: u32) -> Option<BackendId> {
@@ -738,6 +765,12 @@ impl Core {
             let chosen = match (n, self.replica_select) {
                 (0, _) => None,
                 (1, _) => Some(candidates[0]),
+                (_, ReplicaSelect::LeastLoaded) => {
+                    candidates[..n].iter().copied().min_by_key(|&b| {
+                        let be = self.backends.get(b);
+                        (be.load(), be.outstanding())
+                    })
+                }
                 (_, ReplicaSelect::LeastOutstanding) => candidates[..n]
                     .iter()
                     .copied()

@@ -10,6 +10,7 @@ use super::{
 use crate::backend::BackendId;
 use crate::cache::KeyHash;
 use crate::clock::Instant;
+use crate::config::CachePolicy;
 use crate::flow::{FlowError, Token};
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
@@ -412,7 +413,18 @@ impl Core {
     ) -> Verdict {
         let k = key.as_slice();
         let h = self.caches.key_hash(k);
-        if self.hotkeys {
+        let mut hash = None;
+        // Under the balance policy a hot or warm key is read from a server with room first;
+        // the cache answers only when every server that could is at or above the mean.
+        let balance_to =
+            if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
+                let rh = KetamaRing::hash(k);
+                hash = Some(rh);
+                self.underloaded_reader(k, rh)
+            } else {
+                None
+            };
+        if self.hotkeys && balance_to.is_none() {
             if let Some(hit) = self.caches.lookup(h, k, now) {
                 let value = Value {
                     key: k,
@@ -437,8 +449,15 @@ impl Core {
                 };
             }
         }
-        let hash = KetamaRing::hash(k);
-        let Some(backend) = self.pick_read_server(k, hash) else {
+        let hash = hash.unwrap_or_else(|| KetamaRing::hash(k));
+        let chosen = match balance_to {
+            Some(b) => {
+                self.stats.replication.balance_reads += 1;
+                Some(b)
+            }
+            None => self.pick_read_server(k, hash),
+        };
+        let Some(backend) = chosen else {
             return self.drop(DropReason::NoBackend);
         };
         let learn = (self.hotkeys && heat != Heat::Cold).then(|| Learn {

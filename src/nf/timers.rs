@@ -23,6 +23,8 @@ pub(super) struct Timers {
     next_gate: Instant,
     next_arp: Instant,
     next_sweep: Instant,
+    /// Last time the load meters were aged.
+    last_decay: Option<Instant>,
     changes: Vec<HeatChange>,
     expired: Vec<(usize, FlowKind)>,
     top_k: usize,
@@ -35,6 +37,7 @@ impl Timers {
             next_gate: Instant::ZERO,
             next_arp: Instant::ZERO,
             next_sweep: Instant::ZERO,
+            last_decay: None,
             changes: Vec::new(),
             expired: Vec::new(),
             top_k: cfg.l1_max_keys.max(1),
@@ -44,6 +47,17 @@ impl Timers {
 
 impl Core {
     pub(super) fn tick(&mut self, now: Instant) {
+        // Load meters age once per elapsed millisecond (catching up on slow ticks; after
+        // a long gap a few hundred rounds leave them at zero anyway).
+        let last = *self.timers.last_decay.get_or_insert(now);
+        let ms = now.saturating_duration_since(last).as_millis() as u64;
+        if ms > 0 {
+            for _ in 0..ms.min(512) {
+                self.backends.decay_loads();
+            }
+            self.timers.last_decay = Some(last + Duration::from_millis(ms));
+        }
+
         // Unanswered requests.
         let mut expired = std::mem::take(&mut self.timers.expired);
         self.flows

@@ -27,7 +27,11 @@ pub struct Stats {
     pub cache_state: CacheState,
     /// Replication activity.
     pub replication: ReplicationCounters,
+    /// Frames refused, by reason.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Frames kvlb consumed on purpose (answered ARP, absorbed replica acknowledgements,
+    /// probe answers, split multi-gets), by reason.
+    pub consumed: BTreeMap<&'static str, u64>,
     /// Frames passed on unchanged because they are not kvlb's, by reason.
     pub passed: BTreeMap<&'static str, u64>,
 }
@@ -35,7 +39,12 @@ pub struct Stats {
 impl Stats {
     #[inline]
     pub fn count_drop(&mut self, reason: DropReason) {
-        *self.drops.entry(reason.name()).or_insert(0) += 1;
+        let map = if reason.is_consumed() {
+            &mut self.consumed
+        } else {
+            &mut self.drops
+        };
+        *map.entry(reason.name()).or_insert(0) += 1;
     }
 
     pub fn total_drops(&self) -> u64 {
@@ -81,6 +90,9 @@ pub struct ReplicationCounters {
     pub replica_acks: u64,
     /// Reads of hot keys served by a replica rather than the primary.
     pub replica_reads: u64,
+    /// Reads of cached keys sent to an under-loaded server instead of answered from the
+    /// cache (`--cache-policy balance`).
+    pub balance_reads: u64,
     pub fenced: u64,
 }
 
