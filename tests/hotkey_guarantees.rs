@@ -275,7 +275,7 @@ proptest! {
                 // guarantee.
                 prop_assert!(d.error() <= s / 2.0 + 1e-12);
                 if d.error() < s / 2.0 {
-                    prop_assert!(d.len() <= b + 1, "{} entries over budget {b}", d.len());
+                    prop_assert!(d.len() <= b, "{} entries over budget {b}", d.len());
                 }
             }
         }

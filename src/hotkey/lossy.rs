@@ -53,7 +53,8 @@
 //!   change at the latest, and strongly hot ones within a fraction of an epoch.
 //!
 //! Self-adaptation: with a memory budget (`max_entries`) ε doubles, up to `s/2`, whenever
-//! the table outgrows it (pruning at once against the larger threshold) and halves back
+//! the table outgrows it (pruning at once against the larger threshold, until the table
+//! fits again; at `s/2` the budget gives way, never the guarantee) and halves back
 //! towards the configured ε at rotations once the table uses under a quarter of it. Skew
 //! drives this through memory: a skewed window keeps few entries and runs at the
 //! configured ε; a flat one (no hot keys to find) needs many and gets a larger ε. The
@@ -366,19 +367,21 @@ impl LossyCounter {
     /// Raises ε (memory budget exceeded) and prunes against the new threshold.
     fn grow_error(&mut self) {
         let cap = self.support / 2.0;
-        if self.eps >= cap {
-            return;
-        }
-        let eps = (self.eps * 2.0).min(cap);
-        log::debug!(
-            "hot-key table over its budget ({} entries): ε {} → {}",
-            self.table.len(),
-            self.eps,
-            eps
-        );
-        self.set_error(eps);
-        if self.w >= self.next_boundary {
-            self.boundary();
+        // Double ε (pruning against the larger threshold each time) until the table fits
+        // the budget again or ε reaches s/2; past that the budget gives way, never the
+        // guarantee.
+        while self.eps < cap && self.max_entries.is_some_and(|m| self.table.len() > m) {
+            let eps = (self.eps * 2.0).min(cap);
+            log::debug!(
+                "hot-key table over its budget ({} entries): ε {} → {}",
+                self.table.len(),
+                self.eps,
+                eps
+            );
+            self.set_error(eps);
+            if self.w >= self.next_boundary {
+                self.boundary();
+            }
         }
     }
 

@@ -149,8 +149,9 @@ pub trait Detector: fmt::Debug {
 
     /// Counts one request for `key` of `weight` (unweighted detectors count 1 whatever the
     /// weight; a weighted detector ignores a zero weight) and returns the key's heat
-    /// afterwards. Amortised O(1); allocates only when a key enters the table and its
-    /// buffer cannot be reused (keys over 32 bytes, before warm-up).
+    /// afterwards. Amortised O(1). It allocates only when the table grows past its peak
+    /// size, when a key longer than 32 bytes first lands in a slot whose spill buffer is
+    /// too small, and to queue a heat change (a copy of the key); never for a tracked key.
     fn observe(&mut self, key: &[u8], weight: Weight) -> Heat;
 
     /// The key's heat without counting it (one hash and one probe).
