@@ -1,24 +1,30 @@
 //! Replication state of hot keys: which servers may serve a read of a hot key right now.
 //!
 //! # The rules (why reads are never stale)
-//! Each hot key has a *write sequence* bumped by every write kvlb forwards for it, and a
-//! server list: the primary (the key's ketama server, the source of truth) and up to R
-//! replicas (the next distinct servers on the continuum).
-//! - A replica is **ready** iff it acknowledged (`STORED`) a write that carried the key's
-//!   latest write sequence. Only the primary and ready replicas are read.
+//! Each hot key has a *write sequence* moved by every write kvlb forwards for it (drawn
+//! from one counter shared by all keys and hot periods, so an acknowledgement left over
+//! from an earlier hot period can never match the current one), and a server set: the
+//! primary (the key's ketama server, the source of truth) and up to R replicas (the next
+//! distinct live servers on the continuum).
+//! - A replica is **ready** iff it is in the key's current server set and acknowledged
+//!   (`STORED`) a write that carried the key's latest write sequence. Only the primary and
+//!   ready replicas are read.
 //! - A new hot period starts with no replica ready: kvlb first fetches the value from the
 //!   primary, then writes it to the replicas, and a replica becomes ready on its ack only if
 //!   no write to the key happened since the fetch was sent.
 //! - A client `set` of a hot key goes to the primary and, as a copy, to every replica that
-//!   has no write of this key in flight. At most one write per (key, replica) is in flight,
-//!   so two writes can never be reordered on the way to one replica; a replica skipped for
-//!   that reason is simply not ready until it is replicated again. Every other write
-//!   (add, cas, append, delete, incr, touch, ...) goes to the primary only and leaves every
-//!   replica not ready.
+//!   has no write of this key in flight. **At most one write per (key, replica) is ever in
+//!   flight**, across hot periods and server-set changes too, so two writes can never be
+//!   reordered on the way to one replica: a key that cools while copies are in flight stays
+//!   here, hidden, until they are answered, and a replica that leaves a key's set stays
+//!   tracked while it has a write in flight. A replica skipped for that reason is simply not
+//!   ready until it is replicated again. Every other write (add, cas, append, delete, incr,
+//!   touch, ...) goes to the primary only and leaves every replica not ready.
 //! - A fetch is sent only when no client write of the key is in flight to the primary (and
 //!   a `noreply` write, which is never answered, has had `settle` time to land), so the
-//!   fetch cannot overtake a write and read the value from before it.
-//! - When the ring changes (a server goes down or comes back), a hot key whose primary
+//!   fetch cannot overtake a write and read the value from before it. (The core also checks
+//!   the caches' write stamps, which see writes made while the key was not hot.)
+//! - When the set changes (a server goes down or comes back), a hot key whose primary
 //!   changes to a server that is not a ready replica is **fenced**: that server may hold an
 //!   old copy, so kvlb deletes the key there and answers reads itself with a miss until
 //!   the delete is acknowledged. A miss is never stale.
@@ -34,10 +40,12 @@ use hashbrown::HashMap;
 use crate::backend::BackendId;
 use crate::clock::Instant;
 
-/// One server of a hot key's set, with its replication state.
+/// A server that holds or may receive copies of a hot key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Replica {
     backend: BackendId,
+    /// In the key's current server set (only members are read or written).
+    member: bool,
     /// The write sequence this replica is known to hold.
     holds: Option<u64>,
     /// A write of this key to this replica is in flight.
@@ -61,6 +69,8 @@ pub struct HotKey {
     fenced: bool,
     /// The fencing delete is in flight.
     fence_in_flight: bool,
+    /// The key is no longer hot; the entry stays only until its in-flight copies drain.
+    cooling: bool,
 }
 
 impl HotKey {
@@ -77,7 +87,7 @@ impl HotKey {
         std::iter::once(self.primary).chain(
             self.replicas
                 .iter()
-                .filter(|r| r.holds == Some(self.write_seq))
+                .filter(|r| r.member && r.holds == Some(self.write_seq))
                 .map(|r| r.backend),
         )
     }
@@ -89,6 +99,31 @@ impl HotKey {
 
     pub fn write_seq(&self) -> u64 {
         self.write_seq
+    }
+
+    fn any_in_flight(&self) -> bool {
+        self.replicas.iter().any(|r| r.in_flight)
+    }
+
+    /// Makes `servers` (primary first) the key's set; replicas that leave it stay tracked
+    /// while a write to them is in flight.
+    fn set_members(&mut self, servers: &[BackendId]) {
+        self.primary = servers[0];
+        let rest = &servers[1..];
+        for r in &mut self.replicas {
+            r.member = rest.contains(&r.backend);
+        }
+        for &b in rest {
+            if !self.replicas.iter().any(|r| r.backend == b) {
+                self.replicas.push(Replica {
+                    backend: b,
+                    member: true,
+                    holds: None,
+                    in_flight: false,
+                });
+            }
+        }
+        self.replicas.retain(|r| r.member || r.in_flight);
     }
 }
 
@@ -105,6 +140,10 @@ pub struct WritePlan {
 #[derive(Debug)]
 pub struct HotKeys {
     keys: HashMap<Box<[u8]>, HotKey>,
+    /// The last sequence handed out (to any key, in any hot period).
+    last_seq: u64,
+    /// Keys that are hot (not cooling).
+    hot: usize,
     refetch_after: Duration,
     settle: Duration,
 }
@@ -115,69 +154,107 @@ impl HotKeys {
     pub fn new(refetch_after: Duration, settle: Duration) -> HotKeys {
         HotKeys {
             keys: HashMap::new(),
+            last_seq: 0,
+            hot: 0,
             refetch_after,
             settle,
         }
     }
 
+    fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
+    }
+
+    /// Hot keys (not counting cooled keys still draining).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.hot
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.hot == 0
     }
 
+    /// The key's state if it is hot.
     pub fn get(&self, key: &[u8]) -> Option<&HotKey> {
-        if self.keys.is_empty() {
+        if self.hot == 0 {
             return None;
         }
-        self.keys.get(key)
+        self.keys.get(key).filter(|h| !h.cooling)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut HotKey> {
+        self.keys.get_mut(key).filter(|h| !h.cooling)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
         self.get(key).is_some()
     }
 
+    /// The hot keys.
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.keys.keys().map(|k| &**k)
+        self.keys
+            .iter()
+            .filter(|(_, h)| !h.cooling)
+            .map(|(k, _)| &**k)
     }
 
     /// Starts a hot period for `key` on `servers` (primary first). No replica is ready.
     /// Returns false if the key was already hot.
     pub fn make_hot(&mut self, key: &[u8], servers: &[BackendId]) -> bool {
-        if self.keys.contains_key(key) || servers.is_empty() {
+        if servers.is_empty() || self.get(key).is_some() {
             return false;
         }
-        self.keys.insert(
-            key.into(),
-            HotKey {
-                primary: servers[0],
-                replicas: servers[1..]
-                    .iter()
-                    .map(|&backend| Replica {
-                        backend,
-                        holds: None,
-                        in_flight: false,
-                    })
-                    .collect(),
-                write_seq: 0,
-                fetching: None,
-                last_fetch: None,
-                primary_pending: 0,
-                last_unacked_write: None,
-                fenced: false,
-                fence_in_flight: false,
-            },
-        );
+        let write_seq = self.next_seq();
+        self.hot += 1;
+        if let Some(h) = self.keys.get_mut(key) {
+            // Cooling, with copies still in flight: a new period over the same entry keeps
+            // their in-flight marks.
+            h.cooling = false;
+            h.write_seq = write_seq;
+            h.fetching = None;
+            h.last_fetch = None;
+            h.fenced = false;
+            h.fence_in_flight = false;
+            for r in &mut h.replicas {
+                r.holds = None;
+            }
+            h.set_members(servers);
+            return true;
+        }
+        let mut h = HotKey {
+            primary: servers[0],
+            replicas: Vec::new(),
+            write_seq,
+            fetching: None,
+            last_fetch: None,
+            primary_pending: 0,
+            last_unacked_write: None,
+            fenced: false,
+            fence_in_flight: false,
+            cooling: false,
+        };
+        h.set_members(servers);
+        self.keys.insert(key.into(), h);
         true
     }
 
-    /// Ends the hot period; returns the replicas that may hold a copy (to clean up).
+    /// Ends the hot period; returns the replicas that may hold a copy (to clean up). The
+    /// entry lingers, hidden, while copies to its replicas are in flight.
     pub fn cool(&mut self, key: &[u8]) -> Option<Vec<BackendId>> {
-        self.keys
-            .remove(key)
-            .map(|h| h.replicas.iter().map(|r| r.backend).collect())
+        let h = self.keys.get_mut(key).filter(|h| !h.cooling)?;
+        let replicas: Vec<BackendId> = h.replicas.iter().map(|r| r.backend).collect();
+        if h.any_in_flight() {
+            h.cooling = true;
+            h.fetching = None;
+            for r in &mut h.replicas {
+                r.holds = None;
+            }
+        } else {
+            self.keys.remove(key);
+        }
+        self.hot -= 1;
+        Some(replicas)
     }
 
     /// A client write of `key` is being forwarded to the primary at `now`. `broadcast` is
@@ -191,18 +268,19 @@ impl HotKeys {
         answered: bool,
         now: Instant,
     ) -> Option<WritePlan> {
-        let h = self.keys.get_mut(key)?;
-        h.write_seq += 1;
+        self.get(key)?;
+        let seq = self.next_seq();
+        let h = self.get_mut(key)?;
+        h.write_seq = seq;
         if answered {
             h.primary_pending += 1;
         } else {
             h.last_unacked_write = Some(now);
         }
-        let seq = h.write_seq;
         let mut copies = Vec::new();
         if broadcast {
             for r in &mut h.replicas {
-                if !r.in_flight {
+                if r.member && !r.in_flight {
                     r.in_flight = true;
                     copies.push(r.backend);
                 }
@@ -213,7 +291,7 @@ impl HotKeys {
 
     /// The primary answered (or never will: expired) a write announced with `answered`.
     pub fn primary_write_done(&mut self, key: &[u8]) {
-        if let Some(h) = self.keys.get_mut(key) {
+        if let Some(h) = self.get_mut(key) {
             h.primary_pending = h.primary_pending.saturating_sub(1);
         }
     }
@@ -225,11 +303,16 @@ impl HotKeys {
             return;
         };
         let current = h.write_seq;
+        let cooling = h.cooling;
         if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == replica) {
             r.in_flight = false;
-            if stored && seq == current {
+            if stored && seq == current && r.member && !cooling {
                 r.holds = Some(seq);
             }
+        }
+        h.replicas.retain(|r| r.member || r.in_flight);
+        if h.cooling && !h.any_in_flight() {
+            self.keys.remove(key);
         }
     }
 
@@ -237,7 +320,7 @@ impl HotKeys {
     /// no fetch is in flight, and the last fetch is old enough. `up` says which backends are
     /// up (replicas on down servers are skipped).
     pub fn wants_fetch(&self, key: &[u8], now: Instant, up: &dyn Fn(BackendId) -> bool) -> bool {
-        let Some(h) = self.keys.get(key) else {
+        let Some(h) = self.get(key) else {
             return false;
         };
         if h.fetching.is_some() || h.fenced || h.primary_pending > 0 || !up(h.primary) {
@@ -255,12 +338,12 @@ impl HotKeys {
         }
         h.replicas
             .iter()
-            .any(|r| r.holds != Some(h.write_seq) && !r.in_flight && up(r.backend))
+            .any(|r| r.member && r.holds != Some(h.write_seq) && !r.in_flight && up(r.backend))
     }
 
     /// Records a replication fetch sent to the primary; returns the sequence it is taken at.
     pub fn fetch_sent(&mut self, key: &[u8], now: Instant) -> Option<u64> {
-        let h = self.keys.get_mut(key)?;
+        let h = self.get_mut(key)?;
         h.fetching = Some(h.write_seq);
         h.last_fetch = Some(now);
         Some(h.write_seq)
@@ -276,7 +359,7 @@ impl HotKeys {
         found: bool,
         up: &dyn Fn(BackendId) -> bool,
     ) -> Vec<BackendId> {
-        let Some(h) = self.keys.get_mut(key) else {
+        let Some(h) = self.get_mut(key) else {
             return Vec::new();
         };
         if h.fetching != Some(seq) {
@@ -288,7 +371,7 @@ impl HotKeys {
         }
         let mut targets = Vec::new();
         for r in &mut h.replicas {
-            if r.holds != Some(seq) && !r.in_flight && up(r.backend) {
+            if r.member && r.holds != Some(seq) && !r.in_flight && up(r.backend) {
                 r.in_flight = true;
                 targets.push(r.backend);
             }
@@ -298,14 +381,14 @@ impl HotKeys {
 
     /// The fetch taken at `seq` got no answer.
     pub fn fetch_failed(&mut self, key: &[u8], seq: u64) {
-        if let Some(h) = self.keys.get_mut(key) {
+        if let Some(h) = self.get_mut(key) {
             if h.fetching == Some(seq) {
                 h.fetching = None;
             }
         }
     }
 
-    /// The ring changed: `servers_of(key)` gives each hot key's new server list (primary
+    /// The set changed: `servers_of(key)` gives each hot key's new server list (primary
     /// first). Replicas that stay keep their state; a new primary that was not a ready
     /// replica fences the key. Returns the keys fenced (the core deletes them on their new
     /// primary and calls [`HotKeys::unfence`] on the ack).
@@ -314,46 +397,33 @@ impl HotKeys {
         mut servers_of: impl FnMut(&[u8]) -> Vec<BackendId>,
     ) -> Vec<(Box<[u8]>, BackendId)> {
         let mut fenced = Vec::new();
-        for (key, h) in self.keys.iter_mut() {
+        for (key, h) in self.keys.iter_mut().filter(|(_, h)| !h.cooling) {
             let servers = servers_of(key);
-            let Some((&primary, rest)) = servers.split_first() else {
+            if servers.is_empty() {
                 continue;
-            };
+            }
+            let primary = servers[0];
             if primary != h.primary {
                 let was_ready = h
                     .replicas
                     .iter()
-                    .any(|r| r.backend == primary && r.holds == Some(h.write_seq));
+                    .any(|r| r.member && r.backend == primary && r.holds == Some(h.write_seq));
                 if !was_ready {
                     h.fenced = true;
                     h.fence_in_flight = false;
                     fenced.push((key.clone(), primary));
                 }
-                h.primary = primary;
                 // Start over: the old primary's knowledge of the latest value is gone.
                 h.fetching = None;
             }
-            let old = std::mem::take(&mut h.replicas);
-            h.replicas = rest
-                .iter()
-                .map(|&b| {
-                    old.iter()
-                        .find(|r| r.backend == b)
-                        .cloned()
-                        .unwrap_or(Replica {
-                            backend: b,
-                            holds: None,
-                            in_flight: false,
-                        })
-                })
-                .collect();
+            h.set_members(&servers);
         }
         fenced
     }
 
     /// The fencing delete of `key` on its new primary was answered.
     pub fn unfence(&mut self, key: &[u8]) {
-        if let Some(h) = self.keys.get_mut(key) {
+        if let Some(h) = self.get_mut(key) {
             h.fenced = false;
             h.fence_in_flight = false;
         }
@@ -363,21 +433,21 @@ impl HotKeys {
     pub fn fences_due(&self) -> Vec<(Box<[u8]>, BackendId)> {
         self.keys
             .iter()
-            .filter(|(_, h)| h.fenced && !h.fence_in_flight)
+            .filter(|(_, h)| !h.cooling && h.fenced && !h.fence_in_flight)
             .map(|(k, h)| (k.clone(), h.primary))
             .collect()
     }
 
     /// The fencing delete of `key` was sent.
     pub fn fence_sent(&mut self, key: &[u8]) {
-        if let Some(h) = self.keys.get_mut(key) {
+        if let Some(h) = self.get_mut(key) {
             h.fence_in_flight = true;
         }
     }
 
     /// The fencing delete of `key` got no (or no usable) answer: send it again later.
     pub fn fence_lost(&mut self, key: &[u8]) {
-        if let Some(h) = self.keys.get_mut(key) {
+        if let Some(h) = self.get_mut(key) {
             h.fence_in_flight = false;
         }
     }
@@ -434,6 +504,21 @@ mod tests {
             .unwrap()
             .copies
             .is_empty());
+    }
+
+    #[test]
+    fn an_ack_from_an_earlier_hot_period_never_makes_a_replica_ready() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+        h.make_hot(K, &[0, 1]);
+        let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
+        assert_eq!(h.fetched(K, seq, true, &all_up), vec![1]);
+        // The key cools before replica 1 acknowledges; writes may reach the primary while
+        // it is cold (kvlb does not track them); then it turns hot again.
+        h.cool(K);
+        h.make_hot(K, &[0, 1]);
+        // The old period's ack arrives now: replica 1 holds the old value.
+        h.replica_acked(K, 1, seq, true);
+        assert_eq!(readable(&h), vec![0], "a stale replica was made readable");
     }
 
     #[test]
@@ -497,6 +582,9 @@ mod tests {
         /// Deliver the oldest in-flight message of this kind.
         FetchReply(bool),
         Ack(usize, bool),
+        /// The key cools, takes a write kvlb does not track, and turns hot again;
+        /// messages of the old hot period are still in flight.
+        ColdCycle,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -505,6 +593,7 @@ mod tests {
             Just(Op::Fetch),
             any::<bool>().prop_map(Op::FetchReply),
             (0usize..8, any::<bool>()).prop_map(|(i, s)| Op::Ack(i, s)),
+            Just(Op::ColdCycle),
         ]
     }
 
@@ -544,6 +633,12 @@ mod tests {
                                 in_flight.push((r, version, seq));
                             }
                         }
+                    }
+                    Op::ColdCycle => {
+                        h.cool(K);
+                        latest += 1;
+                        held[0] = latest;
+                        h.make_hot(K, &[0, 1, 2]);
                     }
                     Op::Ack(i, stored) => {
                         if !in_flight.is_empty() {
