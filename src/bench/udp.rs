@@ -307,7 +307,7 @@ impl UdpConn {
         let fresh = slot
             .reassembler
             .as_ref()
-            .map_or(true, |r| r.request_id().is_none());
+            .is_none_or(|r| r.request_id().is_none());
         let complete = if fresh && header.count == 1 && header.sequence == 0 && whole(msg) {
             // The common case: the whole reply in one datagram.
             feed_message(&mut slot.pending, msg, shared, books);

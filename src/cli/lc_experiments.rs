@@ -562,7 +562,7 @@ fn sweep(plan: &Plan, out: &Path) -> anyhow::Result<String> {
             ci + 1,
             configs.len()
         ));
-        if keyspace.as_ref().map_or(true, |k| k.len() < n_keys) {
+        if keyspace.as_ref().is_none_or(|k| k.len() < n_keys) {
             keyspace = Some(KeySpace::new(max_keys));
         }
         let ks = keyspace.as_ref().context("key space")?;

@@ -312,7 +312,7 @@ impl SpaceSaving {
         let mut counters = 0;
         while b != NIL {
             let bk = self.buckets[b as usize];
-            assert!(prev_value.map_or(true, |p| p < bk.value));
+            assert!(prev_value.is_none_or(|p| p < bk.value));
             assert_ne!(bk.head, NIL, "empty bucket kept");
             prev_value = Some(bk.value);
             let mut c = bk.head;
