@@ -9,6 +9,11 @@
 # its real pipeline (kvlb settings below: clients 10.0.0.9 -> VIP 10.0.0.1:11211, backends
 # 10.0.0.2/3 on port 1). Rates are the per-second receive rates after a warm-up, averaged;
 # rounds alternate the two applications. Goal: kvlb >= 0.5x macswap.
+# Nothing answers the GETs kvlb forwards, so by default kvlb runs with `--timeout 1ms
+# --down-after 4000000000`: every GET goes through the whole request lifecycle (parse,
+# detect, route, track in the flow table, rewrite, and expire a millisecond later) and the
+# backends are never marked down (else every frame would be a cheap `no_backend` drop).
+# KVLB_BENCH_ARGS adds or overrides kvlb options.
 #
 # ONVM mode: a manager without ports and a circular chain speed_tester (service 1, -d 2) ->
 # NF under test (service 2, -d 1) -> speed_tester; the rate is speed_tester's. Needs ONVM_HOME
@@ -121,7 +126,10 @@ kvlb_args=(--client-port 0 --server-port 1 --mac 02:00:00:00:00:01
     --vip 10.0.0.1:11211 --local-ip 10.0.0.1
     --backend 10.0.0.2:11211 --backend 10.0.0.3:11211
     --neighbor 10.0.0.2=02:00:00:00:00:02 --neighbor 10.0.0.3=02:00:00:00:00:03
-    --neighbor 10.0.0.9=02:00:00:00:00:09 --stats-interval 1s)
+    --neighbor 10.0.0.9=02:00:00:00:00:09 --stats-interval 1s
+    --timeout 1ms --down-after 4000000000 --flow-capacity 524288)
+# shellcheck disable=SC2206
+kvlb_args+=(${KVLB_BENCH_ARGS:-})
 
 run_testpmd() {
     local log=$work/testpmd.log

@@ -46,7 +46,7 @@ use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
 use crate::flow::FlowTable;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
-use crate::ring::KetamaRing;
+use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
 use crate::wire::{self, Classified, VlanTag};
 
@@ -317,6 +317,8 @@ pub struct Core {
     // --- state ---
     detector: Option<AnyDetector>,
     ring: KetamaRing,
+    /// Ketama hashes of recently routed keys (MD5 is the dominant routing cost).
+    ring_memo: RingHashMemo,
     backends: BackendPool,
     flows: FlowTable<Flow>,
     groups: Vec<Group>,
@@ -331,6 +333,8 @@ pub struct Core {
     rejoining: Vec<bool>,
     /// Every backend is up (the common case: plain ring lookups).
     all_up: bool,
+    /// Some backend is up.
+    any_up: bool,
     ip_ident: u16,
     rng: u64,
     started: Option<Instant>,
@@ -448,8 +452,10 @@ impl Core {
             pass_other: cfg.pass_other,
             detector,
             ring,
+            ring_memo: RingHashMemo::new(1 << 14),
             rejoining: vec![false; backends.len()],
             all_up: true,
+            any_up: true,
             backends,
             flows: FlowTable::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
             groups: Vec::new(),
@@ -543,6 +549,7 @@ impl Core {
             Health::Up(id) => self.rejoining[id] = false,
         }
         self.all_up = self.backends.live_count() == self.backends.len();
+        self.any_up = self.backends.live_count() > 0;
         let fenced = {
             let (ring, backends, r) = (&self.ring, &self.backends, self.replicas);
             self.hot.reassign(|key| {
@@ -560,11 +567,20 @@ impl Core {
         );
     }
 
+    /// The ketama hash of `key`, through the memo.
+    #[inline]
+    fn ring_hash(&mut self, key: &[u8]) -> u32 {
+        let h = self.caches.key_hash(key);
+        self.ring_memo.hash(h.raw(), key)
+    }
+
     /// The live server for a key hash: its ketama server, or the next live one.
     #[inline]
     fn primary_for(&self, hash: u32) -> Option<BackendId> {
         if self.all_up {
             self.ring.server_for_hash(hash)
+        } else if !self.any_up {
+            None // without this, every lookup would walk the whole continuum
         } else {
             self.ring
                 .server_for_hash_where(hash, |b| self.backends.get(b).is_up())

@@ -14,7 +14,6 @@ use crate::config::CachePolicy;
 use crate::flow::{FlowError, Token};
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
-use crate::ring::KetamaRing;
 use crate::wire::{FrameBuf, McHeader, UdpEndpoints, UdpFrame};
 
 /// A key copied out of the frame (≤ 250 bytes), so the frame can be rewritten while the
@@ -313,7 +312,10 @@ impl Core {
     ) -> Action {
         let primary = match self.hot.get(key) {
             Some(h) => Some(h.primary()),
-            None => self.primary_for(KetamaRing::hash(key)),
+            None => {
+                let rh = self.ring_hash(key);
+                self.primary_for(rh)
+            }
         };
         match primary {
             Some(backend) => Action::Forward {
@@ -418,7 +420,7 @@ impl Core {
         // the cache answers only when every server that could is at or above the mean.
         let balance_to =
             if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
-                let rh = KetamaRing::hash(k);
+                let rh = self.ring_memo.hash(h.raw(), k);
                 hash = Some(rh);
                 self.underloaded_reader(k, rh)
             } else {
@@ -449,7 +451,10 @@ impl Core {
                 };
             }
         }
-        let hash = hash.unwrap_or_else(|| KetamaRing::hash(k));
+        let hash = match hash {
+            Some(rh) => rh,
+            None => self.ring_memo.hash(h.raw(), k),
+        };
         let chosen = match balance_to {
             Some(b) => {
                 self.stats.replication.balance_reads += 1;
@@ -568,9 +573,11 @@ impl Core {
                 }
             }
             let backend = if r.command == Command::Get {
-                self.pick_read_server(key, KetamaRing::hash(key))
+                let rh = self.ring_memo.hash(h.raw(), key);
+                self.pick_read_server(key, rh)
             } else {
-                self.primary_for(KetamaRing::hash(key))
+                let rh = self.ring_memo.hash(h.raw(), key);
+                self.primary_for(rh)
             };
             let Some(backend) = backend else {
                 if writes {

@@ -9,7 +9,6 @@ use crate::clock::Instant;
 use crate::config::Config;
 use crate::hotkey::{Detector, Heat, HeatChange};
 use crate::proto::{Command, Meta, Request};
-use crate::ring::KetamaRing;
 use crate::wire::{self, arp::Operation, ArpRepr};
 
 const REPLICATION_PERIOD: Duration = Duration::from_millis(10);
@@ -133,7 +132,7 @@ impl Core {
         match (from, to) {
             (_, Heat::Hot) => {
                 self.stats.replication.keys_turned_hot += 1;
-                let ring_hash = KetamaRing::hash(key);
+                let ring_hash = self.ring_memo.hash(h.raw(), key);
                 // L1 full: the key is still replicated, just not cached (counted).
                 let _ = self.caches.admit_hot(h, key, ring_hash);
                 if self.replicas > 0 {
@@ -209,7 +208,7 @@ impl Core {
             let learn = Learn {
                 ticket: self.caches.read_sent(key_hash),
                 key_hash,
-                ring_hash: KetamaRing::hash(&key),
+                ring_hash: self.ring_memo.hash(key_hash.raw(), &key),
             };
             let req = Request::Meta(Meta {
                 command: Command::MetaGet,

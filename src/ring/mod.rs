@@ -447,9 +447,124 @@ impl fmt::Debug for ReplicaSet {
     }
 }
 
+/// Bytes of a key a [`RingHashMemo`] slot keeps to verify a match: keys up to this long
+/// are compared whole.
+pub const MEMO_KEY_BYTES: usize = 32;
+
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    tag: u64,
+    len: u8,
+    prefix: [u8; MEMO_KEY_BYTES],
+    ring: u32,
+}
+
+/// Remembers the ketama hashes of recently routed keys, so a key seen again skips MD5 (the
+/// dominant cost of routing a request).
+///
+/// Direct-mapped by a keyed 64-bit hash the caller already has (the caches' key hash). A
+/// slot matches only if the 64-bit hash, the length and the first [`MEMO_KEY_BYTES`] bytes
+/// all match: keys up to 32 bytes are compared whole, so the answer is exact; a longer key
+/// could only be confused with another that has the same length, the same first 32 bytes
+/// and the same keyed 64-bit hash (probability 2⁻⁶⁴ per lookup, and not steerable by a
+/// client that does not know the hash key).
+pub struct RingHashMemo {
+    slots: Box<[MemoSlot]>,
+    mask: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl fmt::Debug for RingHashMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingHashMemo")
+            .field("slots", &self.slots.len())
+            .field("hits", &self.hits)
+            .field("misses", &self.misses)
+            .finish()
+    }
+}
+
+impl RingHashMemo {
+    /// A memo of `slots` entries (rounded up to a power of two; 48 bytes each).
+    pub fn new(slots: usize) -> RingHashMemo {
+        let n = slots.max(1).next_power_of_two();
+        let empty = MemoSlot {
+            tag: 0,
+            len: 0,
+            prefix: [0; MEMO_KEY_BYTES],
+            ring: 0,
+        };
+        RingHashMemo {
+            slots: vec![empty; n].into_boxed_slice(),
+            mask: n - 1,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The ketama hash of `key`, whose keyed 64-bit hash is `tag`.
+    #[inline]
+    pub fn hash(&mut self, tag: u64, key: &[u8]) -> u32 {
+        let p = key.len().min(MEMO_KEY_BYTES);
+        let s = &mut self.slots[tag as usize & self.mask];
+        // An empty slot has len 0 and a real key never does (memcached keys are non-empty),
+        // except the empty key, whose ketama hash is recomputed harmlessly.
+        if s.tag == tag
+            && usize::from(s.len) == key.len()
+            && s.prefix[..p] == key[..p]
+            && !key.is_empty()
+        {
+            self.hits += 1;
+            return s.ring;
+        }
+        self.misses += 1;
+        let ring = ketama_hash(key);
+        s.tag = tag;
+        s.len = key.len().min(255) as u8;
+        s.prefix[..p].copy_from_slice(&key[..p]);
+        s.ring = ring;
+        ring
+    }
+
+    /// (hits, misses) so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_answers_exactly_what_md5_does() {
+        let mut m = RingHashMemo::new(4);
+        let long = vec![b'x'; 200];
+        let keys: Vec<&[u8]> = vec![b"a", b"b", b"kvb:000001", &long, b"a"];
+        for (i, k) in keys.iter().enumerate() {
+            // Same tag for all: every key collides into one slot, and must still be exact.
+            assert_eq!(m.hash(7, k), ketama_hash(k), "key {i}");
+        }
+        assert_eq!(m.hash(7, b"a"), ketama_hash(b"a"));
+        assert_eq!(m.hash(7, b"a"), ketama_hash(b"a"));
+        assert_eq!(m.counters().0, 2, "the repeated key hit");
+        // Keys that share a 64-bit tag, a length and their first 32 bytes are the only
+        // confusable ones. Real tags are a keyed hash of the whole key, so two different
+        // keys share one with probability 2^-64; forcing equal tags here pins down that
+        // this is the only way to get a wrong answer.
+        let mut a = vec![b'k'; 40];
+        let b = a.clone();
+        a[39] = b'z';
+        let ha = m.hash(9, &a);
+        assert_eq!(ha, ketama_hash(&a));
+        assert_eq!(m.hash(9, &b), ha, "same tag, length and prefix");
+        assert_eq!(
+            m.hash(10, &b),
+            ketama_hash(&b),
+            "a different tag is exact again"
+        );
+    }
 
     fn live(host: &str, port: u16, weight: u32) -> RingServer<'_> {
         RingServer {
