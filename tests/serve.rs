@@ -121,7 +121,14 @@ fn a_hot_key_is_cached_replicated_and_kept_fresh() {
     let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
     let kvlb = Kvlb::serve(
         &ms.iter().collect::<Vec<_>>(),
-        &["--hot-epoch", "500ms", "--replicas", "2", "--cache-policy", "always"],
+        &[
+            "--hot-epoch",
+            "500ms",
+            "--replicas",
+            "2",
+            "--cache-policy",
+            "always",
+        ],
     );
     let c = UdpClient::new(kvlb.vip);
     assert_eq!(c.set("hot", "v1").as_deref(), Some("STORED\r\n"));
