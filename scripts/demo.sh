@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# kvlb's main job in one command: a skewed memcached cluster, balanced before your eyes.
+#
+#   scripts/demo.sh [options]
+#
+# Installs what it needs (Debian 12, idempotent), builds kvlb and kvbench in release mode,
+# starts a cluster of real memcached servers on loopback, and drives it through kvlb with
+# kvbench, hot-key handling off and then on: Zipf 0.99, Zipf 1.2, and Zipf 0.99 with the hot
+# set moving half-way through. It prints a short report and saves it with plots (markdown,
+# JSON, PNG) under the output folder. Everything it starts is stopped on exit, also on ^C.
+#
+# options:
+#   --servers N      memcached servers (default 8)
+#   --keys K         key space (default 1000000)
+#   --duration S     seconds per phase (default 15)
+#   --quick          3 phases of 8 s on 100000 keys (a smoke run)
+#   --out DIR        output folder (default out/demo-<date>)
+#   --dpdk           run kvlb as a standalone DPDK app (net_af_packet on veths in network
+#                    namespaces; needs root and DPDK); default: kernel sockets (kvlb serve)
+#   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME with a built ONVM whose
+#                    manager is running with its TAP ports; see README)
+#   --no-install     skip the apt step
+#   --no-build       use the binaries already in target/release
+#   -h, --help       this help
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+servers=8 keys=1000000 duration=15 quick=0 out="" mode=serve install=1 build=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --servers) servers=$2; shift ;;
+        --keys) keys=$2; shift ;;
+        --duration) duration=$2; shift ;;
+        --quick) quick=1 ;;
+        --out) out=$2; shift ;;
+        --dpdk) mode=dpdk ;;
+        --onvm) mode=onvm ;;
+        --no-install) install=0 ;;
+        --no-build) build=0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$quick" = 1 ]; then keys=100000; duration=8; fi
+out=${out:-out/demo-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+started=$(date +%s)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# --- everything we start is recorded here and stopped on exit --------------------------
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && wait "$p" 2>/dev/null || true
+    done
+    [ "$mode" = dpdk ] && [ -n "${NETNS_CLEANUP:-}" ] && eval "$NETNS_CLEANUP"
+    return 0
+}
+trap cleanup EXIT
+trap 'echo; echo "demo.sh: interrupted"; exit 130' INT TERM
+
+# --- install and build --------------------------------------------------------------------
+. scripts/lib/deps.sh
+if [ "$install" = 1 ]; then
+    say "installing what the demo needs (apt, idempotent)"
+    install_demo_deps
+    [ "$mode" = dpdk ] && apt_install libdpdk-dev dpdk pkg-config clang libclang-dev
+fi
+ensure_rust
+features=()
+[ "$mode" = dpdk ] && features=(--features dpdk)
+[ "$mode" = onvm ] && features=(--features onvm)
+if [ "$build" = 1 ]; then
+    say "building kvlb and kvbench (release)"
+    cargo build --release --quiet "${features[@]}" --bin kvlb --bin kvbench
+fi
+KVLB=$ROOT/target/release/kvlb
+KVBENCH=$ROOT/target/release/kvbench
+PY=$(command -v /usr/bin/python3 || command -v python3)
+
+# --- the cluster ----------------------------------------------------------------------------
+free_base() {
+    # A block of 100 free ports for the servers and the VIP.
+    local base used
+    used=$(ss -Htuan 2>/dev/null | awk '{print $5}' | sed 's/.*://' | sort -un)
+    while :; do
+        base=$(( (RANDOM % 400 + 200) * 100 ))
+        if ! echo "$used" | awk -v b="$base" '$1 >= b && $1 < b + 100 { f = 1 } END { exit !f }'; then
+            echo "$base"
+            return
+        fi
+    done
+}
+base=$(free_base)
+backends=() stats_servers=() direct=()
+say "starting $servers memcached servers on 127.0.0.1:$base.."
+for i in $(seq 0 $((servers - 1))); do
+    port=$((base + i))
+    memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U "$port" -t 1 -m 256 &
+    PIDS+=($!)
+    backends+=(--backend "127.0.0.1:$port")
+    stats_servers+=(--stats-server "127.0.0.1:$port")
+    direct+=(--server "127.0.0.1:$port")
+done
+vip_port=$((base + 90))
+for _ in $(seq 50); do
+    ss -Hltn | grep -q ":$((base + servers - 1)) " && break
+    sleep 0.1
+done
+
+say "loading $keys keys (100-byte values) into the cluster"
+"$KVBENCH" "${direct[@]}" --keys "$keys" --load --duration 0 --value-size 100 \
+    --threads 1 --connections 8 --depth 8 --quiet --json > "$out/load.json"
+
+# --- kvlb, per datapath -----------------------------------------------------------------
+KVLB_PID=""
+VIP=127.0.0.1:$vip_port
+start_kvlb() { # $1 = phase dir, rest = kvlb options
+    local dir=$1; shift
+    case "$mode" in
+        serve)
+            "$KVLB" serve --listen "$VIP" "${backends[@]}" --source-port-base 0 \
+                --stats-interval 1s --stats-json "$dir/kvlb.jsonl" "$@" 2> "$dir/kvlb.log" &
+            ;;
+        dpdk)
+            . scripts/lib/demo-dpdk.sh
+            start_kvlb_dpdk "$dir" "$@"
+            ;;
+        onvm)
+            . scripts/lib/demo-onvm.sh
+            start_kvlb_onvm "$dir" "$@"
+            ;;
+    esac
+    KVLB_PID=$!
+    PIDS+=("$KVLB_PID")
+    # Ready when a version request through the VIP is answered.
+    for _ in $(seq 100); do
+        "$KVBENCH" --stats-of "$VIP" --stats-proto udp --json > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "demo.sh: kvlb did not come up; its log:" >&2
+    cat "$dir/kvlb.log" >&2
+    exit 1
+}
+stop_kvlb() {
+    kill "$KVLB_PID" 2>/dev/null || true
+    wait "$KVLB_PID" 2>/dev/null || true
+}
+
+# --- the phases -----------------------------------------------------------------------------
+# name | key distribution | extra kvbench options | kvlb hot-key handling
+phases=(
+    "zipf0.99-off|zipf:0.99||off"
+    "zipf0.99-on|zipf:0.99||on"
+    "zipf1.2-off|zipf:1.2||off"
+    "zipf1.2-on|zipf:1.2||on"
+    "shift-off|zipf:0.99|--shift-at $((duration / 2))|off"
+    "shift-on|zipf:0.99|--shift-at $((duration / 2))|on"
+)
+[ "$quick" = 1 ] && phases=("${phases[0]}" "${phases[1]}" "${phases[5]}")
+
+for p in "${phases[@]}"; do
+    IFS='|' read -r name dist extra hot <<< "$p"
+    dir=$out/$name
+    mkdir -p "$dir"
+    say "phase $name: $dist, hot-key handling $hot, ${duration}s"
+    start_kvlb "$dir" --hotkeys "$hot"
+    # shellcheck disable=SC2086
+    "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread \
+        --keys "$keys" --dist "$dist" --get-ratio 0.95 --value-size 100 \
+        --duration "$duration" $extra "${stats_servers[@]}" \
+        --stats-csv "$dir/servers.csv" --csv "$dir/kvbench.csv" --json --quiet \
+        > "$dir/kvbench.json" 2> "$dir/kvbench.log" || {
+        status=$?
+        # Exit status 3: stale or corrupt values read. Report it; it is a finding.
+        [ "$status" = 3 ] || { cat "$dir/kvbench.log" >&2; exit "$status"; }
+    }
+    stop_kvlb
+    tail -n 1 "$dir/kvlb.log" | sed 's/^/    kvlb: /'
+done
+
+# --- the report -----------------------------------------------------------------------------
+say "writing the report"
+elapsed=$(( $(date +%s) - started ))
+"$PY" scripts/demo_report.py "$out" --mode "$mode" --servers "$servers" --keys "$keys" \
+    --duration "$duration" --elapsed "$elapsed"
+echo
+echo "report: $out/report.md  (JSON: $out/report.json, plots: $out/*.png)"
