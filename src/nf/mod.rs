@@ -284,6 +284,9 @@ struct Group {
     live: bool,
 }
 
+/// Most keys remembered as written away from a down backend (see `note_displaced`).
+const MAX_DISPLACED: usize = 1 << 16;
+
 /// Seeds the cache key hash. Fixed so a core is deterministic (replays reproduce);
 /// the keyed hash still spreads keys, and L1/L2 are bounded whatever the keys.
 const CACHE_SEED: u64 = 0x6b76_6c62_6361_6368;
@@ -333,6 +336,8 @@ pub struct Core {
     rejoining: Vec<bool>,
     /// Every backend is up (the common case: plain ring lookups).
     all_up: bool,
+    /// Keys written to another server while their ketama server was down → that server.
+    displaced: hashbrown::HashMap<Box<[u8]>, BackendId>,
     /// Some backend is up.
     any_up: bool,
     ip_ident: u16,
@@ -456,6 +461,7 @@ impl Core {
             rejoining: vec![false; backends.len()],
             all_up: true,
             any_up: true,
+            displaced: hashbrown::HashMap::new(),
             backends,
             flows: FlowTable::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
             groups: Vec::new(),
@@ -546,7 +552,10 @@ impl Core {
         let _ = now;
         match h {
             Health::Down(_) => {}
-            Health::Up(id) => self.rejoining[id] = false,
+            Health::Up(id) => {
+                self.rejoining[id] = false;
+                self.clean_displaced(id);
+            }
         }
         self.all_up = self.backends.live_count() == self.backends.len();
         self.any_up = self.backends.live_count() > 0;
@@ -565,6 +574,28 @@ impl Core {
             self.backends.live_count(),
             self.backends.len()
         );
+    }
+
+    /// `owner` is back: delete the copies of its keys written elsewhere while it was down.
+    fn clean_displaced(&mut self, owner: BackendId) {
+        let ring = &self.ring;
+        let mine: Vec<(Box<[u8]>, BackendId)> = self
+            .displaced
+            .iter()
+            .filter(|(k, _)| ring.server_for_hash(KetamaRing::hash(k)) == Some(owner))
+            .map(|(k, &b)| (k.clone(), b))
+            .collect();
+        for (key, fallback) in mine {
+            self.displaced.remove(&key);
+            if self.backends.get(fallback).is_up() {
+                let del = crate::proto::Request::Delete {
+                    key: &key,
+                    noreply: true,
+                };
+                self.emit_untracked(fallback, &del);
+                self.stats.replication.displaced_cleaned += 1;
+            }
+        }
     }
 
     /// The ketama hash of `key`, through the memo.

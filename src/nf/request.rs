@@ -317,6 +317,9 @@ impl Core {
                 self.primary_for(rh)
             }
         };
+        if let (Some(backend), false, false) = (primary, self.all_up, writes == Writes::None) {
+            self.note_displaced(key, backend);
+        }
         match primary {
             Some(backend) => Action::Forward {
                 backend,
@@ -330,6 +333,29 @@ impl Core {
                 Action::Drop(DropReason::NoBackend)
             }
         }
+    }
+
+    /// A write of `key` goes to `to`. If that is not the key's ketama server (which is
+    /// down), remember it: when the owner rejoins, the copy left on `to` is deleted, or it
+    /// would be read again, stale, the next time the owner fails.
+    fn note_displaced(&mut self, key: &[u8], to: BackendId) {
+        let rh = self.ring_hash(key);
+        let owner = self.ring.server_for_hash(rh);
+        if owner == Some(to) {
+            return;
+        }
+        if self.displaced.len() >= super::MAX_DISPLACED && !self.displaced.contains_key(key) {
+            if self.stats.replication.displaced_overflow == 0 {
+                log::warn!(
+                    "more than {} keys written away from a down backend: copies beyond \
+                     that are not cleaned up when it rejoins",
+                    super::MAX_DISPLACED
+                );
+            }
+            self.stats.replication.displaced_overflow += 1;
+            return;
+        }
+        self.displaced.insert(key.into(), to);
     }
 
     /// Reports a request's writes done to the caches (its flow ended, or it never left).

@@ -94,6 +94,10 @@ pub struct ReplicationCounters {
     /// cache (`--cache-policy balance`).
     pub balance_reads: u64,
     pub fenced: u64,
+    /// Copies deleted from fallback servers when the key's owner came back.
+    pub displaced_cleaned: u64,
+    /// Keys written away from a down owner beyond what kvlb remembers.
+    pub displaced_overflow: u64,
 }
 
 /// One backend in a report.
