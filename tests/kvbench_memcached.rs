@@ -250,12 +250,28 @@ fn tcp_open_loop_meta_commands() {
 fn udp_meta_and_requests_budget() {
     let m = Memcached::start();
     let s = summary(&format!(
-        "--server {} --proto udp --meta --requests 5000 --keys 100 --get-ratio 0.5 --server-stats",
+        "--server {} --proto udp --meta --requests 5000 --keys 100 --get-ratio 0.5 \
+         --server-stats",
         m.addr()
     ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "requests"), 5000);
+}
+
+/// Connections of a thread sharing one UDP socket (batched sends and receives).
+#[test]
+fn udp_shared_socket_batches() {
+    let m = Memcached::start();
+    let s = summary(&format!(
+        "--server {} --proto udp --udp-sockets thread --threads 2 --connections 4 --depth 4 \
+         --requests 20000 --keys 1000 --load --server-stats",
+        m.addr()
+    ));
+    check_common(&s);
+    check_server_counted(&s);
+    assert_eq!(u(&s, "requests"), 20000);
+    assert_eq!(u(&s, "misses"), 0, "{s:#}");
 }
 
 /// Values bigger than a datagram: written over TCP, read over UDP as multi-datagram
