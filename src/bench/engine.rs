@@ -890,14 +890,18 @@ impl Worker {
             self.route.push((server, k));
         }
         if let Io::Tcp(v) = &self.io {
-            if let Some(&(s, _)) = self
+            if self
                 .route
                 .iter()
-                .find(|(s, _)| !v[self.sock_index(c, *s)].is_up())
+                .any(|&(s, _)| !v[self.sock_index(c, s)].is_up())
             {
-                let _ = s;
                 self.books.counters.connection_errors += 1;
-                self.conns[c].blocked_until = now + 100_000_000;
+                let conn = &mut self.conns[c];
+                conn.blocked_until = now + 100_000_000;
+                if load {
+                    // Load this key once the connection is back.
+                    conn.load_next -= 1;
+                }
                 return false;
             }
         }
