@@ -191,8 +191,8 @@ fn check_server_counted(s: &Value) {
 fn udp_closed_loop_counts_match_the_server() {
     let m = Memcached::start();
     let s = summary(&format!(
-        "--server {} --proto udp --threads 2 --connections 2 --depth 2 --keys 500 --load \
-         --duration 2 --server-stats",
+        "--server {} --proto udp --udp-sockets connection --threads 2 --connections 2 \
+         --depth 2 --keys 500 --load --duration 2 --server-stats",
         m.addr()
     ));
     check_common(&s);
