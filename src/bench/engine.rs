@@ -785,7 +785,7 @@ impl Worker {
                         // One socket and nothing to send until a reply frees room: wait
                         // in the receive call itself (at most UDP_WAIT, which only
                         // housekeeping can overshoot), no epoll round trip.
-                        if conn.receive_wait(&now_ns, &self.shared, &mut self.books, scratch) > 0 {
+                        if conn.receive_wait(now_ns, &self.shared, &mut self.books, scratch) > 0 {
                             last_activity = now;
                         }
                         continue;
