@@ -26,7 +26,16 @@ struct Memcached {
 impl Memcached {
     fn start() -> Memcached {
         for _ in 0..20 {
-            let port = free_port();
+            if let Some(m) = Memcached::start_on(free_port()) {
+                return m;
+            }
+        }
+        panic!("could not start memcached");
+    }
+
+    /// memcached on `port`, or `None` if it does not come up.
+    fn start_on(port: u16) -> Option<Memcached> {
+        {
             let child = Command::new("memcached")
                 .args(["-l", "127.0.0.1", "-t", "2", "-m", "64", "-u", "nobody"])
                 .args(["-p", &port.to_string(), "-U", &port.to_string()])
@@ -38,16 +47,15 @@ impl Memcached {
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = m.child.try_wait() {
-                    break; // port taken meanwhile: try another
+                    break; // port taken meanwhile
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return m;
+                    return Some(m);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = m.child.kill();
         }
-        panic!("could not start memcached");
+        None
     }
 
     fn addr(&self) -> String {
@@ -183,8 +191,8 @@ fn check_server_counted(s: &Value) {
 fn udp_closed_loop_counts_match_the_server() {
     let m = Memcached::start();
     let s = summary(&format!(
-        "--server {} --proto udp --threads 2 --connections 2 --depth 2 --keys 500 --load \
-         --duration 2 --server-stats",
+        "--server {} --proto udp --udp-sockets connection --threads 2 --connections 2 \
+         --depth 2 --keys 500 --load --duration 2 --server-stats",
         m.addr()
     ));
     check_common(&s);
@@ -250,12 +258,28 @@ fn tcp_open_loop_meta_commands() {
 fn udp_meta_and_requests_budget() {
     let m = Memcached::start();
     let s = summary(&format!(
-        "--server {} --proto udp --meta --requests 5000 --keys 100 --get-ratio 0.5 --server-stats",
+        "--server {} --proto udp --meta --requests 5000 --keys 100 --get-ratio 0.5 \
+         --server-stats",
         m.addr()
     ));
     check_common(&s);
     check_server_counted(&s);
     assert_eq!(u(&s, "requests"), 5000);
+}
+
+/// Connections of a thread sharing one UDP socket (batched sends and receives).
+#[test]
+fn udp_shared_socket_batches() {
+    let m = Memcached::start();
+    let s = summary(&format!(
+        "--server {} --proto udp --udp-sockets thread --threads 2 --connections 4 --depth 4 \
+         --requests 20000 --keys 1000 --load --server-stats",
+        m.addr()
+    ));
+    check_common(&s);
+    check_server_counted(&s);
+    assert_eq!(u(&s, "requests"), 20000);
+    assert_eq!(u(&s, "misses"), 0, "{s:#}");
 }
 
 /// Values bigger than a datagram: written over TCP, read over UDP as multi-datagram
@@ -456,4 +480,53 @@ fn csv_and_hdr_files() {
     assert_eq!(lines.len(), 3, "{series}");
     let h = std::fs::read_to_string(&hgrm).unwrap();
     assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
+}
+
+/// The server goes away for a second in the middle of a run: over TCP kvbench counts the
+/// failures, reconnects and goes on; over UDP the lost requests are timeouts.
+#[test]
+fn server_restart_mid_run() {
+    for proto in ["tcp", "udp"] {
+        let m = Memcached::start();
+        let port = m.port;
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("series.csv");
+        let child = Command::new(KVBENCH)
+            .args(["--json", "--quiet", "--server", &m.addr(), "--proto", proto])
+            .args([
+                "--keys",
+                "100",
+                "--duration",
+                "5",
+                "--timeout",
+                "200",
+                "--csv",
+            ])
+            .arg(&csv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(m);
+        std::thread::sleep(Duration::from_millis(1000));
+        let _m = Memcached::start_on(port).expect("memcached back on its port");
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{proto}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if proto == "tcp" {
+            assert!(u(&s, "error_detail.reconnects") >= 1, "{s:#}");
+            assert!(u(&s, "errors") >= 1, "{s:#}");
+        } else {
+            assert!(u(&s, "timeouts") >= 1, "{s:#}");
+        }
+        // Requests flowed again after the restart.
+        let series = std::fs::read_to_string(&csv).unwrap();
+        let last: Vec<&str> = series.lines().last().unwrap().split(',').collect();
+        assert!(last[2].parse::<u64>().unwrap() > 0, "{proto}: {series}");
+    }
 }

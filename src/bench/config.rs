@@ -40,13 +40,13 @@ targets:
 load shape:
   --threads T            worker threads, each with its own sockets (default 1)
   --connections C        connections per thread (default 4): request streams, each with
-                         its own outstanding requests; each holds one socket per server
-                         (TCP: a stream; UDP: a bound port, unless --udp-sockets thread)
-  --udp-sockets connection|thread
-                         UDP: one socket per connection (default: distinct source ports),
-                         or one per server per thread shared by its connections, so that
-                         their requests and replies batch into single sendmmsg/recvmmsg
-                         calls (fewer system calls per request)
+                         its own outstanding requests. TCP: one stream per server each.
+                         UDP: see --udp-sockets
+  --udp-sockets thread|connection
+                         UDP: one socket per server per thread, shared by the thread's
+                         connections, so their requests and replies batch into single
+                         sendmmsg/recvmmsg calls (default: thread); or one socket (source
+                         port) per server per connection
   --depth N              closed loop: requests outstanding per connection (TCP: pipeline
                          depth) (default 1)
   --rate OPS             open loop: total target requests/s over all connections; latency
@@ -300,7 +300,7 @@ impl Settings {
             stats_servers: Vec::new(),
             stats_transport: Transport::Tcp,
             stats_csv: None,
-            udp_per_thread: false,
+            udp_per_thread: true,
         }
     }
 

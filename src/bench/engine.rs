@@ -42,6 +42,8 @@ const SECOND_NS: u64 = 1_000_000_000;
 const EXPIRE_EVERY_NS: u64 = 5_000_000;
 /// Below this, waiting for the next open-loop send is done by polling, not sleeping.
 const SPIN_NS: u64 = 20_000;
+/// Longest blocking wait in a UDP receive (a thread's only socket, closed loop).
+const UDP_WAIT: Duration = Duration::from_millis(2);
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -552,7 +554,9 @@ fn open_sockets(
                     };
                     let sock = UdpSocket::bind(bind).map_err(err)?;
                     sock.connect(addr).map_err(err)?;
-                    sock.set_nonblocking(true).map_err(err)?;
+                    // Calls are non-blocking by flag; the one blocking wait
+                    // (UdpConn::receive_wait) returns after this at the latest.
+                    sock.set_read_timeout(Some(UDP_WAIT)).map_err(err)?;
                     udp.push(UdpConn::new(sock, s as u16, per_socket));
                 }
                 Transport::Tcp => {
@@ -775,6 +779,19 @@ impl Worker {
             // Only an open-loop send needs waking to the microsecond.
             let precise = next_due < housekeeping;
             let wait_ns = next_due.min(housekeeping).saturating_sub(now);
+            if next_due == u64::MAX && wait_ns >= SPIN_NS {
+                if let Io::Udp(v) = &mut self.io {
+                    if let [conn] = &mut v[..] {
+                        // One socket and nothing to send until a reply frees room: wait
+                        // in the receive call itself (at most UDP_WAIT, which only
+                        // housekeeping can overshoot), no epoll round trip.
+                        if conn.receive_wait(now_ns, &self.shared, &mut self.books, scratch) > 0 {
+                            last_activity = now;
+                        }
+                        continue;
+                    }
+                }
+            }
             let n = self.wait(&mut events, wait_ns, precise);
             if n > 0 {
                 last_activity = now;
@@ -890,14 +907,18 @@ impl Worker {
             self.route.push((server, k));
         }
         if let Io::Tcp(v) = &self.io {
-            if let Some(&(s, _)) = self
+            if self
                 .route
                 .iter()
-                .find(|(s, _)| !v[self.sock_index(c, *s)].is_up())
+                .any(|&(s, _)| !v[self.sock_index(c, s)].is_up())
             {
-                let _ = s;
                 self.books.counters.connection_errors += 1;
-                self.conns[c].blocked_until = now + 100_000_000;
+                let conn = &mut self.conns[c];
+                conn.blocked_until = now + 100_000_000;
+                if load {
+                    // Load this key once the connection is back.
+                    conn.load_next -= 1;
+                }
                 return false;
             }
         }

@@ -14,7 +14,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{recv, recvmmsg, send, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use super::exchange::{on_item, Books, Failure, Pending, Shared, Step};
 use crate::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
@@ -69,7 +69,8 @@ pub struct UdpConn {
 }
 
 impl UdpConn {
-    /// `sock` must be connected and non-blocking; `max_outstanding` bounds the requests
+    /// `sock` must be connected; every call but [`receive_wait`](Self::receive_wait)
+    /// is non-blocking whatever the socket's mode. `max_outstanding` bounds the requests
     /// in flight.
     pub fn new(sock: UdpSocket, server: u16, max_outstanding: u32) -> UdpConn {
         let cap = (max_outstanding.max(1) as usize * 2)
@@ -152,10 +153,12 @@ impl UdpConn {
             let n = (self.tx_ends.len() - done).min(BATCH);
             let result = if n == 1 {
                 let start = if done == 0 { 0 } else { self.tx_ends[done - 1] };
-                match self.sock.send(&self.tx[start..self.tx_ends[done]]) {
-                    Ok(_) => Ok(1),
-                    Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
-                }
+                send(
+                    self.sock.as_raw_fd(),
+                    &self.tx[start..self.tx_ends[done]],
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|_| 1)
             } else {
                 send_batch(
                     self.sock.as_raw_fd(),
@@ -220,12 +223,40 @@ impl UdpConn {
         books: &mut Books,
         scratch: &mut UdpScratch,
     ) -> usize {
+        self.receive_inner(now, shared, books, scratch, false)
+    }
+
+    /// [`receive`](Self::receive), but waits for the first datagram (up to the socket's
+    /// receive timeout, `SO_RCVTIMEO`) in the same system call: a thread with this one
+    /// socket needs no epoll round trip per wake-up.
+    pub fn receive_wait(
+        &mut self,
+        now: impl Fn() -> u64,
+        shared: &Shared,
+        books: &mut Books,
+        scratch: &mut UdpScratch,
+    ) -> usize {
+        self.receive_inner(now, shared, books, scratch, true)
+    }
+
+    fn receive_inner(
+        &mut self,
+        now: impl Fn() -> u64,
+        shared: &Shared,
+        books: &mut Books,
+        scratch: &mut UdpScratch,
+        mut wait: bool,
+    ) -> usize {
         let mut total = 0;
-        if self.busy <= 1 {
+        if self.busy <= 1 && !wait {
             // One request in flight: its reply is usually one datagram, and a plain recv
             // is cheaper than recvmmsg's attempt at a second one. The buffer holds any
             // UDP payload, so nothing is truncated.
-            match self.sock.recv(&mut scratch.rx) {
+            match recv(
+                self.sock.as_raw_fd(),
+                &mut scratch.rx,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
                 Ok(n) => {
                     let t = now();
                     self.on_datagram(&scratch.rx[..n], t, shared, books);
@@ -234,7 +265,7 @@ impl UdpConn {
                         return total;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return 0,
+                Err(Errno::EAGAIN | Errno::EINTR) => return 0,
                 Err(e) => {
                     log::debug!("udp receive: {e}");
                     return 0;
@@ -247,11 +278,18 @@ impl UdpConn {
                 let mut chunks = scratch.rx.chunks_exact_mut(RX_BUF);
                 let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
                     std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or(&mut []))]);
+                let flags = if wait {
+                    // Block for the first datagram only, then take what is queued.
+                    MsgFlags::MSG_WAITFORONE
+                } else {
+                    MsgFlags::MSG_DONTWAIT
+                };
+                wait = false;
                 match recvmmsg(
                     self.sock.as_raw_fd(),
                     &mut scratch.headers,
                     iovs.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT,
+                    flags,
                     None,
                 ) {
                     Ok(results) => {

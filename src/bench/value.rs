@@ -39,10 +39,11 @@ pub enum Corruption {
 
 const FILLER: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
 
-/// The 64-bit checksum of a value: a multiply-rotate chain over the key, the stamp, the
-/// length and the filler, 8 bytes per step, then a finalizer. Each step is a bijection of
-/// the running state for a fixed input word, so any change confined to one word always
-/// changes the result.
+/// The 64-bit checksum of a value: a multiply-rotate chain over the key, the stamp and
+/// the length, then four interleaved chains over the filler (8 bytes per step, so the
+/// steps of a 1 KiB value do not wait on each other), folded together and finalized. Each
+/// step is a bijection of its chain's state for a fixed input word, so any change confined
+/// to one word always changes the result.
 pub fn checksum(key: &[u8], stamp: Stamp, filler: &[u8]) -> u64 {
     let mut h = 0x6b76_6265_6e63_6831u64 ^ (filler.len() as u64).wrapping_mul(0x9e37_79b9);
     h = step(
@@ -51,8 +52,19 @@ pub fn checksum(key: &[u8], stamp: Stamp, filler: &[u8]) -> u64 {
     );
     h = eat(h, key);
     h = step(h, 0x5eed_5eed ^ key.len() as u64);
-    h = eat(h, filler);
-    mix64(h)
+    let mut lanes = [h, h ^ 0x1111, h ^ 0x2222, h ^ 0x3333];
+    let mut blocks = filler.chunks_exact(32);
+    for b in &mut blocks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = &b[8 * i..8 * i + 8];
+            *lane = step(
+                *lane,
+                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+            );
+        }
+    }
+    let h = eat(lanes[0], blocks.remainder());
+    mix64(h ^ lanes[1].rotate_left(17) ^ lanes[2].rotate_left(31) ^ lanes[3].rotate_left(47))
 }
 
 #[inline(always)]
@@ -70,14 +82,11 @@ fn eat(mut h: u64, bytes: &[u8]) -> u64 {
         );
     }
     let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        // The length byte keeps "ab" and "ab\0" apart.
-        last[7] ^= 0x80 | rest.len() as u8;
-        h = step(h, u64::from_le_bytes(last));
-    }
-    h
+    // The length byte keeps "ab" and "ab\0" apart (and an empty tail from none).
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    last[7] ^= 0x80 | rest.len() as u8;
+    step(h, u64::from_le_bytes(last))
 }
 
 /// Writes the value of (`key`, `stamp`) with `len` bytes (at least [`HEADER_LEN`]) into
@@ -86,16 +95,21 @@ pub fn encode(out: &mut Vec<u8>, key: &[u8], stamp: Stamp, len: usize) {
     let len = len.max(HEADER_LEN);
     out.clear();
     out.resize(len, 0);
-    // Filler: a cheap printable stream seeded by key and version, so values of different
-    // versions differ everywhere, not only in the header.
+    // Filler: a 64-byte printable pattern drawn from key and version, repeated, so values
+    // of different versions differ everywhere, not only in the header (and writing one
+    // costs a memcpy, not a random number per byte).
+    let mut pattern = [0u8; 64];
     let mut x = mix64(u64::from(stamp.version) ^ eat(0x1234_5678, key));
-    for chunk in out[HEADER_LEN..].chunks_mut(8) {
+    for chunk in pattern.chunks_mut(8) {
         x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut r = mix64(x);
         for b in chunk {
             *b = FILLER[(r & 63) as usize];
             r >>= 8;
         }
+    }
+    for chunk in out[HEADER_LEN..].chunks_mut(64) {
+        chunk.copy_from_slice(&pattern[..chunk.len()]);
     }
     let sum = checksum(key, stamp, &out[HEADER_LEN..]);
     put_hex(&mut out[0..8], u64::from(stamp.run_id));
