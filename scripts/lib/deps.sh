@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test.sh and scripts/demo.sh: idempotent installation of what kvlb needs
 # on Debian 12. Source it; it defines functions only.
 
