@@ -84,6 +84,7 @@ if [ "$install" = 1 ]; then
     say "installing what the demo needs (apt, idempotent)"
     install_demo_deps
     [ "$mode" = dpdk ] && apt_install libdpdk-dev dpdk pkg-config clang libclang-dev ethtool
+    [ "$mode" = onvm ] && apt_install pkg-config clang libclang-dev ethtool
 fi
 ensure_rust
 features=()
