@@ -15,10 +15,11 @@
 #   --duration S     seconds per phase (default 15)
 #   --quick          3 phases of 8 s on 100000 keys (a smoke run)
 #   --out DIR        output folder (default out/demo-<date>)
-#   --dpdk           run kvlb as a standalone DPDK app (net_af_packet on veths in network
-#                    namespaces; needs root and DPDK); default: kernel sockets (kvlb serve)
-#   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME with a built ONVM whose
-#                    manager is running with its TAP ports; see README)
+#   --dpdk           run kvlb as a standalone DPDK app (net_af_packet on veths, memcached and
+#                    kvbench in network namespaces; needs root; scripts/lib/demo-dpdk.sh);
+#                    default: kernel sockets on loopback (kvlb serve)
+#   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME, RTE_SDK and RTE_TARGET of a
+#                    built ONVM whose manager runs with two TAP ports; scripts/lib/demo-onvm.sh)
 #   --no-install     skip the apt step
 #   --no-build       use the binaries already in target/release
 #   -h, --help       this help
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
         --onvm) mode=onvm ;;
         --no-install) install=0 ;;
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -51,6 +52,16 @@ started=$(date +%s)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# --- where things run ---------------------------------------------------------------------
+# With kernel sockets everything runs on loopback here. The packet datapaths put kvlb between
+# two network namespaces: memcached runs in a server namespace, kvbench in a client one, and
+# RUN_SERVER / RUN_CLIENT are the command prefixes that run there (empty on loopback).
+RUN_CLIENT=() RUN_SERVER=() SERVER_IP=127.0.0.1 VIP_IP=127.0.0.1 NETNS_CLEANUP=""
+case "$mode" in
+    dpdk) . scripts/lib/demo-dpdk.sh; dpdk_check ;;
+    onvm) . scripts/lib/demo-onvm.sh; onvm_check ;;
+esac
+
 # --- everything we start is recorded here and stopped on exit --------------------------
 PIDS=()
 cleanup() {
@@ -61,7 +72,7 @@ cleanup() {
     for p in "${PIDS[@]:-}"; do
         [ -n "$p" ] && wait "$p" 2>/dev/null || true
     done
-    [ "$mode" = dpdk ] && [ -n "${NETNS_CLEANUP:-}" ] && eval "$NETNS_CLEANUP"
+    if [ -n "${NETNS_CLEANUP:-}" ]; then eval "$NETNS_CLEANUP"; fi
     return 0
 }
 trap cleanup EXIT
@@ -72,7 +83,8 @@ trap 'echo; echo "demo.sh: interrupted"; exit 130' INT TERM
 if [ "$install" = 1 ]; then
     say "installing what the demo needs (apt, idempotent)"
     install_demo_deps
-    [ "$mode" = dpdk ] && apt_install libdpdk-dev dpdk pkg-config clang libclang-dev
+    [ "$mode" = dpdk ] && apt_install libdpdk-dev dpdk pkg-config clang libclang-dev ethtool
+    [ "$mode" = onvm ] && apt_install pkg-config clang libclang-dev ethtool
 fi
 ensure_rust
 features=()
@@ -82,8 +94,12 @@ if [ "$build" = 1 ]; then
     say "building kvlb and kvbench (release)"
     cargo build --release --quiet "${features[@]}" --bin kvlb --bin kvbench
 fi
-KVLB=$ROOT/target/release/kvlb
-KVBENCH=$ROOT/target/release/kvbench
+KVLB=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvlb
+KVBENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvbench
+case "$mode" in
+    dpdk) dpdk_setup ;;
+    onvm) onvm_setup ;;
+esac
 PY=$(command -v /usr/bin/python3 || command -v python3)
 
 # --- the cluster ----------------------------------------------------------------------------
@@ -101,53 +117,50 @@ free_base() {
 }
 base=$(free_base)
 backends=() stats_servers=() direct=()
-say "starting $servers memcached servers on 127.0.0.1:$base.."
+say "starting $servers memcached servers on $SERVER_IP:$base.."
 for i in $(seq 0 $((servers - 1))); do
     port=$((base + i))
-    memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U "$port" -t 1 -m 256 &
+    "${RUN_SERVER[@]}" memcached -u "$(id -un)" -l "$SERVER_IP" -p "$port" -U "$port" -t 1 -m 256 &
     PIDS+=($!)
-    backends+=(--backend "127.0.0.1:$port")
-    stats_servers+=(--stats-server "127.0.0.1:$port")
-    direct+=(--server "127.0.0.1:$port")
+    backends+=(--backend "$SERVER_IP:$port")
+    stats_servers+=(--stats-server "$SERVER_IP:$port")
+    direct+=(--server "$SERVER_IP:$port")
 done
 vip_port=$((base + 90))
 for _ in $(seq 50); do
-    ss -Hltn | grep -q ":$((base + servers - 1)) " && break
+    "${RUN_SERVER[@]}" ss -Hltn | grep -q ":$((base + servers - 1)) " && break
     sleep 0.1
 done
 
 say "loading $keys keys (100-byte values) into the cluster"
-"$KVBENCH" "${direct[@]}" --keys "$keys" --load --duration 0 --value-size 100 \
+"${RUN_CLIENT[@]}" "$KVBENCH" "${direct[@]}" --keys "$keys" --load --duration 0 --value-size 100 \
     --threads 1 --connections 8 --depth 8 --quiet --json > "$out/load.json"
 
 # --- kvlb, per datapath -----------------------------------------------------------------
 KVLB_PID=""
-VIP=127.0.0.1:$vip_port
+VIP=$VIP_IP:$vip_port
 start_kvlb() { # $1 = phase dir, rest = kvlb options
     local dir=$1; shift
+    # Each start_* runs kvlb in the background: $! is its PID.
     case "$mode" in
         serve)
             "$KVLB" serve --listen "$VIP" "${backends[@]}" --source-port-base 0 \
                 --stats-interval 1s --stats-json "$dir/kvlb.jsonl" "$@" 2> "$dir/kvlb.log" &
             ;;
-        dpdk)
-            . scripts/lib/demo-dpdk.sh
-            start_kvlb_dpdk "$dir" "$@"
-            ;;
-        onvm)
-            . scripts/lib/demo-onvm.sh
-            start_kvlb_onvm "$dir" "$@"
-            ;;
+        dpdk) start_kvlb_dpdk "$dir" "$@" ;;
+        onvm) start_kvlb_onvm "$dir" "$@" ;;
     esac
     KVLB_PID=$!
     PIDS+=("$KVLB_PID")
-    # Ready when a version request through the VIP is answered.
+    # Ready when a stats request through the VIP is answered.
     for _ in $(seq 100); do
-        "$KVBENCH" --stats-of "$VIP" --stats-proto udp --json > /dev/null 2>&1 && return 0
+        "${RUN_CLIENT[@]}" "$KVBENCH" --stats-of "$VIP" --stats-proto udp --json > /dev/null 2>&1 && return 0
+        kill -0 "$KVLB_PID" 2> /dev/null || break
         sleep 0.1
     done
     echo "demo.sh: kvlb did not come up; its log:" >&2
     cat "$dir/kvlb.log" >&2
+    if [ -f "$dir/kvlb.out" ]; then tail -n 20 "$dir/kvlb.out" >&2; fi
     exit 1
 }
 stop_kvlb() {
@@ -174,7 +187,7 @@ for p in "${phases[@]}"; do
     say "phase $name: $dist, hot-key handling $hot, ${duration}s"
     start_kvlb "$dir" --hotkeys "$hot"
     # shellcheck disable=SC2086
-    "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread \
+    "${RUN_CLIENT[@]}" "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread \
         --keys "$keys" --dist "$dist" --get-ratio 0.95 --value-size 100 \
         --duration "$duration" $extra "${stats_servers[@]}" \
         --stats-csv "$dir/servers.csv" --csv "$dir/kvbench.csv" --json --quiet \

@@ -307,10 +307,15 @@ def main():
     with open(os.path.join(a.out, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
 
+    where = {
+        "serve": "on loopback",
+        "dpdk": "in a network namespace behind kvlb's DPDK ports (net_af_packet on veths)",
+        "onvm": "in a network namespace behind the ONVM manager's TAP ports",
+    }.get(a.mode, "")
     lines = [
         "# kvlb demo",
         "",
-        f"{a.servers} memcached servers on loopback, {a.keys:,} keys (100-byte values), 95% GETs, "
+        f"{a.servers} memcached servers {where}, {a.keys:,} keys (100-byte values), 95% GETs, "
         f"kvbench through kvlb (`{a.mode}` datapath), {a.duration} s per phase; "
         f"whole run {a.elapsed} s. Backend load is what the memcached servers themselves counted "
         "(cmd_get + cmd_set).",

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test.sh and scripts/demo.sh: idempotent installation of what kvlb needs
 # on Debian 12. Source it; it defines functions only.
 
@@ -5,7 +6,7 @@
 # libmemcached for the ketama compatibility test, matplotlib for plots).
 KVLB_TEST_PACKAGES="shellcheck build-essential pkg-config clang libclang-dev libdpdk-dev dpdk dpdk-dev
 libpcap-dev memcached tshark libmemcached-dev libmemcached-tools python3 python3-matplotlib
-iproute2 curl ca-certificates"
+iproute2 ethtool curl ca-certificates"
 # What the demo needs (no DPDK unless asked).
 KVLB_DEMO_PACKAGES="build-essential pkg-config memcached python3 python3-matplotlib iproute2
 curl ca-certificates"

@@ -256,7 +256,11 @@ pub struct UdpClient {
 
 impl UdpClient {
     pub fn new(to: SocketAddrV4) -> UdpClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        UdpClient::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), to)
+    }
+
+    /// A client on a socket bound elsewhere (e.g. inside a network namespace).
+    pub fn with_socket(sock: UdpSocket, to: SocketAddrV4) -> UdpClient {
         UdpClient {
             sock,
             to,
