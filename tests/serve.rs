@@ -133,8 +133,19 @@ fn a_hot_key_is_cached_replicated_and_kept_fresh() {
     let c = UdpClient::new(kvlb.vip);
     assert_eq!(c.set("hot", "v1").as_deref(), Some("STORED\r\n"));
     skewed_gets(&c, "hot", 500, 4000);
-    std::thread::sleep(Duration::from_millis(300));
-    skewed_gets(&c, "hot", 500, 400);
+    // Detection closes at an epoch boundary and replication is asynchronous (fetch from the
+    // primary, then a write per replica): keep the key hot until every server holds it, on
+    // a deadline generous enough for a loaded CI machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        skewed_gets(&c, "hot", 500, 400);
+        if ms.iter().all(|m| m.get("hot").as_deref() == Some("v1"))
+            || std::time::Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Replicated: every server holds the value now.
     for m in &ms {
