@@ -24,6 +24,7 @@
 #ifdef KVLB_WITH_ONVM
 #include <onvm_nflib.h>
 #include <onvm_pkt_helper.h>
+#include <onvm_flow_dir.h>
 #endif
 
 /* ---- errors, lcores, time ---- */

@@ -173,6 +173,15 @@ impl OnvmNf {
                 return Err(e.into());
             }
         };
+        // ONVM_NF_ACTION_NEXT makes nflib look the packet's flow up in the manager's flow
+        // director table (falling back to the default chain), through a pointer this
+        // process only holds once it has attached to that table: without this, the first
+        // NEXT dereferences NULL inside onvm_ft_lookup_pkt.
+        // SAFETY: the manager created the table's memzone before it accepted NFs
+        // (onvm_init); the call only looks that memzone up and stores its pointer in a
+        // global of nflib (it exits the process if the memzone is missing, as every ONVM
+        // NF using the flow director does).
+        unsafe { onvm_sys::onvm_flow_dir_nf_init() };
         Ok(OnvmNf { ctx, eal, pool })
     }
 
