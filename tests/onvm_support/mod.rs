@@ -494,3 +494,72 @@ pub fn received(child: std::process::Child) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// What [`relay_run`] saw: the pipeline afterwards, the NF's counters, and the datagrams
+/// the server-side receiver got.
+#[cfg(feature = "onvm")]
+pub struct RelayRun {
+    pub relay: Relay,
+    pub counters: kvlb::datapath::onvm::NfCounters,
+    pub got: Vec<Vec<u8>>,
+}
+
+/// Registers kvlb's NF as `service` (living `ttl_s` seconds, ONVM's `-t`), runs a [`Relay`]
+/// for UDP port 7777 with `verdict` and `emit`, sends `payloads` from the client namespace
+/// 1.5 s in, and collects what reaches the server namespace. The NF writes
+/// `kvlbtest_stats.csv` into the manager's folder, which becomes the working directory.
+#[cfg(feature = "onvm")]
+pub fn relay_run(
+    m: &Manager,
+    service: u16,
+    ttl_s: u32,
+    verdict: kvlb::nf::Verdict,
+    emit: bool,
+    payloads: &[Vec<u8>],
+) -> RelayRun {
+    use std::io::{BufRead, BufReader};
+
+    use kvlb::datapath::onvm::{NfOptions, OnvmNf};
+
+    let server_mac = Manager::mac_of(&m.server_ns, &m.server_if);
+    std::env::set_current_dir(m.dir.path()).unwrap();
+    let mut nf = OnvmNf::init(
+        "kvlbtest",
+        &m.nf_eal_args(),
+        &[
+            "-r".into(),
+            service.to_string(),
+            "-t".into(),
+            ttl_s.to_string(),
+        ],
+    )
+    .expect("kvlb registers with the manager");
+    assert_eq!(nf.service_id(), service);
+    let ports = nf.ports();
+    assert_eq!(ports.iter().map(|p| p.id).collect::<Vec<_>>(), [0, 1]);
+    let mut relay = Relay::new(7777, server_mac, ports[1].mac, verdict, emit);
+    let mut receiver = m.udp_receiver(7777, ttl_s.saturating_sub(1).max(1));
+    let mut ready = String::new();
+    BufReader::new(receiver.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let opts = NfOptions {
+        stats_interval: Duration::ZERO,
+        ..NfOptions::default()
+    };
+    let counters = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            m.send_udp(7777, payloads, Duration::from_millis(50));
+        });
+        // Returns when ONVM's time to live ends the NF.
+        nf.run(&mut relay, &opts, &mut |_, _, _| {})
+    });
+    drop(nf);
+    RelayRun {
+        relay,
+        counters,
+        got: received(receiver),
+    }
+}
