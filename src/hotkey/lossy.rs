@@ -51,6 +51,10 @@
 //!   the threshold), after `min_requests` requests. So after a change of the hot keys,
 //!   every new hot key is in the hot set at the end of the first full epoch after the
 //!   change at the latest, and strongly hot ones within a fraction of an epoch.
+//! - thin traffic: an epoch that ends with fewer than `min_requests` requests does not
+//!   end the window; it stretches over the following epochs (at most [`MAX_STRETCH`] in
+//!   all) until it holds enough requests to judge, so at low rates keys still turn hot,
+//!   after `min_requests / rate` instead of one epoch.
 //!
 //! Self-adaptation: with a memory budget (`max_entries`) ε doubles, up to `s/2`, whenever
 //! the table outgrows it (pruning at once against the larger threshold, until the table
@@ -151,7 +155,14 @@ pub struct LossyCounter {
     next_refresh: u64,
     min_n: u64,
     next_rotation: Option<Instant>,
+    /// Epochs the current window has been stretched over because it held fewer than
+    /// `min_n` requests (decayed detector; see `tick`).
+    stretched: u64,
 }
+
+/// The most epochs one window of the decayed detector may span when traffic is too thin
+/// to fill one epoch with `min_requests` requests.
+pub const MAX_STRETCH: u64 = 16;
 
 impl LossyCounter {
     /// A detector for `params` (`algo` must be one of the lossy ones).
@@ -205,6 +216,7 @@ impl LossyCounter {
             next_refresh: 0,
             min_n: params.effective_min_requests().saturating_mul(one),
             next_rotation: None,
+            stretched: 0,
         };
         d.set_error(params.error);
         d.next_refresh = 0;
@@ -580,6 +592,17 @@ impl Detector for LossyCounter {
                 let ep = u64::try_from(epoch.as_nanos()).unwrap_or(u64::MAX).max(1);
                 let missed = (now.as_nanos() - t.as_nanos()) / ep;
                 let epochs = missed.saturating_add(1);
+                // Too few requests to judge any key: stretch the window over the next
+                // epoch instead of ending it empty-handed (up to MAX_STRETCH epochs), so
+                // thin traffic still finds its hot keys, only more slowly.
+                if self.n < self.min_n && self.stretched + epochs < MAX_STRETCH {
+                    self.stretched += epochs;
+                    self.next_rotation = Some(Instant::from_nanos(
+                        t.as_nanos().saturating_add(epochs.saturating_mul(ep)),
+                    ));
+                    return false;
+                }
+                self.stretched = 0;
                 self.rotate_by(epochs);
                 self.next_rotation = Some(Instant::from_nanos(
                     t.as_nanos().saturating_add(epochs.saturating_mul(ep)),
@@ -912,13 +935,52 @@ mod tests {
         assert!(d.tick(ms(105)));
         assert_eq!(d.window().requests, 0);
         // Missed epochs are caught up in one rotation; the schedule stays aligned.
+        d.observe(b"a", 1);
         assert!(d.tick(ms(431)));
+        d.observe(b"a", 1);
         assert!(!d.tick(ms(504)));
         assert!(d.tick(ms(505)));
         // Landmark detectors ignore ticks.
         let mut l = LossyCounter::new(&params(Algo::Lossy, 0.1, 0.01)).unwrap();
         assert!(!l.tick(ms(0)));
         assert!(!l.tick(ms(10_000)));
+    }
+
+    #[test]
+    fn thin_traffic_stretches_the_window_until_it_can_judge() {
+        let mut p = params(Algo::LossyDecayed, 0.1, 0.01);
+        p.epoch = Duration::from_millis(100);
+        p.min_requests = Some(100);
+        let mut d = LossyCounter::new(&p).unwrap();
+        let ms = |m: u64| Instant::from_nanos(m * 1_000_000);
+        assert!(!d.tick(ms(0)));
+        // 30 requests per epoch, half of them for "hot": no epoch alone reaches 100.
+        let mut epoch = 0;
+        let mut t = 0;
+        while d.heat(b"hot") != Heat::Hot {
+            for i in 0..30 {
+                let key = if i % 2 == 0 {
+                    b"hot".to_vec()
+                } else {
+                    format!("c{i}").into_bytes()
+                };
+                d.observe(&key, 1);
+            }
+            epoch += 1;
+            t += 100;
+            d.tick(ms(t));
+            assert!(epoch < 10, "never turned hot");
+        }
+        // Hot once the stretched window held enough requests (4 epochs of 30 ≥ 100), not
+        // after the first epoch, and the window ended there.
+        assert_eq!(epoch, 4);
+        assert!(d.hot_items().iter().any(|h| h.key == b"hot"));
+        // A window with no traffic at all ends after MAX_STRETCH epochs, cooling the key.
+        for _ in 0..MAX_STRETCH + 1 {
+            t += 100;
+            d.tick(ms(t));
+        }
+        assert_eq!(d.heat(b"hot"), Heat::Cold);
     }
 
     #[test]
