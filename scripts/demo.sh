@@ -94,6 +94,8 @@ if [ "$build" = 1 ]; then
     say "building kvlb and kvbench (release)"
     cargo build --release --quiet "${features[@]}" --bin kvlb --bin kvbench
 fi
+setup_s=$(( $(date +%s) - started ))
+started=$(date +%s)
 KVLB=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvlb
 KVBENCH=${CARGO_TARGET_DIR:-$ROOT/target}/release/kvbench
 case "$mode" in
@@ -204,6 +206,6 @@ done
 say "writing the report"
 elapsed=$(( $(date +%s) - started ))
 "$PY" scripts/demo_report.py "$out" --mode "$mode" --servers "$servers" --keys "$keys" \
-    --duration "$duration" --elapsed "$elapsed"
+    --duration "$duration" --elapsed "$elapsed" --setup "$setup_s"
 echo
 echo "report: $out/report.md  (JSON: $out/report.json, plots: $out/*.png)"

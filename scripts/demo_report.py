@@ -270,6 +270,7 @@ def main():
     ap.add_argument("--keys", type=int, default=0)
     ap.add_argument("--duration", type=int, default=0)
     ap.add_argument("--elapsed", type=int, default=0)
+    ap.add_argument("--setup", type=int, default=0, help="seconds spent installing and building before the run")
     a = ap.parse_args()
 
     phases = {}
@@ -303,6 +304,7 @@ def main():
         "keys": a.keys,
         "seconds_per_phase": a.duration,
         "elapsed_s": a.elapsed,
+        "setup_s": a.setup,
         "phases": summaries,
         "shift_recovery_s": recovery,
         "plots": plots,
@@ -320,7 +322,9 @@ def main():
         "",
         f"{a.servers} memcached servers {where}, {a.keys:,} keys (100-byte values), 95% GETs, "
         f"kvbench through kvlb (`{a.mode}` datapath), {a.duration} s per phase; "
-        f"whole run {a.elapsed} s. Backend load is what the memcached servers themselves counted "
+        f"the run took {a.elapsed} s"
+        + (f" (after {a.setup} s installing and building)" if a.setup else "")
+        + ". Backend load is what the memcached servers themselves counted "
         "(cmd_get + cmd_set).",
         "",
         "| phase | requests/s | p50 µs | p99 µs | backend max/mean | kvlb cache answered | hot keys | stale/corrupt |",
