@@ -92,6 +92,24 @@ impl HotKey {
         )
     }
 
+    /// The servers a read may use now, copied out (see [`Readers`]).
+    pub fn readers(&self) -> Readers {
+        let mut r = Readers {
+            primary: self.primary,
+            fenced: self.fenced,
+            n: 0,
+            servers: [0; crate::ring::MAX_REPLICA_SET],
+        };
+        for b in self.readable() {
+            if r.n == r.servers.len() {
+                break;
+            }
+            r.servers[r.n] = b;
+            r.n += 1;
+        }
+        r
+    }
+
     /// Number of ready replicas.
     pub fn ready_replicas(&self) -> usize {
         self.readable().count() - 1
@@ -137,6 +155,31 @@ pub struct WritePlan {
 }
 
 /// The hot keys currently under replication.
+/// What reads of a hot key may use, copied out of the table: one lookup serves every
+/// decision about a read (fence, balance, replica choice).
+#[derive(Debug, Clone, Copy)]
+pub struct Readers {
+    primary: BackendId,
+    fenced: bool,
+    n: usize,
+    servers: [BackendId; crate::ring::MAX_REPLICA_SET],
+}
+
+impl Readers {
+    pub fn primary(&self) -> BackendId {
+        self.primary
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// The primary, then the ready replicas (as [`HotKey::readable`]).
+    pub fn servers(&self) -> &[BackendId] {
+        &self.servers[..self.n]
+    }
+}
+
 #[derive(Debug)]
 pub struct HotKeys {
     keys: HashMap<Box<[u8]>, HotKey>,
@@ -181,6 +224,12 @@ impl HotKeys {
             return None;
         }
         self.keys.get(key).filter(|h| !h.cooling)
+    }
+
+    /// The read view of a hot (not cooling) key.
+    #[inline]
+    pub fn readers(&self, key: &[u8]) -> Option<Readers> {
+        self.get(key).map(HotKey::readers)
     }
 
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut HotKey> {

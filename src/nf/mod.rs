@@ -53,7 +53,7 @@ use crate::wire::{self, Classified, VlanTag};
 pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
 
 use guard::SourceGuard;
-use hot::HotKeys;
+use hot::{HotKeys, Readers};
 use neighbors::Neighbors;
 use outbox::Outbox;
 
@@ -778,32 +778,35 @@ impl Core {
         (u.quoted_src_ip == self.local_ip && self.backends.find(addr).is_some()).then_some(addr)
     }
 
-    /// A server that can serve a read of `key` (its primary, or a ready replica) whose
+    /// A server that can serve a read of a key (its primary, or a ready replica) whose
     /// recent load is below the mean: under `--cache-policy balance` a cached key is read
-    /// there instead of from the cache, until that server has caught up.
-    fn underloaded_reader(&self, key: &[u8], hash: u32) -> Option<BackendId> {
+    /// there instead of from the cache, until that server has caught up. `readers` is the
+    /// key's hot-key view, if it is hot.
+    fn underloaded_reader(&self, readers: Option<&Readers>, hash: u32) -> Option<BackendId> {
         let mean = self.backends.mean_load();
         let below = |b: BackendId| {
             let be = self.backends.get(b);
             be.is_up() && be.load() < mean
         };
-        match self.hot.get(key) {
-            Some(h) => h
-                .readable()
+        match readers {
+            Some(r) => r
+                .servers()
+                .iter()
+                .copied()
                 .filter(|&b| below(b))
                 .min_by_key(|&b| self.backends.get(b).load()),
             None => self.primary_for(hash).filter(|&b| below(b)),
         }
     }
 
-    /// Picks the server for a read of `key`: the ketama server, or for a replicated hot key
-    /// the least loaded server holding its latest value.
-    fn pick_read_server(&mut self, key: &[u8], hash: u32) -> Option<BackendId> {
-        if let Some(h) = self.hot.get(key) {
+    /// Picks the server for a read of a key: the ketama server, or for a replicated hot key
+    /// (`readers`) the least loaded server holding its latest value.
+    fn pick_read_server(&mut self, readers: Option<&Readers>, hash: u32) -> Option<BackendId> {
+        if let Some(h) = readers {
             let primary = h.primary();
             let mut candidates = [0usize; crate::ring::MAX_REPLICA_SET];
             let mut n = 0;
-            for b in h.readable() {
+            for &b in h.servers() {
                 if n < candidates.len() && self.backends.get(b).is_up() {
                     candidates[n] = b;
                     n += 1;

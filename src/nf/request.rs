@@ -42,14 +42,41 @@ impl KeyBuf {
     }
 }
 
+/// Where a key parsed out of a frame lies in it, so that the frame need not stay borrowed
+/// (nor the key be copied) between the decision and its execution.
+#[derive(Clone, Copy)]
+pub(super) struct KeySpan {
+    /// The key's address; turned into an offset against the frame it came from.
+    addr: usize,
+    len: usize,
+}
+
+impl KeySpan {
+    fn of(key: &[u8]) -> KeySpan {
+        KeySpan {
+            addr: key.as_ptr() as usize,
+            len: key.len(),
+        }
+    }
+
+    /// The key's range in `frame`, which must be the buffer it was parsed from (else
+    /// `None`).
+    fn range_in(self, frame: &[u8]) -> Option<std::ops::Range<usize>> {
+        let start = self.addr.checked_sub(frame.as_ptr() as usize)?;
+        let end = start.checked_add(self.len)?;
+        (end <= frame.len()).then_some(start..end)
+    }
+}
+
 /// What to do with a request, decided while the request (borrowing the frame) is parsed.
 // A short-lived value on the stack; boxing the key would cost an allocation per GET.
 #[allow(clippy::large_enum_variant)]
 enum Action {
     Drop(DropReason),
-    /// A plain single-key `get`: serve from cache, or route for reading.
+    /// A plain single-key `get`: serve from cache, or route for reading. The key is not
+    /// copied: `key` says where it lies in the frame.
     Get {
-        key: KeyBuf,
+        key: KeySpan,
         heat: Heat,
     },
     /// Send to `backend` (tracked in the flow table; `expect_reply` false for noreply and
@@ -158,7 +185,7 @@ impl Core {
                 let key = r.keys.first();
                 if r.command == Command::Get {
                     return Action::Get {
-                        key: KeyBuf::new(key),
+                        key: KeySpan::of(key),
                         heat,
                     };
                 }
@@ -436,11 +463,21 @@ impl Core {
         frame: &mut F,
         u: &UdpFrame,
         client: Client,
-        key: KeyBuf,
+        key: KeySpan,
         heat: Heat,
     ) -> Verdict {
-        let k = key.as_slice();
+        let Some(range) = key.range_in(frame.bytes()) else {
+            // Cannot happen: the parser's keys are slices of the frame.
+            return self.drop(DropReason::RewriteFailed);
+        };
+        let k = &frame.bytes()[range.clone()];
         let h = self.caches.key_hash(k);
+        // One lookup of the hot-key table serves the fence, balance and replica decisions.
+        let readers = if self.hotkeys {
+            self.hot.readers(k)
+        } else {
+            None
+        };
         let mut hash = None;
         // Under the balance policy a hot or warm key is read from a server with room first;
         // the cache answers only when every server that could is at or above the mean.
@@ -448,14 +485,16 @@ impl Core {
             if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
                 let rh = self.ring_memo.hash(h.raw(), k);
                 hash = Some(rh);
-                self.underloaded_reader(k, rh)
+                self.underloaded_reader(readers.as_ref(), rh)
             } else {
                 None
             };
         if self.hotkeys && balance_to.is_none() {
             if let Some(hit) = self.caches.lookup(h, k, now) {
+                // The reply is written over the frame the key lies in: copy the key out.
+                let key = KeyBuf::new(k);
                 let value = Value {
-                    key: k,
+                    key: key.as_slice(),
                     flags: hit.value.flags(),
                     cas: None,
                     data: hit.value.data(),
@@ -467,8 +506,9 @@ impl Core {
                 if proto::write_hit_reply(frame, u, &value).is_ok() {
                     return Verdict::Out(client.in_port);
                 }
+                // Refused before it wrote anything (the reply does not fit): forward.
             }
-            if self.hot.get(k).is_some_and(|h| h.is_fenced()) {
+            if readers.is_some_and(|r| r.is_fenced()) {
                 // The key's new primary may hold an old copy until the fence lands: a miss
                 // is never stale.
                 return match proto::write_reply(frame, u, &[Response::End]) {
@@ -479,14 +519,19 @@ impl Core {
         }
         let hash = match hash {
             Some(rh) => rh,
-            None => self.ring_memo.hash(h.raw(), k),
+            None => {
+                let Some(k) = frame.bytes().get(range) else {
+                    return self.drop(DropReason::RewriteFailed);
+                };
+                self.ring_memo.hash(h.raw(), k)
+            }
         };
         let chosen = match balance_to {
             Some(b) => {
                 self.stats.replication.balance_reads += 1;
                 Some(b)
             }
-            None => self.pick_read_server(k, hash),
+            None => self.pick_read_server(readers.as_ref(), hash),
         };
         let Some(backend) = chosen else {
             return self.drop(DropReason::NoBackend);
@@ -600,7 +645,8 @@ impl Core {
             }
             let backend = if r.command == Command::Get {
                 let rh = self.ring_memo.hash(h.raw(), key);
-                self.pick_read_server(key, rh)
+                let readers = self.hot.readers(key);
+                self.pick_read_server(readers.as_ref(), rh)
             } else {
                 let rh = self.ring_memo.hash(h.raw(), key);
                 self.primary_for(rh)
@@ -852,5 +898,23 @@ impl Core {
         if !self.emit_request(now, primary, FlowKind::Fence { key: key.into() }, &req) {
             self.hot.fence_lost(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeySpan;
+
+    #[test]
+    fn a_key_span_finds_its_key_only_in_the_frame_it_came_from() {
+        let frame = b"....get some-key\r\n".to_vec();
+        let key = &frame[8..16];
+        let span = KeySpan::of(key);
+        assert_eq!(span.range_in(&frame), Some(8..16));
+        assert_eq!(&frame[span.range_in(&frame).unwrap()], b"some-key");
+        // Another buffer (before or after it in memory), or one too short: no range.
+        let other = frame.clone();
+        assert_eq!(span.range_in(&other[..4]), None);
+        assert_eq!(span.range_in(&frame[..10]), None);
     }
 }
