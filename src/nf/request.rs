@@ -472,20 +472,16 @@ impl Core {
         };
         let k = &frame.bytes()[range.clone()];
         let h = self.caches.key_hash(k);
-        // One lookup of the hot-key table serves the fence, balance and replica decisions.
-        let readers = if self.hotkeys {
-            self.hot.readers(k)
-        } else {
-            None
-        };
-        let mut hash = None;
+        // The hot-key view and the ring hash, each looked up at most once, and only when a
+        // decision needs them (a cache hit needs neither).
+        let mut routing = None;
         // Under the balance policy a hot or warm key is read from a server with room first;
         // the cache answers only when every server that could is at or above the mean.
         let balance_to =
             if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
-                let rh = self.ring_memo.hash(h.raw(), k);
-                hash = Some(rh);
-                self.underloaded_reader(readers.as_ref(), rh)
+                let r = (self.hot.readers(k), self.ring_memo.hash(h.raw(), k));
+                routing = Some(r);
+                self.underloaded_reader(r.0.as_ref(), r.1)
             } else {
                 None
             };
@@ -508,24 +504,29 @@ impl Core {
                 }
                 // Refused before it wrote anything (the reply does not fit): forward.
             }
-            if readers.is_some_and(|r| r.is_fenced()) {
-                // The key's new primary may hold an old copy until the fence lands: a miss
-                // is never stale.
-                return match proto::write_reply(frame, u, &[Response::End]) {
-                    Ok(_) => Verdict::Out(client.in_port),
-                    Err(_) => self.drop(DropReason::RewriteFailed),
-                };
-            }
         }
-        let hash = match hash {
-            Some(rh) => rh,
+        let (readers, hash) = match routing {
+            Some(r) => r,
             None => {
                 let Some(k) = frame.bytes().get(range) else {
                     return self.drop(DropReason::RewriteFailed);
                 };
-                self.ring_memo.hash(h.raw(), k)
+                let readers = if self.hotkeys {
+                    self.hot.readers(k)
+                } else {
+                    None
+                };
+                (readers, self.ring_memo.hash(h.raw(), k))
             }
         };
+        if balance_to.is_none() && readers.is_some_and(|r| r.is_fenced()) {
+            // The key's new primary may hold an old copy until the fence lands: a miss is
+            // never stale.
+            return match proto::write_reply(frame, u, &[Response::End]) {
+                Ok(_) => Verdict::Out(client.in_port),
+                Err(_) => self.drop(DropReason::RewriteFailed),
+            };
+        }
         let chosen = match balance_to {
             Some(b) => {
                 self.stats.replication.balance_reads += 1;
@@ -639,16 +640,15 @@ impl Core {
                     hits.push(msg);
                     continue;
                 }
-                if self.hot.get(key).is_some_and(|h| h.is_fenced()) {
+            }
+            let rh = self.ring_memo.hash(h.raw(), key);
+            let backend = if r.command == Command::Get {
+                let readers = self.hot.readers(key);
+                if cacheable && readers.is_some_and(|r| r.is_fenced()) {
                     continue; // answered as a miss
                 }
-            }
-            let backend = if r.command == Command::Get {
-                let rh = self.ring_memo.hash(h.raw(), key);
-                let readers = self.hot.readers(key);
                 self.pick_read_server(readers.as_ref(), rh)
             } else {
-                let rh = self.ring_memo.hash(h.raw(), key);
                 self.primary_for(rh)
             };
             let Some(backend) = backend else {
