@@ -94,6 +94,10 @@ fn workload(alpha: f64, n: usize) -> Vec<(Vec<u8>, bool)> {
                 .emit_message(&mut buf, 1, McHeader::single(i as u16), msg.as_bytes())
                 .unwrap();
             buf.truncate(len);
+            // Keep only the frame: 64Ki frames each in a 2 KiB allocation spread the
+            // workload over 128 MiB, and copying a frame out then missed cache and TLB in
+            // every loop, which drowned the differences being measured.
+            buf.shrink_to_fit();
             (buf, get)
         })
         .collect()
@@ -218,6 +222,50 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.finish();
+        // The same three loops again, interleaved in rounds: this VM's speed drifts over
+        // seconds, so criterion's back-to-back means can compare a fast stretch with a slow
+        // one. A ratio per round compares loops run within ~0.2 s of each other; the median
+        // over rounds is what scripts/bench-core.sh reports next to criterion's.
+        let mut rounds = Vec::new();
+        for _ in 0..INTERLEAVED_ROUNDS {
+            let t0 = std::time::Instant::now();
+            for (f, get) in &frames {
+                t += 1000;
+                let now = Instant::from_nanos(t);
+                buf.clear();
+                buf.extend_from_slice(f);
+                let v = core.process_frame(now, 0, &mut buf);
+                if v == Verdict::Out(0) && to_backend(&buf) {
+                    craft_reply(&mut buf, *get);
+                    black_box(core.process_frame(now, 0, &mut buf));
+                }
+            }
+            core.on_tick(Instant::from_nanos(t));
+            core.drain_emitted(&mut |_, f| {
+                black_box(f);
+            });
+            let core_ns = t0.elapsed().as_nanos() as f64;
+            let t0 = std::time::Instant::now();
+            for (f, get) in &frames {
+                buf.clear();
+                buf.extend_from_slice(f);
+                parse_rewrite(&mut buf, true);
+                craft_reply(&mut buf, *get);
+                parse_rewrite(&mut buf, false);
+            }
+            let pr_ns = t0.elapsed().as_nanos() as f64;
+            let t0 = std::time::Instant::now();
+            for (f, get) in &frames {
+                buf.clear();
+                buf.extend_from_slice(f);
+                craft_reply(&mut buf, *get);
+                black_box(&buf);
+            }
+            let craft_ns = t0.elapsed().as_nanos() as f64;
+            let n = frames.len() as f64;
+            rounds.push([core_ns / n, pr_ns / n, craft_ns / n]);
+        }
+        write_interleaved(&name, &rounds);
         let r = core.report(Instant::from_nanos(t));
         let lookups = r.stats.cache.l1_hits + r.stats.cache.l2_hits + r.stats.cache.misses;
         eprintln!(
@@ -231,6 +279,42 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+}
+
+/// Rounds of the interleaved measurement.
+const INTERLEAVED_ROUNDS: usize = 21;
+
+/// Writes the interleaved rounds' ns per request (core, parse_rewrite, craft) and ratios
+/// to target/criterion/core/<name>/interleaved.json.
+fn write_interleaved(name: &str, rounds: &[[f64; 3]]) {
+    let mut ratios: Vec<f64> = rounds.iter().map(|[c, p, k]| (c - k) / (p - k)).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let rows: Vec<String> = rounds
+        .iter()
+        .map(|[c, p, k]| format!("[{c:.1}, {p:.1}, {k:.1}]"))
+        .collect();
+    let json = format!(
+        "{{\"median_ratio\": {median:.3}, \"min_ratio\": {:.3}, \"max_ratio\": {:.3}, \"rounds_ns\": [{}]}}\n",
+        ratios[0],
+        ratios[ratios.len() - 1],
+        rows.join(", ")
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("criterion").join(format!("core_{name}"));
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("interleaved.json"), json))
+    {
+        eprintln!("core/{name}: cannot write interleaved.json: {e}");
+    }
+    eprintln!(
+        "core/{name}: interleaved ratio median {median:.2} (min {:.2}, max {:.2}, {} rounds)",
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios.len()
+    );
 }
 
 criterion_group!(benches, bench);

@@ -449,27 +449,58 @@ impl fmt::Debug for ReplicaSet {
 
 /// Bytes of a key a [`RingHashMemo`] slot keeps to verify a match: keys up to this long
 /// are compared whole.
-pub const MEMO_KEY_BYTES: usize = 32;
+pub const MEMO_KEY_BYTES: usize = 19;
 
+/// One remembered key: 32 bytes, so two fill one cache line.
 #[derive(Clone, Copy)]
 struct MemoSlot {
     tag: u64,
+    ring: u32,
     len: u8,
     prefix: [u8; MEMO_KEY_BYTES],
-    ring: u32,
+}
+
+const EMPTY_SLOT: MemoSlot = MemoSlot {
+    tag: 0,
+    ring: 0,
+    len: 0,
+    prefix: [0; MEMO_KEY_BYTES],
+};
+
+impl MemoSlot {
+    #[inline]
+    fn matches(&self, tag: u64, key: &[u8]) -> bool {
+        let p = key.len().min(MEMO_KEY_BYTES);
+        // An empty slot has len 0 and a real key never does (memcached keys are non-empty),
+        // except the empty key, whose ketama hash is recomputed harmlessly.
+        self.tag == tag
+            && usize::from(self.len) == key.len()
+            && self.prefix[..p] == key[..p]
+            && !key.is_empty()
+    }
+}
+
+/// Two slots in one cache line: a lookup touches one line, and two keys that share a
+/// bucket do not evict each other.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct MemoBucket {
+    /// Most recently used first.
+    slots: [MemoSlot; 2],
 }
 
 /// Remembers the ketama hashes of recently routed keys, so a key seen again skips MD5 (the
 /// dominant cost of routing a request).
 ///
-/// Direct-mapped by a keyed 64-bit hash the caller already has (the caches' key hash). A
-/// slot matches only if the 64-bit hash, the length and the first [`MEMO_KEY_BYTES`] bytes
-/// all match: keys up to 32 bytes are compared whole, so the answer is exact; a longer key
-/// could only be confused with another that has the same length, the same first 32 bytes
-/// and the same keyed 64-bit hash (probability 2⁻⁶⁴ per lookup, and not steerable by a
-/// client that does not know the hash key).
+/// Two-way set-associative, indexed by a keyed 64-bit hash the caller already has (the
+/// caches' key hash); each set is one 64-byte cache line, least recently used slot
+/// replaced. A slot matches only if the 64-bit hash, the length and the first
+/// [`MEMO_KEY_BYTES`] bytes all match: keys up to 19 bytes are compared whole, so the
+/// answer is exact; a longer key could only be confused with another that has the same
+/// length, the same first 19 bytes and the same keyed 64-bit hash (probability 2⁻⁶⁴ per
+/// lookup, and not steerable by a client that does not know the hash key).
 pub struct RingHashMemo {
-    slots: Box<[MemoSlot]>,
+    buckets: Box<[MemoBucket]>,
     mask: usize,
     hits: u64,
     misses: u64,
@@ -478,7 +509,7 @@ pub struct RingHashMemo {
 impl fmt::Debug for RingHashMemo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingHashMemo")
-            .field("slots", &self.slots.len())
+            .field("slots", &(self.buckets.len() * 2))
             .field("hits", &self.hits)
             .field("misses", &self.misses)
             .finish()
@@ -486,17 +517,17 @@ impl fmt::Debug for RingHashMemo {
 }
 
 impl RingHashMemo {
-    /// A memo of `slots` entries (rounded up to a power of two; 48 bytes each).
+    /// A memo of `slots` entries (rounded up to a power of two, at least 2; 32 bytes each).
     pub fn new(slots: usize) -> RingHashMemo {
-        let n = slots.max(1).next_power_of_two();
-        let empty = MemoSlot {
-            tag: 0,
-            len: 0,
-            prefix: [0; MEMO_KEY_BYTES],
-            ring: 0,
-        };
+        let n = (slots.max(2).next_power_of_two() / 2).max(1);
         RingHashMemo {
-            slots: vec![empty; n].into_boxed_slice(),
+            buckets: vec![
+                MemoBucket {
+                    slots: [EMPTY_SLOT; 2]
+                };
+                n
+            ]
+            .into_boxed_slice(),
             mask: n - 1,
             hits: 0,
             misses: 0,
@@ -506,24 +537,30 @@ impl RingHashMemo {
     /// The ketama hash of `key`, whose keyed 64-bit hash is `tag`.
     #[inline]
     pub fn hash(&mut self, tag: u64, key: &[u8]) -> u32 {
-        let p = key.len().min(MEMO_KEY_BYTES);
-        let s = &mut self.slots[tag as usize & self.mask];
-        // An empty slot has len 0 and a real key never does (memcached keys are non-empty),
-        // except the empty key, whose ketama hash is recomputed harmlessly.
-        if s.tag == tag
-            && usize::from(s.len) == key.len()
-            && s.prefix[..p] == key[..p]
-            && !key.is_empty()
-        {
+        // The bucket from the hash's high bits: callers' tables index by the low ones, so
+        // keys crowded in one of their buckets spread over the memo's.
+        let b = &mut self.buckets[(tag >> 32) as usize & self.mask];
+        if b.slots[0].matches(tag, key) {
             self.hits += 1;
-            return s.ring;
+            return b.slots[0].ring;
+        }
+        if b.slots[1].matches(tag, key) {
+            self.hits += 1;
+            b.slots.swap(0, 1);
+            return b.slots[0].ring;
         }
         self.misses += 1;
         let ring = ketama_hash(key);
-        s.tag = tag;
-        s.len = key.len().min(255) as u8;
-        s.prefix[..p].copy_from_slice(&key[..p]);
-        s.ring = ring;
+        let p = key.len().min(MEMO_KEY_BYTES);
+        let mut slot = MemoSlot {
+            tag,
+            ring,
+            len: key.len().min(255) as u8,
+            prefix: [0; MEMO_KEY_BYTES],
+        };
+        slot.prefix[..p].copy_from_slice(&key[..p]);
+        b.slots[1] = b.slots[0];
+        b.slots[0] = slot;
         ring
     }
 
@@ -549,7 +586,7 @@ mod tests {
         assert_eq!(m.hash(7, b"a"), ketama_hash(b"a"));
         assert_eq!(m.hash(7, b"a"), ketama_hash(b"a"));
         assert_eq!(m.counters().0, 2, "the repeated key hit");
-        // Keys that share a 64-bit tag, a length and their first 32 bytes are the only
+        // Keys that share a 64-bit tag, a length and their first 19 bytes are the only
         // confusable ones. Real tags are a keyed hash of the whole key, so two different
         // keys share one with probability 2^-64; forcing equal tags here pins down that
         // this is the only way to get a wrong answer.
@@ -564,6 +601,28 @@ mod tests {
             ketama_hash(&b),
             "a different tag is exact again"
         );
+    }
+
+    #[test]
+    fn two_keys_in_one_memo_bucket_both_stay_and_the_least_recent_goes() {
+        let mut m = RingHashMemo::new(2);
+        // One bucket: every tag lands in it.
+        let (a, b, c): (&[u8], &[u8], &[u8]) = (b"key:a", b"key:b", b"key:c");
+        for k in [a, b, a, b, a, b] {
+            assert_eq!(m.hash(k[4].into(), k), ketama_hash(k));
+        }
+        assert_eq!(
+            m.counters(),
+            (4, 2),
+            "a and b share the bucket without evicting"
+        );
+        // c replaces the least recently used (a); b stays.
+        assert_eq!(m.hash(c[4].into(), c), ketama_hash(c));
+        assert_eq!(m.hash(b[4].into(), b), ketama_hash(b));
+        assert_eq!(m.counters(), (5, 3));
+        assert_eq!(m.hash(a[4].into(), a), ketama_hash(a));
+        assert_eq!(m.counters(), (5, 4), "a was evicted");
+        assert_eq!(size_of::<MemoBucket>(), 64);
     }
 
     fn live(host: &str, port: u16, weight: u32) -> RingServer<'_> {
