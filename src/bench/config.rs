@@ -47,6 +47,10 @@ load shape:
                          connections, so their requests and replies batch into single
                          sendmmsg/recvmmsg calls (default: thread); or one socket (source
                          port) per server per connection
+  --spin-us N            UDP: before sleeping for a reply, poll the sockets for up to N
+                         microseconds (default 20; 0: sleep at once). A reply usually comes
+                         within that on one host, and catching it awake skips the sleep
+                         and wake-up, which cost more CPU than the polling
   --depth N              closed loop: requests outstanding per connection (TCP: pipeline
                          depth) (default 1)
   --rate OPS             open loop: total target requests/s over all connections; latency
@@ -261,6 +265,8 @@ pub struct Settings {
     /// UDP: one socket per server per thread (shared by its connections) instead of one
     /// per connection.
     pub udp_per_thread: bool,
+    /// UDP: how long to poll for replies before sleeping (`--spin-us`).
+    pub spin: Duration,
 }
 
 impl Settings {
@@ -301,6 +307,7 @@ impl Settings {
             stats_transport: Transport::Tcp,
             stats_csv: None,
             udp_per_thread: true,
+            spin: Duration::from_micros(20),
         }
     }
 
@@ -459,6 +466,15 @@ where
                         )))
                     }
                 }
+            }
+            Long("spin-us") => {
+                let us: u64 = value(&mut p, "--spin-us")?;
+                if us > 1_000_000 {
+                    return Err(invalid(format!(
+                        "--spin-us {us}: at most 1000000 (one second)"
+                    )));
+                }
+                s.spin = Duration::from_micros(us);
             }
             Long("threads") | Short('t') => s.threads = value(&mut p, "--threads")?,
             Long("connections") | Short('c') => s.connections = value(&mut p, "--connections")?,
@@ -650,6 +666,9 @@ mod tests {
         assert_eq!(d.mode, LoopMode::Closed { depth: 1 });
         assert_eq!(d.duration, Some(Duration::from_secs(10)));
         assert_eq!(d.value_cap(), 1200);
+        assert_eq!(d.spin, Duration::from_micros(20));
+        let quiet = run(&["--server", "h", "--spin-us", "0"]).unwrap();
+        assert_eq!(quiet.spin, Duration::ZERO);
     }
 
     #[test]
@@ -661,6 +680,8 @@ mod tests {
             &["--server", "h", "--get-ratio", "1.5"],
             &["--server", "h", "--meta", "--multiget", "4"],
             &["--server", "h", "--rate", "100", "--depth", "2"],
+            &["--server", "h", "--spin-us", "2000000"],
+            &["--server", "h", "--spin-us", "-1"],
             &["--server", "h", "--duration", "1", "--requests", "5"],
             &["--server", "h", "--requests", "0"],
             &["--server", "h", "--dist", "zipf:x"],

@@ -785,7 +785,10 @@ impl Worker {
                         // One socket and nothing to send until a reply frees room: wait
                         // in the receive call itself (at most UDP_WAIT, which only
                         // housekeeping can overshoot), no epoll round trip.
-                        if conn.receive_wait(now_ns, &self.shared, &mut self.books, scratch) > 0 {
+                        let spin = self.settings.spin.as_nanos() as u64;
+                        if conn.receive_wait(now_ns, &self.shared, &mut self.books, scratch, spin)
+                            > 0
+                        {
                             last_activity = now;
                         }
                         continue;
@@ -1020,6 +1023,21 @@ impl Worker {
     /// Waits up to `wait_ns` for readiness (to the microsecond if `precise`, else to
     /// the next millisecond); returns the number of events.
     fn wait(&mut self, events: &mut [EpollEvent], wait_ns: u64, precise: bool) -> usize {
+        // UDP: poll for up to --spin-us before sleeping (see Settings::spin).
+        let spin = (self.settings.spin.as_nanos() as u64).min(wait_ns);
+        if matches!(self.io, Io::Udp(_)) && spin > 0 && wait_ns >= SPIN_NS {
+            let t0 = Instant::now();
+            loop {
+                let n = self.epoll.wait(events, EpollTimeout::ZERO).unwrap_or(0);
+                if n > 0 {
+                    return n;
+                }
+                if t0.elapsed().as_nanos() as u64 >= spin {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
         let timeout = if wait_ns < SPIN_NS {
             EpollTimeout::ZERO
         } else if !precise {

@@ -226,16 +226,31 @@ impl UdpConn {
         self.receive_inner(now, shared, books, scratch, false)
     }
 
-    /// [`receive`](Self::receive), but waits for the first datagram (up to the socket's
-    /// receive timeout, `SO_RCVTIMEO`) in the same system call: a thread with this one
-    /// socket needs no epoll round trip per wake-up.
+    /// [`receive`](Self::receive), but waits for the first datagram: first by polling
+    /// for up to `spin_ns` (non-blocking receives), then asleep (up to the socket's
+    /// receive timeout, `SO_RCVTIMEO`) in the receive call itself, so a thread with this
+    /// one socket needs no epoll round trip per wake-up.
     pub fn receive_wait(
         &mut self,
         now: impl Fn() -> u64,
         shared: &Shared,
         books: &mut Books,
         scratch: &mut UdpScratch,
+        spin_ns: u64,
     ) -> usize {
+        if spin_ns > 0 {
+            let until = now().saturating_add(spin_ns);
+            loop {
+                let n = self.receive_inner(&now, shared, books, scratch, false);
+                if n > 0 {
+                    return n;
+                }
+                if now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
         self.receive_inner(now, shared, books, scratch, true)
     }
 
