@@ -1025,6 +1025,7 @@ impl Worker {
     fn wait(&mut self, events: &mut [EpollEvent], wait_ns: u64, precise: bool) -> usize {
         // UDP: poll for up to --spin-us before sleeping (see Settings::spin).
         let spin = (self.settings.spin.as_nanos() as u64).min(wait_ns);
+        let mut wait_ns = wait_ns;
         if matches!(self.io, Io::Udp(_)) && spin > 0 && wait_ns >= SPIN_NS {
             let t0 = Instant::now();
             loop {
@@ -1032,7 +1033,10 @@ impl Worker {
                 if n > 0 {
                     return n;
                 }
-                if t0.elapsed().as_nanos() as u64 >= spin {
+                let spun = t0.elapsed().as_nanos() as u64;
+                if spun >= spin {
+                    // Sleep only for what is left of the wait.
+                    wait_ns = wait_ns.saturating_sub(spun);
                     break;
                 }
                 std::hint::spin_loop();
