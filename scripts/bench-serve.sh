@@ -44,7 +44,9 @@ drive() {
     local target=$1 before after
     before=$(cmd_get)
     if [ "$tool" = kvbench ]; then
-        "$KVBENCH" --server "$target" --threads 1 --connections 32 --depth 4 --udp-sockets thread \
+        # kvbench shares the 2 CPUs with memcached and kvlb: no polling for replies
+        # (--spin-us 0), which would take CPU from the process under test.
+        "$KVBENCH" --server "$target" --threads 1 --connections 32 --depth 4 --udp-sockets thread --spin-us 0 \
             --keys "$keys" --dist uniform --get-ratio 1 --duration "$seconds" --no-validate \
             --quiet --json > "$work/kvbench.json"
     else

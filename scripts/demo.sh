@@ -188,8 +188,10 @@ for p in "${phases[@]}"; do
     mkdir -p "$dir"
     say "phase $name: $dist, hot-key handling $hot, ${duration}s"
     start_kvlb "$dir" --hotkeys "$hot"
+    # kvbench shares the CPUs with kvlb and the servers here: no polling for replies
+    # (--spin-us 0), which would take CPU from them.
     # shellcheck disable=SC2086
-    "${RUN_CLIENT[@]}" "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread \
+    "${RUN_CLIENT[@]}" "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread --spin-us 0 \
         --keys "$keys" --dist "$dist" --get-ratio 0.95 --value-size 100 \
         --duration "$duration" $extra "${stats_servers[@]}" \
         --stats-csv "$dir/servers.csv" --csv "$dir/kvbench.csv" --json --quiet \
