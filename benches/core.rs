@@ -150,6 +150,48 @@ fn parse_rewrite(frame: &mut [u8], to_backend: bool) {
     let _ = w.set_request_id(7);
 }
 
+/// One `core` iteration: every frame of the workload through the core (and its reply when
+/// it went to a backend), then the timers. `t` is the core's clock in ns, advanced 1 µs
+/// per frame.
+fn core_pass(core: &mut Core, frames: &[(Vec<u8>, bool)], t: &mut u64, buf: &mut Vec<u8>) {
+    for (f, get) in frames {
+        *t += 1000;
+        let now = Instant::from_nanos(*t);
+        buf.clear();
+        buf.extend_from_slice(f);
+        let v = core.process_frame(now, 0, buf);
+        if v == Verdict::Out(0) && to_backend(buf) {
+            craft_reply(buf, *get);
+            black_box(core.process_frame(now, 0, buf));
+        }
+    }
+    core.on_tick(Instant::from_nanos(*t));
+    core.drain_emitted(&mut |_, f| {
+        black_box(f);
+    });
+}
+
+/// One `parse_rewrite` iteration over the workload.
+fn parse_rewrite_pass(frames: &[(Vec<u8>, bool)], buf: &mut Vec<u8>) {
+    for (f, get) in frames {
+        buf.clear();
+        buf.extend_from_slice(f);
+        parse_rewrite(buf, true);
+        craft_reply(buf, *get);
+        parse_rewrite(buf, false);
+    }
+}
+
+/// One `craft` iteration over the workload.
+fn craft_pass(frames: &[(Vec<u8>, bool)], buf: &mut Vec<u8>) {
+    for (f, get) in frames {
+        buf.clear();
+        buf.extend_from_slice(f);
+        craft_reply(buf, *get);
+        black_box(&*buf);
+    }
+}
+
 fn bench(c: &mut Criterion) {
     for (alpha, hotkeys) in [(0.99, true), (1.2, true), (0.99, false)] {
         let frames = workload(alpha, 1 << 16);
@@ -180,47 +222,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function("core", |b| {
             b.iter_batched_ref(
                 || (),
-                |_| {
-                    for (f, get) in &frames {
-                        t += 1000;
-                        let now = Instant::from_nanos(t);
-                        buf.clear();
-                        buf.extend_from_slice(f);
-                        let v = core.process_frame(now, 0, &mut buf);
-                        if v == Verdict::Out(0) && to_backend(&buf) {
-                            craft_reply(&mut buf, *get);
-                            black_box(core.process_frame(now, 0, &mut buf));
-                        }
-                    }
-                    core.on_tick(Instant::from_nanos(t));
-                    core.drain_emitted(&mut |_, f| {
-                        black_box(f);
-                    });
-                },
+                |_| core_pass(&mut core, &frames, &mut t, &mut buf),
                 BatchSize::PerIteration,
             )
         });
         g.bench_function("parse_rewrite", |b| {
-            b.iter(|| {
-                for (f, get) in &frames {
-                    buf.clear();
-                    buf.extend_from_slice(f);
-                    parse_rewrite(&mut buf, true);
-                    craft_reply(&mut buf, *get);
-                    parse_rewrite(&mut buf, false);
-                }
-            })
+            b.iter(|| parse_rewrite_pass(&frames, &mut buf))
         });
-        g.bench_function("craft", |b| {
-            b.iter(|| {
-                for (f, get) in &frames {
-                    buf.clear();
-                    buf.extend_from_slice(f);
-                    craft_reply(&mut buf, *get);
-                    black_box(&buf);
-                }
-            })
-        });
+        g.bench_function("craft", |b| b.iter(|| craft_pass(&frames, &mut buf)));
         g.finish();
         // The same three loops again, interleaved in rounds: this VM's speed drifts over
         // seconds, so criterion's back-to-back means can compare a fast stretch with a slow
@@ -229,38 +238,13 @@ fn bench(c: &mut Criterion) {
         let mut rounds = Vec::new();
         for _ in 0..INTERLEAVED_ROUNDS {
             let t0 = std::time::Instant::now();
-            for (f, get) in &frames {
-                t += 1000;
-                let now = Instant::from_nanos(t);
-                buf.clear();
-                buf.extend_from_slice(f);
-                let v = core.process_frame(now, 0, &mut buf);
-                if v == Verdict::Out(0) && to_backend(&buf) {
-                    craft_reply(&mut buf, *get);
-                    black_box(core.process_frame(now, 0, &mut buf));
-                }
-            }
-            core.on_tick(Instant::from_nanos(t));
-            core.drain_emitted(&mut |_, f| {
-                black_box(f);
-            });
+            core_pass(&mut core, &frames, &mut t, &mut buf);
             let core_ns = t0.elapsed().as_nanos() as f64;
             let t0 = std::time::Instant::now();
-            for (f, get) in &frames {
-                buf.clear();
-                buf.extend_from_slice(f);
-                parse_rewrite(&mut buf, true);
-                craft_reply(&mut buf, *get);
-                parse_rewrite(&mut buf, false);
-            }
+            parse_rewrite_pass(&frames, &mut buf);
             let pr_ns = t0.elapsed().as_nanos() as f64;
             let t0 = std::time::Instant::now();
-            for (f, get) in &frames {
-                buf.clear();
-                buf.extend_from_slice(f);
-                craft_reply(&mut buf, *get);
-                black_box(&buf);
-            }
+            craft_pass(&frames, &mut buf);
             let craft_ns = t0.elapsed().as_nanos() as f64;
             let n = frames.len() as f64;
             rounds.push([core_ns / n, pr_ns / n, craft_ns / n]);
