@@ -4,7 +4,9 @@
 # memcached's own `stats` (cmd_get), rounds alternating.
 #
 #   scripts/bench-serve.sh [--seconds S] [--rounds N] [--keys K] [--tool kvbench|memaslap]
+#                          [-- KVLB_ARGS...]
 #
+# Arguments after `--` are passed to `kvlb serve` (e.g. `-- --source-ports 1`).
 # Prints both rates per round and the ratio kvlb/direct. Everything runs on loopback and is
 # stopped by PID on exit. Build first: cargo build --release --bin kvlb --bin kvbench.
 set -euo pipefail
@@ -16,7 +18,8 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift ;;
         --keys) keys=$2; shift ;;
         --tool) tool=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --) shift; break ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "bench-serve.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
@@ -65,7 +68,7 @@ for r in $(seq "$rounds"); do
     direct=$(drive "127.0.0.1:$port")
     vip=$((port + 50))
     "$KVLB" serve --listen "127.0.0.1:$vip" --backend "127.0.0.1:$port" --source-port-base 0 \
-        --stats-interval 0 2> "$work/kvlb.log" &
+        --stats-interval 0 "$@" 2> "$work/kvlb.log" &
     K=$!
     PIDS+=("$K")
     sleep 0.3

@@ -83,9 +83,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
         out.write(report);
     })?;
     log::info!(
-        "kvlb serve: stopped; {} datagrams in, {} out, {} send errors",
+        "kvlb serve: stopped; {} datagrams in ({} receive calls), {} out ({} send calls), {} send errors",
         counters.datagrams_in,
+        counters.recv_calls,
         counters.datagrams_out,
+        counters.send_calls,
         counters.send_errors
     );
     Ok(())

@@ -225,6 +225,8 @@ pub struct Config {
     pub source_ports: u16,
     /// Packet datapaths stop once their input is exhausted and nothing is outstanding.
     pub exit_when_idle: bool,
+    /// Socket datapath: coalesce sends with UDP generic segmentation offload.
+    pub udp_gso: bool,
     /// Frames that are not kvlb's are passed on (ONVM NEXT / pass-through) rather than
     /// dropped.
     pub pass_other: bool,
@@ -308,6 +310,7 @@ impl Default for Config {
             source_port_base: 40000,
             source_ports: 8,
             exit_when_idle: false,
+            udp_gso: true,
             pass_other: true,
             hotkeys: true,
             hotkey_algo: "lossy-decayed".to_string(),
@@ -463,6 +466,9 @@ pub static OPTIONS: &[OptSpec] = &[
     opt!("source-ports", Some("N"), false,
         "UDP source ports toward backends; each widens the 16-bit request-id space by 65536 [default: 8]",
         |c, v| c.source_ports = num(v)?),
+    opt!("udp-gso", Some("on|off"), false,
+        "socket mode: send runs of equal-sized datagrams to one peer as one UDP GSO send (falls back by itself where the kernel refuses) [default: on]",
+        |c, v| c.udp_gso = flag(v)?),
     opt!("exit-when-idle", None, false, "packet datapaths stop when their input is exhausted",
         |c, v| c.exit_when_idle = flag(v)?),
     opt!("other-traffic", Some("pass|drop"), false,

@@ -27,8 +27,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    recvmmsg, recvmsg, sendmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
-    SockaddrIn,
+    recvmmsg, recvmsg, sendmmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, MultiHeaders, SockaddrIn,
 };
 
 use crate::clock::Instant;
@@ -168,6 +168,8 @@ pub struct SocketCounters {
     pub unsendable: u64,
     pub send_errors: u64,
     pub icmp_errors: u64,
+    /// Times the kernel refused a UDP GSO send (GSO is then off for the run).
+    pub gso_fallbacks: u64,
 }
 
 /// A frame in a fixed buffer: the receive buffer, with its headroom and tailroom.
@@ -192,13 +194,89 @@ impl FrameBuf for SliceFrame<'_> {
     }
 }
 
+/// Largest datagram sent as a GSO segment: the UDP payload of one 1500-byte Ethernet MTU,
+/// so the kernel's check that a segment fits the path MTU holds on any usual interface.
+/// Larger datagrams are sent one by one (and fragmented by the kernel as before).
+pub const GSO_MAX_SEGMENT: usize = 1500 - 20 - 8;
+/// The kernel's limits on one GSO send: segments (`UDP_MAX_SEGMENTS`) and payload bytes.
+const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_BYTES: usize = 65507;
+
+/// One message of a send: queue entries `first..first + count` of one socket's queue (after
+/// [`plan_sends`] grouped it), all to one peer. `segment` > 0: a UDP GSO send, every
+/// datagram `segment` bytes long except the last, which may be shorter; the kernel splits
+/// it into `count` datagrams. `segment` 0: one plain datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Send {
+    first: usize,
+    count: usize,
+    segment: u16,
+}
+
+/// Cuts one socket's queue of (peer, bytes) into messages: entries are grouped per peer
+/// (stable, so the datagrams of a multi-datagram reply keep their order), and each peer's
+/// run is cut greedily into GSO messages of equal-sized datagrams, the last of which may
+/// be shorter. Datagrams above [`GSO_MAX_SEGMENT`], and every datagram when `gso` is
+/// off, go alone.
+fn plan_sends(q: &mut [(SocketAddrV4, std::ops::Range<usize>)], gso: bool, out: &mut Vec<Send>) {
+    out.clear();
+    if gso && q.windows(2).any(|w| w[0].0 != w[1].0) {
+        q.sort_by_key(|(peer, _)| (u32::from(*peer.ip()), peer.port()));
+    }
+    let mut i = 0;
+    while i < q.len() {
+        let len = q[i].1.len();
+        let mut j = i + 1;
+        if gso && len > 0 && len <= GSO_MAX_SEGMENT {
+            let mut bytes = len;
+            while j < q.len()
+                && j - i < GSO_MAX_SEGMENTS
+                && q[j].0 == q[i].0
+                && q[j].1.len() <= len
+                && bytes + q[j].1.len() <= GSO_MAX_BYTES
+            {
+                bytes += q[j].1.len();
+                j += 1;
+                if q[j - 1].1.len() < len {
+                    break; // a shorter datagram ends the message
+                }
+            }
+        }
+        out.push(Send {
+            first: i,
+            count: j - i,
+            segment: if j - i > 1 { len as u16 } else { 0 },
+        });
+        i = j;
+    }
+}
+
 /// Per-socket queue of datagrams to send: (destination, frame bytes range in the arena).
 struct SendQueue {
     arena: Vec<u8>,
     queues: Vec<Vec<(SocketAddrV4, std::ops::Range<usize>)>>,
+    /// Send runs of equal-sized datagrams as UDP GSO messages; turned off for good the
+    /// first time the kernel refuses one.
+    gso: bool,
+    plan: Vec<Send>,
+    /// Headers without control messages (plain datagrams), and with room for one
+    /// `UDP_SEGMENT` control message each (GSO messages).
+    plain_headers: MultiHeaders<SockaddrIn>,
+    gso_headers: MultiHeaders<SockaddrIn>,
 }
 
 impl SendQueue {
+    fn new(n_sockets: usize, gso: bool) -> SendQueue {
+        SendQueue {
+            arena: Vec::with_capacity(BATCH * 2048),
+            queues: (0..n_sockets).map(|_| Vec::with_capacity(BATCH)).collect(),
+            gso,
+            plan: Vec::with_capacity(BATCH),
+            plain_headers: MultiHeaders::preallocate(BATCH, None),
+            gso_headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u16))),
+        }
+    }
+
     fn push(&mut self, sockets: &Sockets, frame: &[u8], counters: &mut SocketCounters) {
         let Ok(Classified::Udp(u)) = wire::classify(frame) else {
             counters.unsendable += 1;
@@ -217,43 +295,102 @@ impl SendQueue {
         ));
     }
 
-    fn flush(
-        &mut self,
-        sockets: &Sockets,
-        headers: &mut MultiHeaders<SockaddrIn>,
-        counters: &mut SocketCounters,
-    ) {
-        for (ix, q) in self.queues.iter_mut().enumerate() {
-            let mut sent = 0;
-            while sent < q.len() {
-                let chunk = &q[sent..q.len().min(sent + BATCH)];
-                let slices: Vec<[IoSlice<'_>; 1]> = chunk
+    fn flush(&mut self, sockets: &Sockets, counters: &mut SocketCounters) {
+        for ix in 0..self.queues.len() {
+            if self.queues[ix].is_empty() {
+                continue;
+            }
+            let fd = sockets.socket(ix).as_raw_fd();
+            plan_sends(&mut self.queues[ix], self.gso, &mut self.plan);
+            let q = &self.queues[ix];
+            let mut m = 0;
+            while m < self.plan.len() {
+                // Consecutive messages of one kind (plain, or GSO of one segment size)
+                // share a sendmmsg: its control message applies to all of them.
+                let segment = self.plan[m].segment;
+                let mut end = m + 1;
+                while end < self.plan.len() && end - m < BATCH && self.plan[end].segment == segment
+                {
+                    end += 1;
+                }
+                let chunk = &self.plan[m..end];
+                let slices: Vec<Vec<IoSlice<'_>>> = chunk
                     .iter()
-                    .map(|(_, r)| [IoSlice::new(&self.arena[r.clone()])])
+                    .map(|s| {
+                        q[s.first..s.first + s.count]
+                            .iter()
+                            .map(|(_, r)| IoSlice::new(&self.arena[r.clone()]))
+                            .collect()
+                    })
                     .collect();
                 let addrs: Vec<Option<SockaddrIn>> = chunk
                     .iter()
-                    .map(|(a, _)| Some(SockaddrIn::from(*a)))
+                    .map(|s| Some(SockaddrIn::from(q[s.first].0)))
                     .collect();
-                let fd = sockets.socket(ix).as_raw_fd();
                 counters.send_calls += 1;
-                match sendmmsg(fd, headers, &slices, &addrs, [], MsgFlags::empty()) {
-                    Ok(res) => {
-                        let n = res.count().max(1);
-                        counters.datagrams_out += n as u64;
-                        sent += n;
+                let result = if segment == 0 {
+                    sendmmsg(
+                        fd,
+                        &mut self.plain_headers,
+                        &slices,
+                        &addrs,
+                        [],
+                        MsgFlags::empty(),
+                    )
+                    .map(|r| r.count())
+                } else {
+                    let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+                    sendmmsg(
+                        fd,
+                        &mut self.gso_headers,
+                        &slices,
+                        &addrs,
+                        cmsg,
+                        MsgFlags::empty(),
+                    )
+                    .map(|r| r.count())
+                };
+                match result {
+                    Ok(n) => {
+                        let n = n.max(1);
+                        counters.datagrams_out += chunk[..n.min(chunk.len())]
+                            .iter()
+                            .map(|s| s.count as u64)
+                            .sum::<u64>();
+                        m += n;
                     }
                     Err(Errno::EINTR) => {}
+                    Err(
+                        e @ (Errno::EINVAL | Errno::EIO | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP),
+                    ) if segment != 0 => {
+                        // The kernel (or the route's device) does not do UDP GSO: send
+                        // these and everything after one datagram at a time.
+                        log::warn!("UDP GSO refused ({e}): sending datagrams one by one");
+                        counters.gso_fallbacks += 1;
+                        self.gso = false;
+                        let rest: Vec<Send> = self.plan[m..]
+                            .iter()
+                            .flat_map(|s| {
+                                (s.first..s.first + s.count).map(|first| Send {
+                                    first,
+                                    count: 1,
+                                    segment: 0,
+                                })
+                            })
+                            .collect();
+                        self.plan.truncate(m);
+                        self.plan.extend(rest);
+                    }
                     Err(e) => {
                         // ECONNREFUSED and friends report an earlier ICMP error; skip the
-                        // datagram that failed and carry on.
+                        // message that failed and carry on.
                         log::debug!("sendmmsg: {e}");
                         counters.send_errors += 1;
-                        sent += 1;
+                        m += 1;
                     }
                 }
             }
-            q.clear();
+            self.queues[ix].clear();
         }
         self.arena.clear();
     }
@@ -276,11 +413,7 @@ pub fn serve(
         .map(|_| vec![0u8; HEADROOM + MAX_DATAGRAM])
         .collect();
     let mut recv_headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let mut send_headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let mut out = SendQueue {
-        arena: Vec::with_capacity(BATCH * 2048),
-        queues: (0..n_sockets).map(|_| Vec::with_capacity(BATCH)).collect(),
-    };
+    let mut out = SendQueue::new(n_sockets, cfg.udp_gso);
     let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
     let mut next_tick = clock();
     let mut next_report = clock() + cfg.stats_interval;
@@ -379,7 +512,7 @@ pub fn serve(
             core.drain_emitted(&mut |_: Dest, f: &[u8]| out.push(sockets, f, &mut counters));
             next_tick = now + TICK;
         }
-        out.flush(sockets, &mut send_headers, &mut counters);
+        out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
             report(core.report(now), &counters);
             next_report = now + cfg.stats_interval;
@@ -421,6 +554,181 @@ fn drain_errors(
                     counters.icmp_errors += 1;
                     core.on_unreachable(now, addr);
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::McHeader;
+
+    fn peer(n: u8, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, n), port)
+    }
+
+    /// A queue of (peer, range) with the given datagram lengths, laid end to end.
+    fn queue(items: &[(SocketAddrV4, usize)]) -> Vec<(SocketAddrV4, std::ops::Range<usize>)> {
+        let mut at = 0;
+        items
+            .iter()
+            .map(|&(p, len)| {
+                at += len;
+                (p, at - len..at)
+            })
+            .collect()
+    }
+
+    fn plan(q: &mut [(SocketAddrV4, std::ops::Range<usize>)], gso: bool) -> Vec<Send> {
+        let mut out = Vec::new();
+        plan_sends(q, gso, &mut out);
+        out
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_peer_become_one_gso_message() {
+        let a = peer(1, 1000);
+        let mut q = queue(&[(a, 36); 5]);
+        assert_eq!(
+            plan(&mut q, true),
+            [Send {
+                first: 0,
+                count: 5,
+                segment: 36
+            }]
+        );
+        // Off: one plain datagram each.
+        let p = plan(&mut q, false);
+        assert_eq!(p.len(), 5);
+        assert!(p.iter().all(|s| s.count == 1 && s.segment == 0));
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_a_message_and_a_longer_one_starts_the_next() {
+        let a = peer(1, 1000);
+        let mut q = queue(&[
+            (a, 1408),
+            (a, 1408),
+            (a, 500),
+            (a, 1408),
+            (a, 600),
+            (a, 700),
+        ]);
+        let p = plan(&mut q, true);
+        assert_eq!(
+            p,
+            [
+                Send {
+                    first: 0,
+                    count: 3,
+                    segment: 1408
+                },
+                Send {
+                    first: 3,
+                    count: 2,
+                    segment: 1408
+                },
+                Send {
+                    first: 5,
+                    count: 1,
+                    segment: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn peers_are_grouped_stably_and_limits_hold() {
+        let (a, b) = (peer(1, 1000), peer(2, 1000));
+        let mut q = queue(&[(b, 10), (a, 11), (b, 12), (a, 13)]);
+        let lens: Vec<usize> = {
+            let p = plan(&mut q, true);
+            assert!(p.iter().all(|s| s.count == 1)); // sizes all differ
+            q.iter().map(|(_, r)| r.len()).collect()
+        };
+        // Per peer the original order survives.
+        assert_eq!(lens, [11, 13, 10, 12]);
+        // At most 64 segments, and nothing above one MTU's payload goes as GSO.
+        let mut q = queue(&[(a, 100); 130]);
+        let p = plan(&mut q, true);
+        assert_eq!(p.iter().map(|s| s.count).collect::<Vec<_>>(), [64, 64, 2]);
+        let mut q = queue(&[(a, GSO_MAX_SEGMENT + 1); 3]);
+        assert!(plan(&mut q, true).iter().all(|s| s.segment == 0));
+        // At most 65507 bytes in one message.
+        let mut q = queue(&[(a, 1400); 64]);
+        let p = plan(&mut q, true);
+        assert!(p.iter().all(|s| s.count * 1400 <= GSO_MAX_BYTES));
+        assert_eq!(p.iter().map(|s| s.count).sum::<usize>(), 64);
+    }
+
+    /// Real sockets: whatever the plan, the peer receives every datagram once, whole and
+    /// in order per peer.
+    #[test]
+    fn gso_sends_arrive_as_the_datagrams_queued() {
+        for gso in [true, false] {
+            let cfg = Config::from_args([
+                "--backend",
+                "127.0.0.1:1",
+                "--source-port-base",
+                "0",
+                "--source-ports",
+                "1",
+            ])
+            .unwrap();
+            let sockets = Sockets::bind(&cfg, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let std::net::SocketAddr::V4(to) = rx.local_addr().unwrap() else {
+                unreachable!()
+            };
+            let ep = UdpEndpoints {
+                src_mac: KVLB_MAC,
+                dst_mac: PEER_MAC,
+                vlan: None,
+                inner_vlan: None,
+                src_ip: *sockets.vip().ip(),
+                dst_ip: *to.ip(),
+                src_port: sockets.vip().port(),
+                dst_port: to.port(),
+                ttl: 64,
+            };
+            let mut out = SendQueue::new(2, gso);
+            let mut counters = SocketCounters::default();
+            // 70 equal messages (two GSO sends), then a shorter and a longer one.
+            let mut sent = Vec::new();
+            for i in 0..72u16 {
+                let body = match i {
+                    70 => b"END\r\n".to_vec(),
+                    71 => vec![b'x'; 1200],
+                    _ => format!("VALUE k{i:03} 0 1\r\nv\r\nEND\r\n").into_bytes(),
+                };
+                let mut buf = vec![0u8; 2048];
+                let n = ep
+                    .emit_message(&mut buf, i, McHeader::single(i), &body)
+                    .unwrap();
+                out.push(&sockets, &buf[..n], &mut counters);
+                let mut d = McHeader::single(i).to_bytes().to_vec();
+                d.extend_from_slice(&body);
+                sent.push(d);
+            }
+            out.flush(&sockets, &mut counters);
+            assert_eq!(counters.datagrams_out, 72, "gso {gso}");
+            assert_eq!(counters.send_errors + counters.gso_fallbacks, 0);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            for _ in 0..72 {
+                let (n, _) = rx.recv_from(&mut buf).expect("every datagram arrives");
+                got.push(buf[..n].to_vec());
+            }
+            assert_eq!(got, sent, "gso {gso}");
+            if gso {
+                // 70 + the shorter one in two GSO sends, the longer one alone.
+                assert!(
+                    counters.send_calls <= 3,
+                    "{} send calls",
+                    counters.send_calls
+                );
             }
         }
     }
