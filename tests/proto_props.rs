@@ -220,7 +220,7 @@ proptest! {
     }
 
     #[test]
-    fn keys_over_250_bytes_or_with_control_bytes_are_refused(k in key(), extra in key(), bad in 0u8..0x20, at in any::<usize>()) {
+    fn keys_over_250_bytes_or_with_nul_or_cr_are_refused(k in key(), extra in key(), bad in 0u8..0x20, at in any::<usize>()) {
         let mut long = k.clone();
         long.extend_from_slice(&extra);
         let line = [b"get ".as_slice(), &long, b"\r\n"].concat();
@@ -229,11 +229,19 @@ proptest! {
         }
         let mut ctl = k;
         let i = at % ctl.len();
-        // \n and \r end the line; everything else below 0x20 (and DEL) is illegal in a key.
-        ctl[i] = if bad == b'\n' || bad == b'\r' { 0x7f } else { bad };
+        // As in memcached: NUL (it reads the line as a C string) and CR are not key bytes;
+        // LF ends the line; every other control byte, and DEL, is.
+        ctl[i] = if bad == b'\n' { 0x7f } else { bad };
         prop_assume!(ctl.len() <= 250);
         let line = [b"delete ".as_slice(), &ctl, b"\r\n"].concat();
-        prop_assert_eq!(Request::parse(&line), Err(proto::Error::IllegalKey));
+        if bad == 0 || bad == b'\r' {
+            prop_assert_eq!(Request::parse(&line), Err(proto::Error::IllegalKey));
+        } else {
+            match Request::parse(&line) {
+                Ok(Request::Delete { key, .. }) => prop_assert_eq!(key, &ctl[..]),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 
     #[test]

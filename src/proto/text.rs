@@ -62,7 +62,12 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
-/// Checks a key: 1 to 250 bytes, no control characters (< 0x20, 0x7f) or spaces.
+/// Checks a key: 1 to 250 bytes, none of them a space, `\r`, `\n` or NUL.
+///
+/// That is what memcached's own ASCII parser accepts: it splits tokens on spaces only and
+/// reads the command line as a C string (a NUL cuts it short). Other control characters
+/// and DEL pass, as they do in memcached: protocol.txt asks clients not to send them, but
+/// real clients do (memaslap's keys start with eight 0x10 bytes).
 #[inline]
 pub fn check_key(key: &[u8]) -> Result<(), Error> {
     if key.is_empty() {
@@ -71,7 +76,7 @@ pub fn check_key(key: &[u8]) -> Result<(), Error> {
     if key.len() > MAX_KEY_LEN {
         return Err(Error::KeyTooLong);
     }
-    if key.iter().any(|&b| b <= b' ' || b == 0x7f) {
+    if key.iter().any(|&b| matches!(b, b' ' | b'\r' | b'\n' | 0)) {
         return Err(Error::IllegalKey);
     }
     Ok(())
@@ -322,8 +327,16 @@ mod tests {
         assert_eq!(check_key("ключ".as_bytes()), Ok(()));
         assert_eq!(check_key(&[b'k'; 250]), Ok(()));
         assert_eq!(check_key(&[b'k'; 251]), Err(Error::KeyTooLong));
-        assert_eq!(check_key(b"a\tb"), Err(Error::IllegalKey));
-        assert_eq!(check_key(b"a\x7fb"), Err(Error::IllegalKey));
+        // As memcached: control characters other than CR, LF and NUL are key bytes.
+        assert_eq!(check_key(b"a\tb"), Ok(()));
+        assert_eq!(check_key(b"a\x7fb"), Ok(()));
+        assert_eq!(
+            check_key(b"\x10\x10\x10\x10\x10\x10\x10\x10YAb4xNHp"),
+            Ok(())
+        );
+        for bad in [&b"a b"[..], b"a\rb", b"a\nb", b"a\0b"] {
+            assert_eq!(check_key(bad), Err(Error::IllegalKey));
+        }
         assert_eq!(check_key(b""), Err(Error::BadFormat));
     }
 
