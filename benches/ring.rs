@@ -54,6 +54,14 @@ fn key_hash(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("md5_ketama", len), &key, |b, k| {
             b.iter(|| ketama_hash(black_box(k)))
         });
+        // The general-purpose MD5 ketama_hash used before its one-block version.
+        g.bench_with_input(BenchmarkId::new("md5_crate", len), &key, |b, k| {
+            b.iter(|| {
+                use md5::Digest;
+                let d = md5::Md5::digest(black_box(k));
+                u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+            })
+        });
         g.bench_with_input(BenchmarkId::new("siphash13_baseline", len), &key, |b, k| {
             b.iter(|| {
                 let mut h = sip.build_hasher();

@@ -70,6 +70,8 @@ use md5::{Digest, Md5};
 
 use crate::config::BackendSpec;
 
+mod md5_block;
+
 /// libmemcached's `MEMCACHED_POINTS_PER_SERVER_KETAMA`.
 pub const POINTS_PER_SERVER: u32 = 160;
 
@@ -90,8 +92,7 @@ pub const BUCKET_BITS: u32 = 12;
 /// digest, little-endian.
 #[inline]
 pub fn ketama_hash(key: &[u8]) -> u32 {
-    let digest = Md5::digest(key);
-    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+    md5_block::first_word(key)
 }
 
 /// The number of continuum points libmemcached gives a live server of weight `weight` when
