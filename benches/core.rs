@@ -12,7 +12,8 @@
 //!   it can be subtracted: the reported ratio is (core − craft) / (parse_rewrite − craft).
 //!
 //! `cargo bench --bench core` prints criterion's figures; `scripts/bench-core.sh` runs it
-//! and prints the ratios.
+//! and prints the ratios. `CORE_BENCH_ONLY=nohot cargo bench --bench core` runs only the
+//! workloads whose name contains the string (for profiling one of them).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -193,7 +194,14 @@ fn craft_pass(frames: &[(Vec<u8>, bool)], buf: &mut Vec<u8>) {
 }
 
 fn bench(c: &mut Criterion) {
+    // CORE_BENCH_ONLY=<substring> runs only the matching workloads (names as below), e.g.
+    // to profile one: criterion's filter skips its measurements but not the rounds.
+    let only = std::env::var("CORE_BENCH_ONLY").unwrap_or_default();
     for (alpha, hotkeys) in [(0.99, true), (1.2, true), (0.99, false)] {
+        let name = format!("zipf{alpha}{}", if hotkeys { "" } else { "_nohot" });
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let frames = workload(alpha, 1 << 16);
         let mut core = core(hotkeys);
         // Warm up: let the detector find the hot keys and the caches learn them.
@@ -215,7 +223,6 @@ fn bench(c: &mut Criterion) {
                 }
             }
         }
-        let name = format!("zipf{alpha}{}", if hotkeys { "" } else { "_nohot" });
         let mut g = c.benchmark_group(format!("core/{name}"));
         g.measurement_time(Duration::from_secs(4));
         g.throughput(criterion::Throughput::Elements(frames.len() as u64));
