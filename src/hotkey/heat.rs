@@ -6,7 +6,26 @@
 
 use std::mem::size_of;
 
-use super::keys::Slot;
+use super::keys::{KeyTable, Slot};
+use super::{sort_items, HotItem};
+
+/// Every live entry of `table` whose `score` is at least `min`, rendered by `item`,
+/// hottest first: what `Detector::report` returns for the detectors built on a
+/// [`KeyTable`].
+pub(crate) fn report_items<P: Default>(
+    table: &KeyTable<P>,
+    min: u64,
+    score: impl Fn(&P) -> u64,
+    item: impl Fn(u32) -> HotItem,
+) -> Vec<HotItem> {
+    let mut items: Vec<HotItem> = table
+        .live_indices()
+        .filter(|&i| score(&table.slots[i as usize].p) >= min)
+        .map(item)
+        .collect();
+    sort_items(&mut items);
+    items
+}
 
 /// How hot a key is right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,6 +89,18 @@ impl HeatBook {
 
     pub fn warm(&self) -> &[u32] {
         &self.warm
+    }
+
+    /// The hot (or warm) list as items rendered by `item`, hottest first.
+    pub fn items(&self, heat: Heat, item: impl Fn(u32) -> HotItem) -> Vec<HotItem> {
+        let list = match heat {
+            Heat::Hot => &self.hot,
+            Heat::Warm => &self.warm,
+            Heat::Cold => return Vec::new(),
+        };
+        let mut items: Vec<HotItem> = list.iter().map(|&i| item(i)).collect();
+        sort_items(&mut items);
+        items
     }
 
     fn list(&mut self, h: Heat) -> Option<&mut Vec<u32>> {

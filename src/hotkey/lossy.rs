@@ -67,11 +67,11 @@
 
 use std::time::Duration;
 
-use super::heat::{HeatBook, Tracked};
+use super::heat::{report_items, HeatBook, Tracked};
 use super::keys::{KeyTable, Slot, NIL};
 use super::{
-    share_of_top, sort_items, threshold, Algo, Detector, DetectorParams, Estimate, Heat,
-    HeatChange, HeatLevels, HotItem, HotkeyError, ReportRule, Weight, Window, MAX_WEIGHT,
+    share_of_top, threshold, Algo, Detector, DetectorParams, Estimate, Heat, HeatChange,
+    HeatLevels, HotItem, HotkeyError, ReportRule, Weight, Window, MAX_WEIGHT,
 };
 use crate::clock::Instant;
 
@@ -619,26 +619,15 @@ impl Detector for LossyCounter {
 
     fn report(&self, support: f64, rule: ReportRule) -> Vec<HotItem> {
         let (hot, _) = self.thresholds(support, support, rule);
-        let mut items: Vec<HotItem> = self
-            .table
-            .live_indices()
-            .filter(|&i| Self::score(rule, &self.table.slots[i as usize].p) >= hot)
-            .map(|i| self.item(i))
-            .collect();
-        sort_items(&mut items);
-        items
+        report_items(&self.table, hot, |p| Self::score(rule, p), |i| self.item(i))
     }
 
     fn hot_items(&self) -> Vec<HotItem> {
-        let mut items: Vec<HotItem> = self.book.hot().iter().map(|&i| self.item(i)).collect();
-        sort_items(&mut items);
-        items
+        self.book.items(Heat::Hot, |i| self.item(i))
     }
 
     fn warm_items(&self) -> Vec<HotItem> {
-        let mut items: Vec<HotItem> = self.book.warm().iter().map(|&i| self.item(i)).collect();
-        sort_items(&mut items);
-        items
+        self.book.items(Heat::Warm, |i| self.item(i))
     }
 
     fn hot_len(&self) -> usize {
