@@ -178,8 +178,8 @@ fi
 target=${RTE_TARGET:-x86_64-native-linuxapp-gcc}
 mgr=$ONVM_HOME/onvm/onvm_mgr/$target/app/onvm_mgr
 st=$ONVM_HOME/examples/speed_tester/build/app/speed_tester
-sf=$ONVM_HOME/examples/simple_forward/build/app/simple_forward
-for b in "$mgr" "$st" "$sf"; do [[ -x $b ]] || { echo "missing $b (build ONVM and its examples)" >&2; exit 1; }; done
+sf_bin=$ONVM_HOME/examples/simple_forward/build/app/simple_forward
+for b in "$mgr" "$st" "$sf_bin"; do [[ -x $b ]] || { echo "missing $b (build ONVM and its examples)" >&2; exit 1; }; done
 nf_eal=(-n 3 --proc-type=secondary --no-pci --file-prefix="${prefix}onvm")
 
 # speed_tester replays the GETs when built with ENABLE_PCAP=1, else sends its own packets.
@@ -207,11 +207,23 @@ run_chain() {  # $1: name of the NF under test; the rest: its command
         awk '{ print $NF / 1e6 }' | awk '$1 > 0' | mean_after 1
 }
 
+# In the loop every packet must reach kvlb as a client GET, every time round: kvlb's one
+# backend is its own VIP and its address toward backends is the clients' (10.0.0.9), so
+# the GET it forwards comes back from speed_tester as a new client GET (new source port).
+# Each pass is the whole request lifecycle, as in DPDK mode (the flow expires after 1 ms).
+# The manager has no ports: with -d, kvlb sends every frame to service 1.
+onvm_kvlb_args=(--client-port 0 --server-port 0 --mac 02:00:00:00:00:01
+    --vip 10.0.0.1:11211 --local-ip 10.0.0.9 --backend 10.0.0.1:11211
+    --neighbor 10.0.0.1=02:00:00:00:00:01 --neighbor 10.0.0.9=02:00:00:00:00:09
+    --timeout 1ms --down-after 4000000000 --flow-capacity 524288)
+# shellcheck disable=SC2206
+onvm_kvlb_args+=(${KVLB_BENCH_ARGS:-})
+
 echo "ONVM circular chain speed_tester -> NF -> speed_tester, ${seconds}s x $rounds rounds"
 sf_all=() kv_all=()
 for r in $(seq "$rounds"); do
-    sf=$(run_chain simple_forward "$sf" -l 0 "${nf_eal[@]}" -- -r 2 -- -d 1 -p 100000000)
-    kv=$(run_chain kvlb "$kvlb" onvm -l 0 "${nf_eal[@]}" -- -r 2 -- -d 1 "${kvlb_args[@]}" --stats-interval 0)
+    sf=$(run_chain simple_forward "$sf_bin" -l 0 "${nf_eal[@]}" -- -r 2 -- -d 1 -p 100000000)
+    kv=$(run_chain kvlb "$kvlb" onvm -l 0 "${nf_eal[@]}" -- -r 2 -- -d 1 "${onvm_kvlb_args[@]}" --stats-interval 0)
     echo "round $r: simple_forward $sf Mpps, kvlb $kv Mpps, ratio $(ratio "$kv" "$sf")"
     sf_all+=("$sf") kv_all+=("$kv")
 done

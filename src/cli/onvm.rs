@@ -25,7 +25,7 @@ pub fn help() -> String {
          -p PRINT_DELAY\n        refresh the stats screen every PRINT_DELAY packets (as ONVM's examples; \
          --stats-interval refreshes it by time)\n  \
          -d SERVICE\n        send what kvlb would send out of a port to service SERVICE instead \
-         (kvlb in front of another NF)\n\n\
+         (kvlb in front of another NF; then it also runs on a manager without ports)\n\n\
          CONFIG.json: {\"dpdk\": {\"corelist\": \"2\", \"memory_channels\": 3, \"args\": [\"--no-pci\"]},\n              \
          \"onvm\": {\"serviceid\": 1, \"instanceid\": 9}, \"kvlb\": {\"backend\": [\"10.0.0.2:11211\"], ...}}\n\n\
          Each packet leaves kvlb with its ONVM action set: OUT port, TONF service, NEXT or DROP.\n\
@@ -351,9 +351,32 @@ mod imp {
     use anyhow::Context;
 
     use super::launch;
+    use crate::config::Config;
     use crate::datapath::dpdk::{report_first_panic_only, MacFmt};
     use crate::datapath::onvm::{NfCounters, NfOptions, OnvmNf};
-    use crate::nf::Core;
+    use crate::nf::{Core, PortInfo};
+
+    /// With `-d SERVICE` every frame kvlb sends goes to that NF, whatever port it names, so
+    /// kvlb can run as a pure chain stage on a manager without ports (e.g. behind
+    /// speed_tester): the port ids it is configured with (`--client-port`,
+    /// `--server-port`) that the manager lacks become ports of kvlb's own, with `--mac` or
+    /// a locally administered address.
+    fn chain_only_ports(ports: &mut Vec<PortInfo>, cfg: &Config, out_to_nf: Option<u16>) {
+        let Some(service) = out_to_nf else { return };
+        for id in [cfg.client_port, cfg.server_port] {
+            if !ports.iter().any(|p| p.id == id) {
+                let mac = cfg.mac.unwrap_or(CHAIN_MAC);
+                log::info!(
+                    "port {id} is not an ONVM port: frames for it go to service {service} (-d), sent from {}",
+                    MacFmt(mac)
+                );
+                ports.push(PortInfo { id, mac });
+            }
+        }
+    }
+
+    /// kvlb's address on ports it makes up for a chain-only run (locally administered).
+    const CHAIN_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x10];
 
     pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
         let l = launch::parse(args)?;
@@ -369,6 +392,7 @@ mod imp {
                 p.mac = mac;
             }
         }
+        chain_only_ports(&mut ports, &l.config, l.out_to_nf);
         let mut core = Core::new(&l.config, &ports).context("invalid kvlb settings")?;
         report_first_panic_only();
         let opts = NfOptions {
