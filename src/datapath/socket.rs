@@ -668,11 +668,17 @@ mod tests {
         assert_eq!(p.iter().map(|s| s.count).sum::<usize>(), 64);
     }
 
-    /// Real sockets: whatever the plan, the peer receives every datagram once, whole and
-    /// in order per peer.
-    #[test]
-    fn gso_sends_arrive_as_the_datagrams_queued() {
-        for gso in [true, false] {
+    /// kvlb's sockets on 127.0.0.1 and a peer to send to, in the caller's network namespace.
+    struct Loopback {
+        sockets: Sockets,
+        rx: UdpSocket,
+        ep: UdpEndpoints,
+        /// The datagrams queued so far, as the peer must receive them.
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl Loopback {
+        fn new() -> Loopback {
             let cfg = Config::from_args([
                 "--backend",
                 "127.0.0.1:1",
@@ -699,35 +705,60 @@ mod tests {
                 dst_port: to.port(),
                 ttl: 64,
             };
+            Loopback {
+                sockets,
+                rx,
+                ep,
+                sent: Vec::new(),
+            }
+        }
+
+        /// Queues a frame from the VIP to the peer carrying request id `id` and `body`.
+        fn queue(&mut self, out: &mut SendQueue, c: &mut SocketCounters, id: u16, body: &[u8]) {
+            let mut buf = vec![0u8; 2048];
+            let n = self
+                .ep
+                .emit_message(&mut buf, id, McHeader::single(id), body)
+                .unwrap();
+            out.push(&self.sockets, &buf[..n], c);
+            let mut d = McHeader::single(id).to_bytes().to_vec();
+            d.extend_from_slice(body);
+            self.sent.push(d);
+        }
+
+        /// Receives as many datagrams as were queued; they must be exactly those, in order.
+        fn check_received(&self) {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            for _ in 0..self.sent.len() {
+                let (n, _) = self.rx.recv_from(&mut buf).expect("every datagram arrives");
+                got.push(buf[..n].to_vec());
+            }
+            assert_eq!(got, self.sent);
+        }
+    }
+
+    /// Real sockets: whatever the plan, the peer receives every datagram once, whole and
+    /// in order per peer.
+    #[test]
+    fn gso_sends_arrive_as_the_datagrams_queued() {
+        for gso in [true, false] {
+            let mut lo = Loopback::new();
             let mut out = SendQueue::new(2, gso);
             let mut counters = SocketCounters::default();
             // 70 equal messages (two GSO sends), then a shorter and a longer one.
-            let mut sent = Vec::new();
             for i in 0..72u16 {
                 let body = match i {
                     70 => b"END\r\n".to_vec(),
                     71 => vec![b'x'; 1200],
                     _ => format!("VALUE k{i:03} 0 1\r\nv\r\nEND\r\n").into_bytes(),
                 };
-                let mut buf = vec![0u8; 2048];
-                let n = ep
-                    .emit_message(&mut buf, i, McHeader::single(i), &body)
-                    .unwrap();
-                out.push(&sockets, &buf[..n], &mut counters);
-                let mut d = McHeader::single(i).to_bytes().to_vec();
-                d.extend_from_slice(&body);
-                sent.push(d);
+                lo.queue(&mut out, &mut counters, i, &body);
             }
-            out.flush(&sockets, &mut counters);
+            out.flush(&lo.sockets, &mut counters);
             assert_eq!(counters.datagrams_out, 72, "gso {gso}");
             assert_eq!(counters.send_errors + counters.gso_fallbacks, 0);
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            for _ in 0..72 {
-                let (n, _) = rx.recv_from(&mut buf).expect("every datagram arrives");
-                got.push(buf[..n].to_vec());
-            }
-            assert_eq!(got, sent, "gso {gso}");
+            lo.check_received();
             if gso {
                 // 70 + the shorter one in two GSO sends, the longer one alone.
                 assert!(
@@ -738,6 +769,7 @@ mod tests {
             }
         }
     }
+
     /// Where the kernel refuses GSO (here: a segment larger than the device's MTU allows),
     /// the queue falls back to plain sends for good and nothing is lost. Runs in a network
     /// namespace whose loopback has a 1000-byte MTU; needs root and `ip`, else it says
@@ -774,62 +806,22 @@ mod tests {
             s.spawn(|| {
                 let file = std::fs::File::open(&path).unwrap();
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let cfg = Config::from_args([
-                    "--backend",
-                    "127.0.0.1:1",
-                    "--source-port-base",
-                    "0",
-                    "--source-ports",
-                    "1",
-                ])
-                .unwrap();
-                let sockets =
-                    Sockets::bind(&cfg, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).unwrap();
-                let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-                rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let std::net::SocketAddr::V4(to) = rx.local_addr().unwrap() else {
-                    unreachable!()
-                };
-                let ep = UdpEndpoints {
-                    src_mac: KVLB_MAC,
-                    dst_mac: PEER_MAC,
-                    vlan: None,
-                    inner_vlan: None,
-                    src_ip: *sockets.vip().ip(),
-                    dst_ip: *to.ip(),
-                    src_port: sockets.vip().port(),
-                    dst_port: to.port(),
-                    ttl: 64,
-                };
+                let mut lo = Loopback::new();
                 let mut out = SendQueue::new(2, true);
                 let mut counters = SocketCounters::default();
-                let mut sent = Vec::new();
                 // Two flushes of 5 datagrams of 1100 bytes: over the MTU as GSO segments
                 // (refused), fine as plain datagrams (fragmented by the kernel).
                 for round in 0..2u16 {
                     for i in 0..5u16 {
                         let body = vec![b'a' + (round * 5 + i) as u8; 1100 - 8];
-                        let mut buf = vec![0u8; 2048];
-                        let n = ep
-                            .emit_message(&mut buf, i, McHeader::single(i), &body)
-                            .unwrap();
-                        out.push(&sockets, &buf[..n], &mut counters);
-                        let mut d = McHeader::single(i).to_bytes().to_vec();
-                        d.extend_from_slice(&body);
-                        sent.push(d);
+                        lo.queue(&mut out, &mut counters, i, &body);
                     }
-                    out.flush(&sockets, &mut counters);
+                    out.flush(&lo.sockets, &mut counters);
                 }
                 assert_eq!(counters.gso_fallbacks, 1, "{counters:?}");
                 assert_eq!(counters.datagrams_out, 10, "{counters:?}");
                 assert_eq!(counters.send_errors, 0);
-                let mut got = Vec::new();
-                let mut buf = [0u8; 2048];
-                for _ in 0..10 {
-                    let (n, _) = rx.recv_from(&mut buf).expect("every datagram arrives");
-                    got.push(buf[..n].to_vec());
-                }
-                assert_eq!(got, sent);
+                lo.check_received();
             })
             .join()
             .unwrap()
