@@ -314,14 +314,17 @@ impl SendQueue {
                     end += 1;
                 }
                 let chunk = &self.plan[m..end];
-                let slices: Vec<Vec<IoSlice<'_>>> = chunk
+                // The chunk's messages cover consecutive queue entries: one slice per
+                // datagram, and each message a view of its run of them.
+                let first = chunk[0].first;
+                let datagrams: Vec<IoSlice<'_>> = q
+                    [first..chunk[chunk.len() - 1].first + chunk[chunk.len() - 1].count]
                     .iter()
-                    .map(|s| {
-                        q[s.first..s.first + s.count]
-                            .iter()
-                            .map(|(_, r)| IoSlice::new(&self.arena[r.clone()]))
-                            .collect()
-                    })
+                    .map(|(_, r)| IoSlice::new(&self.arena[r.clone()]))
+                    .collect();
+                let slices: Vec<&[IoSlice<'_>]> = chunk
+                    .iter()
+                    .map(|s| &datagrams[s.first - first..s.first - first + s.count])
                     .collect();
                 let addrs: Vec<Option<SockaddrIn>> = chunk
                     .iter()
