@@ -5,7 +5,11 @@
 //!
 //! # Health
 //! A backend is marked down after `down_after` consecutive request timeouts, or at once on
-//! an ICMP port/host unreachable. Down backends receive only probes (`version`), one every
+//! an ICMP port/host unreachable. "Consecutive" is in the order the requests were sent: the
+//! timeout of a request sent before one the backend has answered does not extend the
+//! streak (expiries are handled in batches on the timer tick, after the replies that
+//! arrived between them, so counting in handling order would mark down a backend that
+//! loses a few datagrams under load while it answers the rest). Down backends receive only probes (`version`), one every
 //! `probe_interval`; the first answer brings them back. So a backend that stops answering
 //! under load is marked down within `down_after` timeouts of its first unanswered request.
 #![forbid(unsafe_code)]
@@ -61,6 +65,8 @@ pub struct Backend {
     pub spec: BackendSpec,
     up: bool,
     consecutive_timeouts: u32,
+    /// When the newest request this backend answered was sent.
+    newest_answered: Option<Instant>,
     outstanding: u32,
     next_probe: Instant,
     /// Recent request rate: requests sent, in fixed point, decayed every tick (see
@@ -120,6 +126,7 @@ impl BackendPool {
                 spec: spec.clone(),
                 up: true,
                 consecutive_timeouts: 0,
+                newest_answered: None,
                 outstanding: 0,
                 next_probe: Instant::ZERO,
                 load: 0,
@@ -195,18 +202,22 @@ impl BackendPool {
         b.counters.bytes_out += bytes as u64;
     }
 
-    /// A response of `bytes` arrived for a request sent `latency` ago. With `revive`, a
-    /// down backend is marked up (returns `Up`); the core revives only on a probe's answer
-    /// (or the rejoin flush's), never on a late reply.
+    /// A response of `bytes` arrived for a request sent at `sent`, `latency` ago. With
+    /// `revive`, a down backend is marked up (returns `Up`); the core revives only on a
+    /// probe's answer (or the rejoin flush's), never on a late reply.
     pub fn on_response(
         &mut self,
         id: BackendId,
         bytes: usize,
+        sent: Instant,
         latency: Duration,
         error_reply: bool,
         revive: bool,
     ) -> Option<Health> {
         let b = &mut self.backends[id];
+        if b.newest_answered.is_none_or(|t| t < sent) {
+            b.newest_answered = Some(sent);
+        }
         b.outstanding = b.outstanding.saturating_sub(1);
         b.counters.responses += 1;
         b.counters.bytes_in += bytes as u64;
@@ -234,11 +245,16 @@ impl BackendPool {
         self.backends[id].consecutive_timeouts = 0;
     }
 
-    /// A request to `id` timed out. Returns `Down` if this marked the backend down.
-    pub fn on_timeout(&mut self, id: BackendId, now: Instant) -> Option<Health> {
+    /// A request to `id`, sent at `sent`, timed out. Returns `Down` if this marked the
+    /// backend down. A timeout extends the streak only if the backend has answered nothing
+    /// sent at or after `sent` (see the module documentation).
+    pub fn on_timeout(&mut self, id: BackendId, sent: Instant, now: Instant) -> Option<Health> {
         let b = &mut self.backends[id];
         b.outstanding = b.outstanding.saturating_sub(1);
         b.counters.timeouts += 1;
+        if b.newest_answered.is_some_and(|t| t >= sent) {
+            return None;
+        }
         b.consecutive_timeouts = b.consecutive_timeouts.saturating_add(1);
         if b.up && b.consecutive_timeouts >= self.down_after {
             return Some(self.mark_down(id, now, DownCause::Timeouts));
@@ -344,9 +360,9 @@ mod tests {
         for _ in 0..3 {
             p.on_sent(1, 10, true);
         }
-        assert_eq!(p.on_timeout(1, ms(0)), None);
-        assert_eq!(p.on_timeout(1, ms(1)), None);
-        assert_eq!(p.on_timeout(1, ms(2)), Some(Health::Down(1)));
+        assert_eq!(p.on_timeout(1, ms(0), ms(0)), None);
+        assert_eq!(p.on_timeout(1, ms(0), ms(1)), None);
+        assert_eq!(p.on_timeout(1, ms(0), ms(2)), Some(Health::Down(1)));
         assert_eq!(p.live_mask(), vec![true, false]);
         assert_eq!(p.get(1).outstanding(), 0);
 
@@ -361,13 +377,13 @@ mod tests {
 
         p.on_sent(1, 9, true);
         assert_eq!(
-            p.on_response(1, 20, Duration::from_micros(30), false, false),
+            p.on_response(1, 20, ms(102), Duration::from_micros(30), false, false),
             None,
             "only probes revive"
         );
         p.on_sent(1, 9, true);
         assert_eq!(
-            p.on_response(1, 20, Duration::from_micros(30), false, true),
+            p.on_response(1, 20, ms(102), Duration::from_micros(30), false, true),
             Some(Health::Up(1))
         );
         assert!(p.get(1).is_up());
@@ -384,14 +400,31 @@ mod tests {
     #[test]
     fn a_response_resets_the_timeout_streak() {
         let mut p = pool();
-        p.on_timeout(0, ms(0));
-        p.on_timeout(0, ms(1));
-        p.on_response(0, 1, Duration::from_micros(5), false, false);
-        p.on_timeout(0, ms(2));
-        p.on_timeout(0, ms(3));
+        p.on_timeout(0, ms(0), ms(250));
+        p.on_timeout(0, ms(1), ms(251));
+        p.on_response(0, 1, ms(2), Duration::from_micros(5), false, false);
+        p.on_timeout(0, ms(3), ms(253));
+        p.on_timeout(0, ms(4), ms(254));
         assert!(p.get(0).is_up());
         assert_eq!(p.on_unreachable(0, ms(4)), Some(Health::Down(0)));
         assert_eq!(p.on_unreachable(0, ms(5)), None);
+    }
+
+    #[test]
+    fn timeouts_of_requests_older_than_an_answered_one_are_no_streak() {
+        let mut p = pool();
+        // Requests sent at 0..10 ms; the one sent at 9 ms is answered, the others' timeouts
+        // are handled afterwards, in one batch: the backend is alive.
+        p.on_response(0, 1, ms(9), Duration::from_micros(50), false, false);
+        for sent in 0..9 {
+            assert_eq!(p.on_timeout(0, ms(sent), ms(250 + sent)), None);
+        }
+        assert!(p.get(0).is_up());
+        assert_eq!(p.get(0).counters.timeouts, 9, "still counted as timeouts");
+        // Requests sent after the newest answered one, all unanswered: the backend died.
+        assert_eq!(p.on_timeout(0, ms(10), ms(260)), None);
+        assert_eq!(p.on_timeout(0, ms(11), ms(261)), None);
+        assert_eq!(p.on_timeout(0, ms(12), ms(262)), Some(Health::Down(0)));
     }
 
     #[test]
@@ -419,7 +452,7 @@ mod tests {
         let mut p = pool();
         for us in 1..=100 {
             p.on_sent(0, 1, true);
-            p.on_response(0, 1, Duration::from_micros(us), false, false);
+            p.on_response(0, 1, ms(0), Duration::from_micros(us), false, false);
         }
         let b = p.get(0);
         assert_eq!(b.latency_samples(), 100);

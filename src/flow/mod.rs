@@ -154,8 +154,12 @@ impl<T> FlowTable<T> {
     }
 
     /// Removes every entry whose deadline is ≤ `now`, handing each to `expired` with the
-    /// backend it was sent to. Their tokens are quarantined for one more timeout.
-    pub fn expire(&mut self, now: Instant, mut expired: impl FnMut(Token, SocketAddrV4, T)) {
+    /// backend it was sent to and when. Their tokens are quarantined for one more timeout.
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        mut expired: impl FnMut(Token, SocketAddrV4, Instant, T),
+    ) {
         while let Some(&(deadline, slot_ix, generation)) = self.expiry.front() {
             if deadline > now {
                 break;
@@ -169,7 +173,7 @@ impl<T> FlowTable<T> {
                 self.live -= 1;
                 self.quarantine.push_back((now + self.timeout, slot_ix));
                 let token = self.token(slot_ix);
-                expired(token, live.backend, live.value);
+                expired(token, live.backend, live.sent, live.value);
             }
         }
         self.release_quarantine(now);
@@ -278,7 +282,7 @@ mod tests {
         let mut f = FlowTable::new(1, 1, Duration::from_millis(100));
         let a = f.insert(t(0), b(1), 1).unwrap();
         let mut gone = vec![];
-        f.expire(t(100), |tok, be, v| gone.push((tok, be, v)));
+        f.expire(t(100), |tok, be, _, v| gone.push((tok, be, v)));
         assert_eq!(gone, vec![(a, b(1), 1)]);
         assert_eq!(f.get(a, b(1)), None);
         // The only token is in quarantine: the table is full until it is released.
@@ -296,7 +300,7 @@ mod tests {
         let a2 = f.insert(t(90), b(1), 2).unwrap();
         assert_eq!(a, a2);
         // The first occupant's deadline (100ms) passes; the second (190ms) must survive.
-        f.expire(t(120), |_, _, _| panic!("nothing is due"));
+        f.expire(t(120), |_, _, _, _| panic!("nothing is due"));
         assert_eq!(f.get(a2, b(1)), Some(&2));
         assert_eq!(f.next_deadline(), Some(t(190)));
     }
@@ -337,10 +341,10 @@ mod tests {
                     }
                     _ => {
                         let mut expired = vec![];
-                        f.expire(now, |tok, bk, v| expired.push((tok, bk, v)));
-                        for (tok, bk, v) in expired {
+                        f.expire(now, |tok, bk, sent, v| expired.push((tok, bk, sent, v)));
+                        for (tok, bk, sent_at, v) in expired {
                             let (mb, sent, mv) = model.remove(&tok).expect("expired a live entry");
-                            prop_assert_eq!((mb, mv), (bk, v));
+                            prop_assert_eq!((mb, mv, sent), (bk, v, sent_at));
                             prop_assert!(sent + timeout <= now);
                         }
                         for (_, &(_, sent, _)) in model.iter() {

@@ -85,9 +85,9 @@ impl Core {
             FlowKind::RejoinFlush => msg.starts_with(b"OK"),
             _ => false,
         };
-        let health = self
-            .backends
-            .on_response(backend, payload.len(), latency, error, revive);
+        let health =
+            self.backends
+                .on_response(backend, payload.len(), sent, latency, error, revive);
         match flow.kind {
             FlowKind::Client(_) => unreachable!("handled above"),
             FlowKind::Replica { key, seq } => {
@@ -294,7 +294,7 @@ impl Core {
         let latency = now.saturating_duration_since(sent);
         if let Some(h) = self
             .backends
-            .on_response(flow.backend, bytes, latency, error, false)
+            .on_response(flow.backend, bytes, sent, latency, error, false)
         {
             self.apply_health(now, h);
         }
@@ -350,7 +350,13 @@ impl Core {
     }
 
     /// A tracked request expired unanswered.
-    pub(super) fn expired(&mut self, now: Instant, backend: BackendId, kind: FlowKind) {
+    pub(super) fn expired(
+        &mut self,
+        now: Instant,
+        backend: BackendId,
+        sent: Instant,
+        kind: FlowKind,
+    ) {
         let mut timeout = true;
         match kind {
             FlowKind::Client(cf) => {
@@ -383,7 +389,7 @@ impl Core {
         if !timeout {
             return; // nothing was owed: not outstanding, not a timeout
         }
-        if let Some(Health::Down(id)) = self.backends.on_timeout(backend, now) {
+        if let Some(Health::Down(id)) = self.backends.on_timeout(backend, sent, now) {
             self.apply_health(now, Health::Down(id));
         }
     }

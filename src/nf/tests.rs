@@ -390,6 +390,32 @@ fn timeouts_mark_a_backend_down_and_keys_move() {
 }
 
 #[test]
+fn lost_datagrams_of_a_backend_that_answers_later_requests_do_not_mark_it_down() {
+    // Three GETs are lost, the fourth (sent later) is answered; the three expire together
+    // on one tick, after that reply. In send order there is no streak: the backend is up.
+    let mut core = core_with(&["--no-hotkeys", "--timeout", "10ms", "--down-after", "2"]);
+    let owner = core.ring.server_for_key(b"k").unwrap();
+    for i in 0..3 {
+        let mut f = request(i, b"get k\r\n");
+        assert_eq!(
+            core.process_frame(ms(u64::from(i)), 0, &mut f),
+            Verdict::Out(0)
+        );
+    }
+    get_via_backend(&mut core, ms(3), 3, "k", "v");
+    core.on_tick(ms(50));
+    assert!(core.backends.get(owner).is_up());
+    assert_eq!(core.backends.get(owner).counters.timeouts, 3);
+    // Then it stops answering: two requests sent after the answered one time out.
+    for i in 4..6 {
+        let mut f = request(i, b"get k\r\n");
+        core.process_frame(ms(50 + u64::from(i)), 0, &mut f);
+    }
+    core.on_tick(ms(100));
+    assert!(!core.backends.get(owner).is_up());
+}
+
+#[test]
 fn an_icmp_port_unreachable_marks_a_backend_down_at_once() {
     let mut core = core_with(&["--no-hotkeys"]);
     let mut f = request(1, b"get k\r\n");

@@ -25,7 +25,7 @@ pub(super) struct Timers {
     /// Last time the load meters were aged.
     last_decay: Option<Instant>,
     changes: Vec<HeatChange>,
-    expired: Vec<(usize, FlowKind)>,
+    expired: Vec<(usize, Instant, FlowKind)>,
     top_k: usize,
 }
 
@@ -59,10 +59,11 @@ impl Core {
 
         // Unanswered requests.
         let mut expired = std::mem::take(&mut self.timers.expired);
-        self.flows
-            .expire(now, |_, _, flow| expired.push((flow.backend, flow.kind)));
-        for (backend, kind) in expired.drain(..) {
-            self.expired(now, backend, kind);
+        self.flows.expire(now, |_, _, sent, flow| {
+            expired.push((flow.backend, sent, flow.kind))
+        });
+        for (backend, sent, kind) in expired.drain(..) {
+            self.expired(now, backend, sent, kind);
         }
         self.timers.expired = expired;
 
