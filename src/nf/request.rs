@@ -597,7 +597,7 @@ impl Core {
             Err(_) => false,
         };
         if !ok {
-            if let Some((_, flow)) = self.flows.remove(token, addr) {
+            if let Some((_, flow)) = self.flows.remove(now, token, addr) {
                 self.abandon(flow.kind);
             }
             return self.drop(DropReason::RewriteFailed);
@@ -852,7 +852,7 @@ impl Core {
             return false;
         };
         let Some(ep) = self.backend_endpoints(backend, token) else {
-            self.flows.remove(token, addr);
+            self.flows.remove(now, token, addr);
             return false;
         };
         let ident = self.next_ip_ident();
@@ -863,7 +863,7 @@ impl Core {
             self.backends
                 .on_sent(backend, req.buffer_len() + 8, answered);
         } else {
-            self.flows.remove(token, addr);
+            self.flows.remove(now, token, addr);
         }
         sent
     }

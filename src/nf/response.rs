@@ -75,7 +75,7 @@ impl Core {
         }
 
         // Replies kvlb consumes itself: one datagram, one line (or a small meta value).
-        let Some((sent, flow)) = self.flows.remove(token, from) else {
+        let Some((sent, flow)) = self.flows.remove(now, token, from) else {
             return self.drop(DropReason::UnmatchedResponse);
         };
         let latency = now.saturating_duration_since(sent);
@@ -282,7 +282,7 @@ impl Core {
         bytes: usize,
         error: bool,
     ) {
-        let Some((sent, flow)) = self.flows.remove(token, from) else {
+        let Some((sent, flow)) = self.flows.remove(now, token, from) else {
             return;
         };
         if let FlowKind::Client(cf) = &flow.kind {
