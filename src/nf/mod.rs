@@ -791,8 +791,6 @@ impl Core {
         match readers {
             Some(r) => r
                 .servers()
-                .iter()
-                .copied()
                 .filter(|&b| below(b))
                 .min_by_key(|&b| self.backends.get(b).load()),
             None => self.primary_for(hash).filter(|&b| below(b)),
@@ -806,7 +804,7 @@ impl Core {
             let primary = h.primary();
             let mut candidates = [0usize; crate::ring::MAX_REPLICA_SET];
             let mut n = 0;
-            for &b in h.servers() {
+            for b in h.servers() {
                 if n < candidates.len() && self.backends.get(b).is_up() {
                     candidates[n] = b;
                     n += 1;
