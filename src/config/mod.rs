@@ -540,7 +540,7 @@ pub static OPTIONS: &[OptSpec] = &[
         }),
     opt!("timeout", Some("DURATION"), false, "backend request timeout [default: 250ms]",
         |c, v| c.request_timeout = parse_duration(v)?),
-    opt!("down-after", Some("K"), false, "consecutive timeouts that mark a backend down [default: 3]",
+    opt!("down-after", Some("K"), false, "consecutive timeouts (in send order) that mark a backend down [default: 3]",
         |c, v| c.down_after = num(v)?),
     opt!("probe-interval", Some("DURATION"), false, "how often down backends are probed [default: 500ms]",
         |c, v| c.probe_interval = parse_duration(v)?),
