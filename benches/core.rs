@@ -299,35 +299,18 @@ fn bench(c: &mut Criterion) {
                 }
             }
         }
+        check_exchanges(&name, &mut core);
         if let Some(passes) = passes {
             // A fixed amount of work and no criterion: for instruction-level tools
             // (cachegrind), whose counts do not drift the way this VM's clock does.
-            let t0 = std::time::Instant::now();
-            for _ in 0..passes {
-                core_pass(&mut core, &frames, &mut t, &mut buf);
-            }
-            let core_s = t0.elapsed().as_secs_f64();
-            let t0 = std::time::Instant::now();
-            for _ in 0..passes {
-                parse_rewrite_pass(&frames, &mut buf);
-            }
-            let pr_s = t0.elapsed().as_secs_f64();
-            let t0 = std::time::Instant::now();
-            for _ in 0..passes {
-                craft_pass(&frames, &mut buf);
-            }
-            let craft_s = t0.elapsed().as_secs_f64();
-            let n = (passes * frames.len()) as f64 / 1e9;
+            let [core_ns, pr_ns, craft_ns, _] =
+                timed_round(&mut core, &frames, &mut t, &mut buf, passes);
             eprintln!(
-                "core/{name}: {passes} passes: core {:.0} ns, parse_rewrite {:.0} ns, craft {:.0} ns per request",
-                core_s / n,
-                pr_s / n,
-                craft_s / n
+                "core/{name}: {passes} passes: core {core_ns:.0} ns, parse_rewrite {pr_ns:.0} ns, craft {craft_ns:.0} ns per request"
             );
             check_exchanges(&name, &mut core);
             continue;
         }
-        check_exchanges(&name, &mut core);
         let mut g = c.benchmark_group(format!("core/{name}"));
         g.measurement_time(Duration::from_secs(4));
         g.throughput(criterion::Throughput::Elements(frames.len() as u64));
@@ -349,17 +332,7 @@ fn bench(c: &mut Criterion) {
         // over rounds is what scripts/bench-core.sh reports next to criterion's.
         let mut rounds = Vec::new();
         for _ in 0..INTERLEAVED_ROUNDS {
-            let t0 = std::time::Instant::now();
-            let crafted = core_pass(&mut core, &frames, &mut t, &mut buf);
-            let core_ns = t0.elapsed().as_nanos() as f64;
-            let t0 = std::time::Instant::now();
-            parse_rewrite_pass(&frames, &mut buf);
-            let pr_ns = t0.elapsed().as_nanos() as f64;
-            let t0 = std::time::Instant::now();
-            craft_pass(&frames, &mut buf);
-            let craft_ns = t0.elapsed().as_nanos() as f64;
-            let n = frames.len() as f64;
-            rounds.push([core_ns / n, pr_ns / n, craft_ns / n, crafted as f64 / n]);
+            rounds.push(timed_round(&mut core, &frames, &mut t, &mut buf, 1));
         }
         write_interleaved(&name, &rounds);
         check_exchanges(&name, &mut core);
@@ -396,6 +369,35 @@ fn check_exchanges(name: &str, core: &mut Core) {
     );
     let answered: u64 = r.backends.iter().map(|b| b.responses).sum();
     assert!(answered > 0, "core/{name}: no reply reached the core");
+}
+
+/// `passes` passes of each loop, one loop after the other: ns per request of core,
+/// parse_rewrite and craft, and the fraction of requests the core forwarded.
+fn timed_round(
+    core: &mut Core,
+    frames: &[Req],
+    t: &mut u64,
+    buf: &mut Vec<u8>,
+    passes: usize,
+) -> [f64; 4] {
+    let t0 = std::time::Instant::now();
+    let mut crafted = 0;
+    for _ in 0..passes {
+        crafted += core_pass(core, frames, t, buf);
+    }
+    let core_ns = t0.elapsed().as_nanos() as f64;
+    let t0 = std::time::Instant::now();
+    for _ in 0..passes {
+        parse_rewrite_pass(frames, buf);
+    }
+    let pr_ns = t0.elapsed().as_nanos() as f64;
+    let t0 = std::time::Instant::now();
+    for _ in 0..passes {
+        craft_pass(frames, buf);
+    }
+    let craft_ns = t0.elapsed().as_nanos() as f64;
+    let n = (passes * frames.len()) as f64;
+    [core_ns / n, pr_ns / n, craft_ns / n, crafted as f64 / n]
 }
 
 /// Rounds of the interleaved measurement.
