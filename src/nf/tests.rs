@@ -94,6 +94,12 @@ fn message(frame: &[u8]) -> Vec<u8> {
     udp(frame).payload(frame)[8..].to_vec()
 }
 
+/// Sends one GET of `k` that kvlb forwards and no backend answers.
+fn lost_get(core: &mut Core, now: Instant, rid: u16) {
+    let mut f = request(rid, b"get k\r\n");
+    assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
+}
+
 /// Drives one GET through kvlb and a backend that answers `value`; returns the reply frame.
 fn get_via_backend(core: &mut Core, now: Instant, rid: u16, key: &str, value: &str) -> Vec<u8> {
     let mut f = request(rid, format!("get {key}\r\n").as_bytes());
@@ -366,11 +372,7 @@ fn timeouts_mark_a_backend_down_and_keys_move() {
     let mut core = core_with(&["--no-hotkeys", "--timeout", "10ms", "--down-after", "2"]);
     let owner = core.ring.server_for_key(b"k").unwrap();
     for i in 0..2 {
-        let mut f = request(i, b"get k\r\n");
-        assert_eq!(
-            core.process_frame(ms(u64::from(i)), 0, &mut f),
-            Verdict::Out(0)
-        );
+        lost_get(&mut core, ms(u64::from(i)), i);
     }
     core.on_tick(ms(50));
     assert!(!core.backends.get(owner).is_up());
@@ -396,11 +398,7 @@ fn lost_datagrams_of_a_backend_that_answers_later_requests_do_not_mark_it_down()
     let mut core = core_with(&["--no-hotkeys", "--timeout", "10ms", "--down-after", "2"]);
     let owner = core.ring.server_for_key(b"k").unwrap();
     for i in 0..3 {
-        let mut f = request(i, b"get k\r\n");
-        assert_eq!(
-            core.process_frame(ms(u64::from(i)), 0, &mut f),
-            Verdict::Out(0)
-        );
+        lost_get(&mut core, ms(u64::from(i)), i);
     }
     get_via_backend(&mut core, ms(3), 3, "k", "v");
     core.on_tick(ms(50));
@@ -408,8 +406,7 @@ fn lost_datagrams_of_a_backend_that_answers_later_requests_do_not_mark_it_down()
     assert_eq!(core.backends.get(owner).counters.timeouts, 3);
     // Then it stops answering: two requests sent after the answered one time out.
     for i in 4..6 {
-        let mut f = request(i, b"get k\r\n");
-        core.process_frame(ms(50 + u64::from(i)), 0, &mut f);
+        lost_get(&mut core, ms(50 + u64::from(i)), i);
     }
     core.on_tick(ms(100));
     assert!(!core.backends.get(owner).is_up());
