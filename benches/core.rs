@@ -31,7 +31,7 @@ use kvlb::clock::Instant;
 use kvlb::config::Config;
 use kvlb::nf::{Core, Pipeline, PortInfo, Verdict};
 use kvlb::proto::{self, Response, Value};
-use kvlb::wire::{self, checksum, Classified, McHeader, UdpEndpoints};
+use kvlb::wire::{self, checksum, Classified, McHeader, Retarget, UdpEndpoints};
 
 const KEYS: u64 = 1_000_000;
 const VALUE: [u8; 100] = [b'v'; 100];
@@ -200,14 +200,16 @@ fn parse_rewrite(frame: &mut [u8], to_backend: bool) {
     } else {
         let _ = black_box(McHeader::parse(u.payload(frame)));
     }
-    let mut w = u.rewrite(frame).unwrap();
-    w.set_src_mac(KVLB_MAC);
-    w.set_dst_mac([2, 0, 0, 0, 0, 0xb1]);
-    w.set_src_ip(*VIP.ip());
-    w.set_dst_ip(*backend(1).ip());
-    w.set_src_port(40000);
-    w.set_dst_port(11211);
-    let _ = w.set_request_id(7);
+    // The same one-pass rewrite the core uses (one checksum update per header).
+    let _ = u.rewrite(frame).unwrap().retarget(&Retarget {
+        src_mac: KVLB_MAC,
+        dst_mac: [2, 0, 0, 0, 0, 0xb1],
+        src_ip: *VIP.ip(),
+        dst_ip: *backend(1).ip(),
+        src_port: 40000,
+        dst_port: 11211,
+        request_id: 7,
+    });
 }
 
 /// One `core` iteration: every frame of the workload through the core (and its reply when

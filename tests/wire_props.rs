@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use kvlb::wire::{
     self, arp, checksum, classify, emit_arp, ipv4, udp, ArpRepr, Classified, EtherType,
-    EthernetRepr, IpProtocol, Ipv4Repr, McHeader, UdpEndpoints, UdpRepr, VlanTag,
+    EthernetRepr, IpProtocol, Ipv4Repr, McHeader, Retarget, UdpEndpoints, UdpRepr, VlanTag,
 };
 use proptest::prelude::*;
 
@@ -179,6 +179,46 @@ proptest! {
         if new_len >= 8 {
             prop_assert_eq!(McHeader::parse(after.payload(&buf)).unwrap().request_id, rid);
         }
+    }
+
+    #[test]
+    fn retarget_equals_the_setters(ep in endpoints(), msg in proptest::collection::vec(any::<u8>(), 8..300),
+                                   new_ep in endpoints(), rid in any::<u16>(), no_udp_checksum in any::<bool>()) {
+        let mut buf = vec![0u8; 2048];
+        let n = ep.emit_message(&mut buf, 1, McHeader::single(3), &msg).unwrap();
+        buf.truncate(n);
+        if no_udp_checksum {
+            // 0 = no checksum: the rewrite must keep it absent.
+            let at = ep.headers_len() - 2;
+            buf[at..at + 2].fill(0);
+        }
+        let f = udp_frame(&buf);
+        let mut by_setters = buf.clone();
+        let mut w = f.rewrite(&mut by_setters).unwrap();
+        w.set_src_mac(new_ep.src_mac);
+        w.set_dst_mac(new_ep.dst_mac);
+        w.set_src_ip(new_ep.src_ip);
+        w.set_dst_ip(new_ep.dst_ip);
+        w.set_src_port(new_ep.src_port);
+        w.set_dst_port(new_ep.dst_port);
+        w.set_request_id(rid).unwrap();
+        let layout_by_setters = *w.layout();
+        let mut w = f.rewrite(&mut buf).unwrap();
+        w.retarget(&Retarget {
+            src_mac: new_ep.src_mac,
+            dst_mac: new_ep.dst_mac,
+            src_ip: new_ep.src_ip,
+            dst_ip: new_ep.dst_ip,
+            src_port: new_ep.src_port,
+            dst_port: new_ep.dst_port,
+            request_id: rid,
+        }).unwrap();
+        let after = *w.layout();
+        prop_assert_eq!(after, layout_by_setters);
+        prop_assert_eq!(&buf, &by_setters);
+        // classify verifies both checksums.
+        prop_assert_eq!(udp_frame(&buf), after);
+        prop_assert_eq!(after.udp_checksum, !no_udp_checksum);
     }
 
     #[test]

@@ -250,6 +250,60 @@ impl<'a> UdpFrameMut<'a> {
         self.layout.dst_port = port;
     }
 
+    /// Sends the frame elsewhere in one pass: both MACs, both IPv4 addresses, both UDP
+    /// ports and the memcached request id, with each checksum updated once from the sum of
+    /// all its changes (RFC 1624) instead of once per field. The bytes and layout end as
+    /// the corresponding setters would leave them. [`Error::TruncatedFrameHeader`] if the
+    /// payload is shorter than the 8-byte memcached frame header (nothing written).
+    #[inline]
+    pub fn retarget(&mut self, to: &Retarget) -> Result<(), Error> {
+        let l = self.layout;
+        if usize::from(l.payload_len) < mc_header::HEADER_LEN {
+            return Err(Error::TruncatedFrameHeader);
+        }
+        let (ip, udp, pay) = (
+            usize::from(l.ip_offset),
+            usize::from(l.udp_offset),
+            usize::from(l.payload_offset),
+        );
+        // `rewrite` checked that the buffer holds the layout, and the layout came from
+        // `classify`, so none of the slices below is out of bounds; they are still checked.
+        let read16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+        let b = &mut *self.buf;
+        let old_rid = read16(b, pay);
+        let (src_ip, dst_ip) = (u32::from(to.src_ip), u32::from(to.dst_ip));
+        // The IPv4 header's change: both addresses, as 16-bit words.
+        let addrs = delta32(u32::from(l.src_ip), src_ip) + delta32(u32::from(l.dst_ip), dst_ip);
+        // The UDP checksum covers the addresses too (pseudo-header).
+        let ports = delta16(l.src_port, to.src_port)
+            + delta16(l.dst_port, to.dst_port)
+            + delta16(old_rid, to.request_id);
+        b[0..6].copy_from_slice(&to.dst_mac);
+        b[6..12].copy_from_slice(&to.src_mac);
+        b[ip + 12..ip + 16].copy_from_slice(&src_ip.to_be_bytes());
+        b[ip + 16..ip + 20].copy_from_slice(&dst_ip.to_be_bytes());
+        let ck = read16(b, ip + 10);
+        let ck = !checksum::fold(u64::from(!ck) + addrs);
+        b[ip + 10..ip + 12].copy_from_slice(&ck.to_be_bytes());
+        b[udp..udp + 2].copy_from_slice(&to.src_port.to_be_bytes());
+        b[udp + 2..udp + 4].copy_from_slice(&to.dst_port.to_be_bytes());
+        b[pay..pay + 2].copy_from_slice(&to.request_id.to_be_bytes());
+        let ck = read16(b, udp + 6);
+        if ck != 0 {
+            let n = !checksum::fold(u64::from(!ck) + addrs + ports);
+            // 0 means "no checksum" in UDP over IPv4.
+            let n = if n == 0 { 0xffff } else { n };
+            b[udp + 6..udp + 8].copy_from_slice(&n.to_be_bytes());
+        }
+        self.layout.eth.src = to.src_mac;
+        self.layout.eth.dst = to.dst_mac;
+        self.layout.src_ip = to.src_ip;
+        self.layout.dst_ip = to.dst_ip;
+        self.layout.src_port = to.src_port;
+        self.layout.dst_port = to.dst_port;
+        Ok(())
+    }
+
     /// Swaps source and destination MACs, IPs and ports: the frame now travels back to its
     /// sender. Checksums are sums, so a swap leaves them unchanged.
     #[inline]
@@ -361,6 +415,31 @@ impl<'a> UdpFrameMut<'a> {
         self.udp().fill_checksum(src, dst);
         self.layout.udp_checksum = true;
     }
+}
+
+/// Where [`UdpFrameMut::retarget`] sends a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retarget {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src_ip: Ipv4Addr,
+    pub dst_ip: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The memcached frame header's request id.
+    pub request_id: u16,
+}
+
+/// A 16-bit field's change, as RFC 1624 adds it to a complemented checksum: ~old + new.
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// [`delta16`] for a 32-bit field (two 16-bit words).
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u64 {
+    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
 }
 
 /// Addresses and ports of a UDP frame to emit.
@@ -702,6 +781,19 @@ mod tests {
         let u = udp(classify(&tiny));
         let mut w = u.rewrite(&mut tiny).unwrap();
         assert_eq!(w.set_request_id(1), Err(Error::TruncatedFrameHeader));
+        let before = tiny.clone();
+        let mut w = u.rewrite(&mut tiny).unwrap();
+        let to = Retarget {
+            src_mac: [9; 6],
+            dst_mac: [8; 6],
+            src_ip: Ipv4Addr::new(1, 2, 3, 4),
+            dst_ip: Ipv4Addr::new(5, 6, 7, 8),
+            src_port: 1,
+            dst_port: 2,
+            request_id: 3,
+        };
+        assert_eq!(w.retarget(&to), Err(Error::TruncatedFrameHeader));
+        assert_eq!(tiny, before, "a refused retarget writes nothing");
     }
 
     #[test]

@@ -47,8 +47,8 @@ pub use arp::ArpRepr;
 pub use buf::{FrameBuf, NoRoom, MAX_FRAME};
 pub use ethernet::{EtherType, EthernetRepr, VlanTag};
 pub use frame::{
-    classify, emit_arp, emit_arp_reply, ArpFrame, Classified, UdpEndpoints, UdpFrame, UdpFrameMut,
-    MIN_FRAME_LEN,
+    classify, emit_arp, emit_arp_reply, ArpFrame, Classified, Retarget, UdpEndpoints, UdpFrame,
+    UdpFrameMut, MIN_FRAME_LEN,
 };
 pub use ipv4::{IpProtocol, Ipv4Repr};
 pub use mc_header::McHeader;
