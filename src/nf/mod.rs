@@ -329,6 +329,9 @@ pub struct Core {
     hot: HotKeys,
     caches: Caches,
     neighbors: Neighbors,
+    /// Each backend's MAC as `neighbors` resolves it, by backend id, refreshed whenever
+    /// the table learns something: forwarding reads it instead of hashing the address.
+    backend_macs: Vec<Option<Mac>>,
     guard: SourceGuard,
     stats: Stats,
     outbox: Outbox,
@@ -442,6 +445,8 @@ impl Core {
         let backends = BackendPool::new(cfg);
         let ring = KetamaRing::from_backends(&cfg.backends, &backends.live_mask())?;
         let n_ports = u16::try_from(source_ports.len()).unwrap_or(u16::MAX);
+        let neighbors = Neighbors::new(&cfg.neighbors, Duration::from_secs(1));
+        let backend_macs = backend_macs(&backends, &neighbors);
         Ok(Core {
             mode,
             vip,
@@ -471,7 +476,8 @@ impl Core {
                 max_age: Some(cfg.cache_ttl),
                 ..CacheSettings::from_config(cfg, CACHE_SEED)
             })?,
-            neighbors: Neighbors::new(&cfg.neighbors, Duration::from_secs(1)),
+            neighbors,
+            backend_macs,
             guard: SourceGuard::new(
                 &cfg.allow,
                 &cfg.effective_trusted(),
@@ -752,6 +758,14 @@ impl Pipeline for Core {
     }
 }
 
+/// Each backend's MAC as `neighbors` resolves it, by backend id.
+fn backend_macs(backends: &BackendPool, neighbors: &Neighbors) -> Vec<Option<Mac>> {
+    backends
+        .iter()
+        .map(|b| neighbors.lookup(*b.addr().ip()))
+        .collect()
+}
+
 impl Core {
     /// ARP: answer requests for kvlb's addresses, learn senders.
     fn on_arp(&mut self, in_port: PortId, a: &wire::ArpFrame) -> Verdict {
@@ -760,7 +774,9 @@ impl Core {
             // Learn neighbours that talk to us only; pass other ARP on.
             return self.other("arp_not_for_us");
         }
-        self.neighbors.learn(a.arp.sender_ip, a.arp.sender_mac);
+        if self.neighbors.learn(a.arp.sender_ip, a.arp.sender_mac) {
+            self.backend_macs = backend_macs(&self.backends, &self.neighbors);
+        }
         if ours && a.arp.operation == wire::arp::Operation::Request {
             let mac = self.port_mac(in_port);
             self.outbox.emit(Dest::Port(in_port), |buf| {

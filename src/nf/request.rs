@@ -14,7 +14,7 @@ use crate::config::CachePolicy;
 use crate::flow::{FlowError, Token};
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
-use crate::wire::{FrameBuf, McHeader, UdpEndpoints, UdpFrame};
+use crate::wire::{FrameBuf, McHeader, Retarget, UdpEndpoints, UdpFrame};
 
 /// A key copied out of the frame (≤ 250 bytes), so the frame can be rewritten while the
 /// key is still needed.
@@ -572,7 +572,7 @@ impl Core {
             FlowKind::Client(cf) => cf.expect_reply,
             _ => true,
         };
-        let Some(mac) = self.neighbors.lookup(*addr.ip()) else {
+        let Some(mac) = self.backend_macs[backend] else {
             self.abandon(kind);
             return self.drop(DropReason::NoNeighbor);
         };
@@ -585,15 +585,17 @@ impl Core {
         };
         let src_mac = self.port_mac(self.server_port);
         let ok = match u.rewrite(frame.bytes_mut()) {
-            Ok(mut w) => {
-                w.set_src_mac(src_mac);
-                w.set_dst_mac(mac);
-                w.set_src_ip(self.local_ip);
-                w.set_dst_ip(*addr.ip());
-                w.set_src_port(self.source_ports[usize::from(token.port_index)]);
-                w.set_dst_port(addr.port());
-                w.set_request_id(token.request_id).is_ok()
-            }
+            Ok(mut w) => w
+                .retarget(&Retarget {
+                    src_mac,
+                    dst_mac: mac,
+                    src_ip: self.local_ip,
+                    dst_ip: *addr.ip(),
+                    src_port: self.source_ports[usize::from(token.port_index)],
+                    dst_port: addr.port(),
+                    request_id: token.request_id,
+                })
+                .is_ok(),
             Err(_) => false,
         };
         if !ok {
@@ -812,7 +814,7 @@ impl Core {
     /// Addresses of a request kvlb sends to `backend` from source port `token`.
     fn backend_endpoints(&self, backend: BackendId, token: Token) -> Option<UdpEndpoints> {
         let addr: SocketAddrV4 = self.backends.get(backend).addr();
-        let mac = self.neighbors.lookup(*addr.ip())?;
+        let mac = self.backend_macs[backend]?;
         Some(UdpEndpoints {
             src_mac: self.port_mac(self.server_port),
             dst_mac: mac,
@@ -836,10 +838,10 @@ impl Core {
         kind: FlowKind,
         req: &Request<'_>,
     ) -> bool {
-        let addr = self.backends.get(backend).addr();
-        if self.neighbors.lookup(*addr.ip()).is_none() {
+        if self.backend_macs[backend].is_none() {
             return false;
         }
+        let addr = self.backends.get(backend).addr();
         let answered = !matches!(
             kind,
             FlowKind::Absorb {

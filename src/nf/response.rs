@@ -11,7 +11,7 @@ use crate::clock::Instant;
 use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, MetaStatus, Request, Response};
-use crate::wire::{mc_header, FrameBuf, McHeader, UdpFrame};
+use crate::wire::{mc_header, FrameBuf, McHeader, Retarget, UdpFrame};
 
 const END: &[u8] = b"END\r\n";
 
@@ -230,13 +230,17 @@ impl Core {
         let (vip_ip, vip_port) = (*self.vip.ip(), self.vip.port());
         let ok = match u.rewrite(frame.bytes_mut()) {
             Ok(mut w) => {
-                w.set_src_mac(src_mac);
-                w.set_dst_mac(client.mac);
-                w.set_src_ip(vip_ip);
-                w.set_dst_ip(client.ip);
-                w.set_src_port(vip_port);
-                w.set_dst_port(client.port);
-                let rid = w.set_request_id(client.request_id).is_ok();
+                let rid = w
+                    .retarget(&Retarget {
+                        src_mac,
+                        dst_mac: client.mac,
+                        src_ip: vip_ip,
+                        dst_ip: client.ip,
+                        src_port: vip_port,
+                        dst_port: client.port,
+                        request_id: client.request_id,
+                    })
+                    .is_ok();
                 let shrink = if len != payload_len {
                     w.set_payload_len(len).is_ok()
                 } else {

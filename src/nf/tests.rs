@@ -263,6 +263,11 @@ fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
     );
     let mut f = request(2, b"get k\r\n");
     assert_eq!(core.process_frame(ms(2), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        f[0..6],
+        BACKEND_MAC,
+        "forwarded to the MAC the ARP reply gave"
+    );
 
     // Someone asks who has the VIP: kvlb answers with its port's MAC.
     let who = ArpRepr {
