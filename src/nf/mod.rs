@@ -462,7 +462,10 @@ impl Core {
             pass_other: cfg.pass_other,
             detector,
             ring,
-            ring_memo: RingHashMemo::new(1 << 14),
+            // 4 MiB. Over the core bench's 10^6 Zipf-0.99 keys, 2^17 slots instead of 2^14
+            // save 5 % of the instructions per request (fewer MD5s; callgrind) with the
+            // same last-level misses (simulated 2 MiB LL).
+            ring_memo: RingHashMemo::new(1 << 17),
             rejoining: vec![false; backends.len()],
             all_up: true,
             any_up: true,
