@@ -81,14 +81,7 @@ mod imp {
         let split = args.iter().position(|a| a == "--").with_context(|| {
             "expected `kvlb dpdk [EAL args] -- [kvlb args]` (see `kvlb dpdk --help`)"
         })?;
-        let eal_args = args[..split]
-            .iter()
-            .map(|a| {
-                a.to_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("EAL argument {a:?} is not UTF-8"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let eal_args = super::super::utf8_args(&args[..split]).context("EAL arguments")?;
         let mut config = Config::default();
         let mut opts = DpdkOptions::default();
         let mut mbufs = None;

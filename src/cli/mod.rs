@@ -21,6 +21,19 @@ pub mod lc_experiments;
 pub mod onvm;
 pub mod route;
 
+/// Arguments passed on to C (EAL, ONVM) as strings: the first that is not UTF-8 is an
+/// error naming it.
+#[cfg(any(feature = "dpdk", feature = "onvm", test))]
+pub(crate) fn utf8_args(args: &[OsString]) -> anyhow::Result<Vec<String>> {
+    args.iter()
+        .map(|a| {
+            a.to_str()
+                .map(str::to_owned)
+                .with_context(|| format!("argument {a:?} is not UTF-8"))
+        })
+        .collect()
+}
+
 /// A subcommand: its name, a one-line summary, and its entry point (arguments after the
 /// subcommand name).
 #[derive(Debug)]

@@ -81,15 +81,7 @@ mod launch {
         pub config: Config,
     }
 
-    fn utf8(args: &[OsString]) -> anyhow::Result<Vec<String>> {
-        args.iter()
-            .map(|a| {
-                a.to_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("argument {a:?} is not UTF-8"))
-            })
-            .collect()
-    }
+    use super::super::utf8_args as utf8;
 
     /// Splits the command line; reads a `-F` config.
     pub fn parse(args: Vec<OsString>) -> anyhow::Result<Launch> {
