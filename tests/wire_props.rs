@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 
 use kvlb::wire::{
     self, arp, checksum, classify, emit_arp, ipv4, udp, ArpRepr, Classified, EtherType,
-    EthernetRepr, IpProtocol, Ipv4Repr, McHeader, Retarget, UdpEndpoints, UdpRepr, VlanTag,
+    EthernetRepr, IpProtocol, Ipv4Repr, McHeader, Retarget, UdpEndpoints, UdpFrameMut, UdpRepr,
+    VlanTag,
 };
 use proptest::prelude::*;
 
@@ -53,6 +54,18 @@ fn endpoints() -> impl Strategy<Value = UdpEndpoints> {
                 }
             },
         )
+}
+
+/// Sends a frame to `ep` (addresses and ports) with request id `rid`, one setter per field:
+/// what `UdpFrameMut::retarget` does in one pass.
+fn set_one_by_one(w: &mut UdpFrameMut<'_>, ep: &UdpEndpoints, rid: u16) {
+    w.set_src_mac(ep.src_mac);
+    w.set_dst_mac(ep.dst_mac);
+    w.set_src_ip(ep.src_ip);
+    w.set_dst_ip(ep.dst_ip);
+    w.set_src_port(ep.src_port);
+    w.set_dst_port(ep.dst_port);
+    w.set_request_id(rid).unwrap();
 }
 
 fn udp_frame(bytes: &[u8]) -> wire::UdpFrame {
@@ -160,14 +173,8 @@ proptest! {
         let n = ep.emit_message(&mut buf, 1, McHeader::single(3), &msg).unwrap();
         let f = udp_frame(&buf[..n]);
         let mut w = f.rewrite(&mut buf).unwrap();
-        w.set_src_mac(new_ep.src_mac);
-        w.set_dst_mac(new_ep.dst_mac);
-        w.set_src_ip(new_ep.src_ip);
-        w.set_dst_ip(new_ep.dst_ip);
-        w.set_src_port(new_ep.src_port);
-        w.set_dst_port(new_ep.dst_port);
+        set_one_by_one(&mut w, &new_ep, rid);
         w.set_ttl(new_ep.ttl);
-        w.set_request_id(rid).unwrap();
         if swap {
             w.swap_endpoints();
         }
@@ -195,13 +202,7 @@ proptest! {
         let f = udp_frame(&buf);
         let mut by_setters = buf.clone();
         let mut w = f.rewrite(&mut by_setters).unwrap();
-        w.set_src_mac(new_ep.src_mac);
-        w.set_dst_mac(new_ep.dst_mac);
-        w.set_src_ip(new_ep.src_ip);
-        w.set_dst_ip(new_ep.dst_ip);
-        w.set_src_port(new_ep.src_port);
-        w.set_dst_port(new_ep.dst_port);
-        w.set_request_id(rid).unwrap();
+        set_one_by_one(&mut w, &new_ep, rid);
         let layout_by_setters = *w.layout();
         let mut w = f.rewrite(&mut buf).unwrap();
         w.retarget(&Retarget {
