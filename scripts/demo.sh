@@ -102,7 +102,13 @@ case "$mode" in
     dpdk) dpdk_setup ;;
     onvm) onvm_setup ;;
 esac
-PY=$(command -v /usr/bin/python3 || command -v python3)
+# The report needs matplotlib: Debian's python3-matplotlib lives in /usr/bin/python3, but a
+# python3 first on PATH (a venv) may be the one that has it.
+PY=""
+for py in /usr/bin/python3 "$(command -v python3 || true)"; do
+    if [ -x "$py" ] && "$py" -c 'import matplotlib' 2>/dev/null; then PY=$py; break; fi
+done
+[ -n "$PY" ] || { echo "demo.sh: no python3 with matplotlib (apt-get install python3-matplotlib)" >&2; exit 1; }
 
 # --- the cluster ----------------------------------------------------------------------------
 free_base() {
@@ -129,8 +135,9 @@ for i in $(seq 0 $((servers - 1))); do
     direct+=(--server "$SERVER_IP:$port")
 done
 vip_port=$((base + 90))
+# Ready when the last server answers a stats request (also where iproute2's ss is missing).
 for _ in $(seq 50); do
-    "${RUN_SERVER[@]}" ss -Hltn | grep -q ":$((base + servers - 1)) " && break
+    "${RUN_SERVER[@]}" "$KVBENCH" --stats-of "$SERVER_IP:$((base + servers - 1))" --json > /dev/null 2>&1 && break
     sleep 0.1
 done
 
