@@ -86,11 +86,11 @@ if [ "$install" = 1 ]; then
     [ "$mode" = dpdk ] && apt_install libdpdk-dev dpdk pkg-config clang libclang-dev ethtool
     [ "$mode" = onvm ] && apt_install pkg-config clang libclang-dev ethtool
 fi
-ensure_rust
 features=()
 [ "$mode" = dpdk ] && features=(--features dpdk)
 [ "$mode" = onvm ] && features=(--features onvm)
 if [ "$build" = 1 ]; then
+    ensure_rust
     say "building kvlb and kvbench (release)"
     cargo build --release --quiet "${features[@]}" --bin kvlb --bin kvbench
 fi
