@@ -80,23 +80,37 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) ->
     s + d + (u64::from(protocol) << 16) + u64::from(length)
 }
 
-/// RFC 1624 eqn. 3: the new checksum after a 16-bit word covered by `checksum` changed from
-/// `old` to `new`: `HC' = ~(~HC + ~m + m')`.
+/// What a 16-bit word's change from `old` to `new` adds to a complemented checksum
+/// (RFC 1624 eqn. 3: `~m + m'`). Deltas of several fields add up; apply their sum once
+/// with [`apply`].
+#[inline(always)]
+pub fn delta_u16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// [`delta_u16`] for a 32-bit field (two adjacent, 16-bit-aligned words).
+#[inline(always)]
+pub fn delta_u32(old: u32, new: u32) -> u64 {
+    delta_u16((old >> 16) as u16, (new >> 16) as u16) + delta_u16(old as u16, new as u16)
+}
+
+/// RFC 1624 eqn. 3: the checksum after changes whose deltas sum to `delta`:
+/// `HC' = ~(~HC + delta)`.
+#[inline(always)]
+pub fn apply(checksum: u16, delta: u64) -> u16 {
+    !fold(u64::from(!checksum) + delta)
+}
+
+/// The new checksum after a 16-bit word covered by `checksum` changed from `old` to `new`.
 #[inline(always)]
 pub fn update_u16(checksum: u16, old: u16, new: u16) -> u16 {
-    let acc = u64::from(!checksum) + u64::from(!old) + u64::from(new);
-    !fold(acc)
+    apply(checksum, delta_u16(old, new))
 }
 
 /// [`update_u16`] for a 32-bit field (two adjacent, 16-bit-aligned words).
 #[inline(always)]
 pub fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
-    let acc = u64::from(!checksum)
-        + u64::from(!(old >> 16) as u16)
-        + u64::from(!(old as u16))
-        + (u64::from(new >> 16))
-        + u64::from(new as u16);
-    !fold(acc)
+    apply(checksum, delta_u32(old, new))
 }
 
 #[cfg(test)]

@@ -268,33 +268,26 @@ impl<'a> UdpFrameMut<'a> {
         );
         // `rewrite` checked that the buffer holds the layout, and the layout came from
         // `classify`, so none of the slices below is out of bounds; they are still checked.
-        let read16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
         let b = &mut *self.buf;
-        let old_rid = read16(b, pay);
+        let old_rid = u16::from_be_bytes([b[pay], b[pay + 1]]);
         let (src_ip, dst_ip) = (u32::from(to.src_ip), u32::from(to.dst_ip));
-        // The IPv4 header's change: both addresses, as 16-bit words.
-        let addrs = delta32(u32::from(l.src_ip), src_ip) + delta32(u32::from(l.dst_ip), dst_ip);
-        // The UDP checksum covers the addresses too (pseudo-header).
-        let ports = delta16(l.src_port, to.src_port)
-            + delta16(l.dst_port, to.dst_port)
-            + delta16(old_rid, to.request_id);
+        // Both addresses: covered by the IPv4 header checksum and, through the
+        // pseudo-header, by the UDP checksum, which also covers ports and request id.
+        let addrs = checksum::delta_u32(u32::from(l.src_ip), src_ip)
+            + checksum::delta_u32(u32::from(l.dst_ip), dst_ip);
+        let ports = checksum::delta_u16(l.src_port, to.src_port)
+            + checksum::delta_u16(l.dst_port, to.dst_port)
+            + checksum::delta_u16(old_rid, to.request_id);
         b[0..6].copy_from_slice(&to.dst_mac);
         b[6..12].copy_from_slice(&to.src_mac);
         b[ip + 12..ip + 16].copy_from_slice(&src_ip.to_be_bytes());
         b[ip + 16..ip + 20].copy_from_slice(&dst_ip.to_be_bytes());
-        let ck = read16(b, ip + 10);
-        let ck = !checksum::fold(u64::from(!ck) + addrs);
+        let ck = checksum::apply(u16::from_be_bytes([b[ip + 10], b[ip + 11]]), addrs);
         b[ip + 10..ip + 12].copy_from_slice(&ck.to_be_bytes());
         b[udp..udp + 2].copy_from_slice(&to.src_port.to_be_bytes());
         b[udp + 2..udp + 4].copy_from_slice(&to.dst_port.to_be_bytes());
         b[pay..pay + 2].copy_from_slice(&to.request_id.to_be_bytes());
-        let ck = read16(b, udp + 6);
-        if ck != 0 {
-            let n = !checksum::fold(u64::from(!ck) + addrs + ports);
-            // 0 means "no checksum" in UDP over IPv4.
-            let n = if n == 0 { 0xffff } else { n };
-            b[udp + 6..udp + 8].copy_from_slice(&n.to_be_bytes());
-        }
+        self.udp().update_checksum(addrs + ports);
         self.layout.eth.src = to.src_mac;
         self.layout.eth.dst = to.dst_mac;
         self.layout.src_ip = to.src_ip;
@@ -428,18 +421,6 @@ pub struct Retarget {
     pub dst_port: u16,
     /// The memcached frame header's request id.
     pub request_id: u16,
-}
-
-/// A 16-bit field's change, as RFC 1624 adds it to a complemented checksum: ~old + new.
-#[inline(always)]
-fn delta16(old: u16, new: u16) -> u64 {
-    u64::from(!old) + u64::from(new)
-}
-
-/// [`delta16`] for a 32-bit field (two 16-bit words).
-#[inline(always)]
-fn delta32(old: u32, new: u32) -> u64 {
-    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
 }
 
 /// Addresses and ports of a UDP frame to emit.

@@ -151,19 +151,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// pseudo-header) that changed from `old` to `new`. No-op when the checksum is absent.
     #[inline]
     pub fn update_checksum_u16(&mut self, old: u16, new: u16) {
-        let ck = self.checksum();
-        if ck != 0 {
-            let n = checksum::update_u16(ck, old, new);
-            self.set_checksum(if n == 0 { 0xffff } else { n });
-        }
+        self.update_checksum(checksum::delta_u16(old, new));
     }
 
     /// [`update_checksum_u16`](Self::update_checksum_u16) for a 32-bit word (an address).
     #[inline]
     pub fn update_checksum_u32(&mut self, old: u32, new: u32) {
+        self.update_checksum(checksum::delta_u32(old, new));
+    }
+
+    /// Applies covered changes whose RFC 1624 deltas ([`checksum::delta_u16`],
+    /// [`checksum::delta_u32`]) sum to `delta`, once. An absent checksum (0) stays absent,
+    /// and a result of 0 is sent as 0xffff (0 means "no checksum" over IPv4).
+    #[inline]
+    pub fn update_checksum(&mut self, delta: u64) {
         let ck = self.checksum();
         if ck != 0 {
-            let n = checksum::update_u32(ck, old, new);
+            let n = checksum::apply(ck, delta);
             self.set_checksum(if n == 0 { 0xffff } else { n });
         }
     }
