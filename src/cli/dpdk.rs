@@ -81,7 +81,7 @@ mod imp {
         let split = args.iter().position(|a| a == "--").with_context(|| {
             "expected `kvlb dpdk [EAL args] -- [kvlb args]` (see `kvlb dpdk --help`)"
         })?;
-        let eal_args = super::super::utf8_args(&args[..split]).context("EAL arguments")?;
+        let eal_args = crate::cli::utf8_args(&args[..split]).context("EAL arguments")?;
         let mut config = Config::default();
         let mut opts = DpdkOptions::default();
         let mut mbufs = None;

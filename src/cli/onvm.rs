@@ -81,7 +81,7 @@ mod launch {
         pub config: Config,
     }
 
-    use super::super::utf8_args as utf8;
+    use crate::cli::utf8_args;
 
     /// Splits the command line; reads a `-F` config.
     pub fn parse(args: Vec<OsString>) -> anyhow::Result<Launch> {
@@ -95,7 +95,7 @@ mod launch {
             let rest = &args[2..];
             let kvlb_args = match rest.iter().position(|a| a == "--") {
                 Some(dash) => {
-                    eal.extend(utf8(&rest[..dash])?);
+                    eal.extend(utf8_args(&rest[..dash])?);
                     &rest[dash + 1..]
                 }
                 None => rest,
@@ -116,8 +116,8 @@ mod launch {
                 );
             };
             (
-                utf8(&args[..first])?,
-                utf8(&args[first + 1..second])?,
+                utf8_args(&args[..first])?,
+                utf8_args(&args[first + 1..second])?,
                 args[second + 1..].to_vec(),
             )
         };
