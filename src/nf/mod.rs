@@ -88,6 +88,9 @@ pub enum DropReason {
     FlowTableFull,
     /// A response that matches no outstanding request (late, duplicate or spoofed).
     UnmatchedResponse,
+    /// A response whose token matches an outstanding request but whose shape (or key)
+    /// answers another request: a reply so late that its token was reused.
+    MismatchedResponse,
     /// A reply datagram beyond the per-request bound for an untrusted source.
     AmplificationGuard,
     /// A backend reply kvlb consumed itself (replica acks, probes, broadcast extras).
@@ -121,6 +124,7 @@ impl DropReason {
             DropReason::NoNeighbor => "no_neighbor",
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::UnmatchedResponse => "unmatched_response",
+            DropReason::MismatchedResponse => "mismatched_response",
             DropReason::AmplificationGuard => "amplification_guard",
             DropReason::Absorbed => "absorbed",
             DropReason::Arp => "arp",
@@ -237,6 +241,8 @@ struct ClientFlow {
     group: Option<GroupRef>,
     /// Reply bytes still allowed to the client (anti-amplification).
     cap_left: usize,
+    /// What the reply must look like (see [`response::Expect`]).
+    expect: response::Expect,
 }
 
 /// What an outstanding request is.
@@ -248,7 +254,7 @@ enum FlowKind {
         key: Box<[u8]>,
         seq: u64,
     },
-    /// A replication fetch (`mg <key> v f t`) to the primary.
+    /// A replication fetch (`mg <key> v f t k`) to the primary.
     Fetch {
         key: Box<[u8]>,
         seq: u64,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddrV4;
 
+use super::response::Expect;
 use super::{
     Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, Verdict,
     Writes,
@@ -120,12 +121,14 @@ impl Core {
             request_id: 0,
             in_port,
         };
+        let mut expect = Expect::Any;
         let action = {
             let payload = u.payload(frame.bytes());
             match proto::parse_datagram(payload) {
                 Err(e) => Action::Drop(DropReason::Proto(e)),
                 Ok((header, req)) => {
                     client.request_id = header.request_id;
+                    expect = Expect::of(&req);
                     self.plan(now, &client, &req)
                 }
             }
@@ -154,6 +157,7 @@ impl Core {
                     hot_write,
                     group: None,
                     cap_left: self.guard.reply_cap(client.ip),
+                    expect,
                 });
                 self.forward(now, frame, &u, client, backend, kind)
             }
@@ -551,6 +555,7 @@ impl Core {
             hot_write: None,
             group: None,
             cap_left: self.guard.reply_cap(client.ip),
+            expect: Expect::Value(h),
         });
         self.forward(now, frame, u, client, backend, kind)
     }
@@ -698,6 +703,7 @@ impl Core {
                         hot_write: None,
                         group: Some(g),
                         cap_left: cap,
+                        expect: Expect::Values,
                     });
                     self.emit_request(now, backend, kind, &sub)
                 }

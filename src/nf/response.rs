@@ -6,7 +6,7 @@ use std::net::SocketAddrV4;
 
 use super::{ClientFlow, Core, DropReason, FlowKind, Learn, Verdict};
 use crate::backend::{BackendId, Health};
-use crate::cache::GetResponse;
+use crate::cache::{GetResponse, KeyHash};
 use crate::clock::Instant;
 use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
@@ -31,6 +31,14 @@ fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Whether a meta reply's `k` flag names `key` (a missing `k` flag does not).
+fn meta_key_is(flags: &[u8], key: &[u8]) -> bool {
+    flags
+        .split(|&b| b == b' ')
+        .find(|t| t.first() == Some(&b'k'))
+        .is_some_and(|t| &t[1..] == key)
+}
+
 /// The item a single-datagram GET reply carries: `VALUE ... END` with exactly one value.
 fn single_value(msg: &[u8]) -> Option<proto::Value<'_>> {
     let (first, rest) = Response::parse(msg).ok()?;
@@ -41,7 +49,99 @@ fn single_value(msg: &[u8]) -> Option<proto::Value<'_>> {
     (second == Response::End && rest.is_empty()).then_some(v)
 }
 
+/// What the reply to a forwarded request must look like. A backend that answers after
+/// kvlb gave up on a request (its flow expired) can answer with a token that kvlb has since
+/// handed to another request to the same backend; the reply's shape (and, for a one-key
+/// GET, its key) tells the two apart, so such a reply is dropped instead of reaching the
+/// wrong client, acknowledging the wrong write or feeding a replica the wrong value.
+/// Checked on a reply's first datagram. Error lines fit every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// `VALUE` items of this key (by its cache key hash), and `END`.
+    Value(KeyHash),
+    /// `VALUE` items of any keys, and `END` (multi-key and gets/gat/gats retrievals).
+    Values,
+    /// `STORED`, `NOT_STORED`, `EXISTS` or `NOT_FOUND`.
+    Stored,
+    /// `DELETED` or `NOT_FOUND`.
+    Deleted,
+    /// A number or `NOT_FOUND` (incr/decr).
+    Number,
+    /// `TOUCHED` or `NOT_FOUND`.
+    Touched,
+    /// `VERSION ...`.
+    Version,
+    /// `OK` (flush_all, verbosity).
+    Ok,
+    /// `STAT` lines and `END`, or `RESET`.
+    Stats,
+    /// A meta status line (`HD`, `VA`, `EN`, `NS`, `EX`, `NF`, `MN`, `ME`).
+    Meta,
+    /// Not checked (binary protocol).
+    Any,
+}
+
+impl Expect {
+    /// What a reply to `req` looks like.
+    pub(super) fn of(req: &Request<'_>) -> Expect {
+        match req {
+            Request::Retrieval(_) => Expect::Values,
+            Request::Storage(_) => Expect::Stored,
+            Request::Delete { .. } => Expect::Deleted,
+            Request::Arithmetic { .. } => Expect::Number,
+            Request::Touch { .. } => Expect::Touched,
+            Request::Version => Expect::Version,
+            Request::Verbosity { .. } | Request::FlushAll { .. } => Expect::Ok,
+            Request::Stats { .. } => Expect::Stats,
+            Request::Meta(_) => Expect::Meta,
+            Request::Quit | Request::Binary(_) => Expect::Any,
+        }
+    }
+}
+
 impl Core {
+    /// Whether `msg`, the first datagram of a reply, has the shape `expect` asks for.
+    fn reply_fits(&self, expect: Expect, msg: &[u8]) -> bool {
+        if is_error_reply(msg) {
+            return true;
+        }
+        let starts = |p: &[u8]| msg.starts_with(p);
+        match expect {
+            Expect::Any => true,
+            Expect::Value(h) => {
+                if starts(END) {
+                    return true;
+                }
+                let Some(rest) = msg.strip_prefix(b"VALUE ") else {
+                    return false;
+                };
+                let key = rest.split(|&b| b == b' ').next().unwrap_or_default();
+                self.caches.key_hash(key) == h
+            }
+            Expect::Values => starts(b"VALUE ") || starts(END),
+            Expect::Stored => {
+                starts(b"STORED\r\n")
+                    || starts(b"NOT_STORED\r\n")
+                    || starts(b"EXISTS\r\n")
+                    || starts(b"NOT_FOUND\r\n")
+            }
+            Expect::Deleted => starts(b"DELETED\r\n") || starts(b"NOT_FOUND\r\n"),
+            Expect::Number => {
+                msg.first().is_some_and(u8::is_ascii_digit) || starts(b"NOT_FOUND\r\n")
+            }
+            Expect::Touched => starts(b"TOUCHED\r\n") || starts(b"NOT_FOUND\r\n"),
+            Expect::Version => starts(b"VERSION "),
+            Expect::Ok => starts(b"OK\r\n"),
+            Expect::Stats => starts(b"STAT ") || starts(END) || starts(b"RESET\r\n"),
+            Expect::Meta => {
+                [b"HD", b"VA", b"EN", b"NS", b"EX", b"NF", b"MN", b"ME"]
+                    .iter()
+                    .any(|code| msg.starts_with(*code))
+                    && matches!(msg.get(2), Some(b' ' | b'\r' | b'\n'))
+            }
+        }
+    }
+
     pub(super) fn on_response<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
@@ -68,6 +168,21 @@ impl Core {
         let msg = &payload[mc_header::HEADER_LEN..];
         let last_datagram = header.count == 0 || header.sequence.saturating_add(1) >= header.count;
         let single = header.is_single_datagram();
+        if header.sequence == 0 {
+            let expect = match &flow.kind {
+                FlowKind::Client(cf) => cf.expect,
+                FlowKind::Replica { .. } => Expect::Stored,
+                FlowKind::Fetch { .. } => Expect::Meta,
+                FlowKind::Probe => Expect::Version,
+                FlowKind::RejoinFlush | FlowKind::Absorb { .. } => Expect::Ok,
+                FlowKind::Fence { .. } => Expect::Deleted,
+            };
+            if !self.reply_fits(expect, msg) {
+                // The request it answers is gone; the one holding its token is still owed
+                // its own reply.
+                return self.drop(DropReason::MismatchedResponse);
+            }
+        }
 
         if let FlowKind::Client(cf) = &flow.kind {
             let complete = last_datagram && (!cf.retrieval || msg.ends_with(END));
@@ -304,11 +419,18 @@ impl Core {
         }
     }
 
-    /// The primary answered a replication fetch (`mg <key> v f t`): write the value to the
+    /// The primary answered a replication fetch (`mg <key> v f t k`): write the value to the
     /// replicas that need it, and cache it if nothing wrote the key meanwhile.
     fn fetched(&mut self, now: Instant, key: &[u8], seq: u64, learn: Learn, msg: &[u8]) {
         let parsed = Response::parse(msg).ok().map(|(r, _)| r);
         let (found, flags, ttl, data) = match parsed {
+            // The `k` flag names the key: a value of another key (a reply so late that its
+            // token was reused) must never reach this key's replicas.
+            Some(Response::MetaValue { flags, .. }) if !meta_key_is(flags, key) => {
+                self.stats.count_drop(DropReason::MismatchedResponse);
+                self.hot.fetch_failed(key, seq);
+                return;
+            }
             Some(Response::MetaValue { flags, data }) => (
                 true,
                 meta_flag::<u32>(flags, b'f').unwrap_or(0),

@@ -491,7 +491,7 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
         .iter()
         .find(|f| message(f).starts_with(b"mg hk"))
         .expect("a replication fetch");
-    let mut va = reply_to(fetch, b"VA 1 f0 t-1\r\nv\r\n");
+    let mut va = reply_to(fetch, b"VA 1 f0 t-1 khk\r\nv\r\n");
     assert_eq!(
         core.process_frame(ms(301), 0, &mut va),
         Verdict::Drop(DropReason::Absorbed)
@@ -530,4 +530,33 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
     );
     assert_eq!(udp(&ack).dst_ip, *CLIENT.ip());
     assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 2);
+}
+
+#[test]
+fn a_reply_of_another_shape_or_key_is_dropped_and_the_real_one_still_matches() {
+    let mut core = core_with(&[]);
+    let mut get = request(1, b"get k1\r\n");
+    assert_eq!(core.process_frame(ms(0), 0, &mut get), Verdict::Out(0));
+    let mut set = request(2, b"set k2 0 0 1\r\nv\r\n");
+    assert_eq!(core.process_frame(ms(0), 0, &mut set), Verdict::Out(0));
+    // Late replies to earlier requests that reused these tokens: another key's value,
+    // and a write's answer to the GET; a value to the SET.
+    for (to, msg) in [
+        (&get, &b"VALUE k9 0 1\r\nx\r\nEND\r\n"[..]),
+        (&get, b"STORED\r\n"),
+        (&set, b"VALUE k2 0 1\r\nx\r\nEND\r\n"),
+    ] {
+        let mut late = reply_to(to, msg);
+        assert_eq!(
+            core.process_frame(ms(1), 0, &mut late),
+            Verdict::Drop(DropReason::MismatchedResponse)
+        );
+    }
+    let mut r = reply_to(&get, b"VALUE k1 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    assert_eq!(message(&r), b"VALUE k1 0 1\r\nv\r\nEND\r\n");
+    let mut r = reply_to(&set, b"STORED\r\n");
+    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    let report = core.report(ms(2));
+    assert_eq!(report.stats.drops.get("mismatched_response"), Some(&3));
 }

@@ -214,7 +214,7 @@ impl Core {
             let req = Request::Meta(Meta {
                 command: Command::MetaGet,
                 key: &key,
-                flags: b"v f t",
+                flags: b"v f t k",
                 data: None,
                 base64: false,
                 quiet: false,
