@@ -125,6 +125,12 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// Takes the `i`-th (modulo the length) frame in flight, if any.
+fn take<T>(q: &mut VecDeque<T>, i: usize) -> Option<T> {
+    let n = q.len();
+    (n > 0).then(|| q.remove(i % n)).flatten()
+}
+
 /// A model memcached's items: key -> (flags, data).
 type Store = HashMap<Vec<u8>, (u32, Vec<u8>)>;
 
@@ -461,13 +467,9 @@ impl Model {
     }
 
     fn deliver(&mut self, i: usize) {
-        if self.to_backends.is_empty() {
+        let Some((_, frame)) = take(&mut self.to_backends, i) else {
             return;
-        }
-        let (_, frame) = self
-            .to_backends
-            .remove(i % self.to_backends.len())
-            .expect("index in range");
+        };
         let Ok(Classified::Udp(u)) = wire::classify(&frame) else {
             unreachable!("checked when routed")
         };
@@ -521,31 +523,22 @@ impl Model {
                 let msg = format!("get noise{n}\r\n");
                 self.send(0, msg.as_bytes(), Pending::Other);
             }
-            Step::Garbage(client, ref bytes) => {
-                let bytes = bytes.clone();
-                self.send(client, &bytes, Pending::Other);
-            }
+            Step::Garbage(client, ref bytes) => self.send(client, bytes, Pending::Other),
             Step::Deliver(i) => self.deliver(i),
             Step::Reply(i) | Step::Duplicate(i) => {
-                if self.replies.is_empty() {
+                let Some((_, f)) = take(&mut self.replies, i) else {
                     return;
-                }
-                let (_, f) = self
-                    .replies
-                    .remove(i % self.replies.len())
-                    .expect("index in range");
+                };
                 if matches!(s, Step::Duplicate(_)) {
                     self.feed_core(f.clone());
                 }
                 self.feed_core(f);
             }
             Step::Lose(reply, i) => {
-                if reply && !self.replies.is_empty() {
-                    let n = self.replies.len();
-                    self.replies.remove(i % n);
-                } else if !reply && !self.to_backends.is_empty() {
-                    let n = self.to_backends.len();
-                    self.to_backends.remove(i % n);
+                if reply {
+                    take(&mut self.replies, i);
+                } else {
+                    take(&mut self.to_backends, i);
                 }
             }
             Step::Tick(ms) => {
@@ -556,11 +549,10 @@ impl Model {
                 // against that, and kvlb none either; --timeout must exceed the
                 // network's worst delay.)
                 let now_ns = self.now_ns;
-                self.to_backends
-                    .retain(|&(sent, _)| now_ns - sent < TIMEOUT_MS * 1_000_000);
+                let young = |&(sent, _): &(u64, Vec<u8>)| now_ns - sent < TIMEOUT_MS * 1_000_000;
+                self.to_backends.retain(young);
                 if self.bounded {
-                    self.replies
-                        .retain(|&(sent, _)| now_ns - sent < TIMEOUT_MS * 1_000_000);
+                    self.replies.retain(young);
                 }
                 let now = self.now();
                 self.core.on_tick(now);

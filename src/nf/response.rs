@@ -22,21 +22,19 @@ fn is_error_reply(msg: &[u8]) -> bool {
         || msg.starts_with(b"ERROR")
 }
 
-/// The value of a meta reply flag such as `f123` or `t-1`.
-fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
+/// The text of a meta reply flag such as `f123`, `t-1` or `kfoo`, after its letter.
+fn meta_token(flags: &[u8], name: u8) -> Option<&[u8]> {
     flags
         .split(|&b| b == b' ')
         .find(|t| t.first() == Some(&name))
-        .and_then(|t| std::str::from_utf8(&t[1..]).ok())
-        .and_then(|s| s.parse().ok())
+        .map(|t| &t[1..])
 }
 
-/// Whether a meta reply's `k` flag names `key` (a missing `k` flag does not).
-fn meta_key_is(flags: &[u8], key: &[u8]) -> bool {
-    flags
-        .split(|&b| b == b' ')
-        .find(|t| t.first() == Some(&b'k'))
-        .is_some_and(|t| &t[1..] == key)
+/// The value of a numeric meta reply flag such as `f123` or `t-1`.
+fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
+    meta_token(flags, name)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|s| s.parse().ok())
 }
 
 /// The item a single-datagram GET reply carries: `VALUE ... END` with exactly one value.
@@ -169,15 +167,24 @@ impl Core {
         let last_datagram = header.count == 0 || header.sequence.saturating_add(1) >= header.count;
         let single = header.is_single_datagram();
         if header.sequence == 0 {
-            let expect = match &flow.kind {
-                FlowKind::Client(cf) => cf.expect,
-                FlowKind::Replica { .. } => Expect::Stored,
-                FlowKind::Fetch { .. } => Expect::Meta,
-                FlowKind::Probe => Expect::Version,
-                FlowKind::RejoinFlush | FlowKind::Absorb { .. } => Expect::Ok,
-                FlowKind::Fence { .. } => Expect::Deleted,
+            let fits = match &flow.kind {
+                FlowKind::Client(cf) => self.reply_fits(cf.expect, msg),
+                FlowKind::Replica { .. } => self.reply_fits(Expect::Stored, msg),
+                // The fetch asked for the key back (`k`): a value must name it.
+                FlowKind::Fetch { key, .. } => {
+                    self.reply_fits(Expect::Meta, msg)
+                        && match Response::parse(msg) {
+                            Ok((Response::MetaValue { flags, .. }, _)) => {
+                                meta_token(flags, b'k') == Some(&key[..])
+                            }
+                            _ => true,
+                        }
+                }
+                FlowKind::Probe => self.reply_fits(Expect::Version, msg),
+                FlowKind::RejoinFlush | FlowKind::Absorb { .. } => self.reply_fits(Expect::Ok, msg),
+                FlowKind::Fence { .. } => self.reply_fits(Expect::Deleted, msg),
             };
-            if !self.reply_fits(expect, msg) {
+            if !fits {
                 // The request it answers is gone; the one holding its token is still owed
                 // its own reply.
                 return self.drop(DropReason::MismatchedResponse);
@@ -280,11 +287,11 @@ impl Core {
         let msg = &payload[mc_header::HEADER_LEN..];
 
         // Learn the value of a hot or warm key, if no write can have overtaken the reply.
+        // Flows that learn are one-key GETs, whose reply's key `on_response` already
+        // checked (`Expect::Value` with the same key hash).
         if let (Some(learn), true, true) = (learn, single, complete) {
             if let Some(v) = single_value(msg) {
-                if self.caches.key_hash(v.key) == learn.key_hash {
-                    self.learn_value(now, learn, v.key, v.flags, v.data);
-                }
+                self.learn_value(now, learn, v.key, v.flags, v.data);
             }
         }
 
@@ -424,13 +431,6 @@ impl Core {
     fn fetched(&mut self, now: Instant, key: &[u8], seq: u64, learn: Learn, msg: &[u8]) {
         let parsed = Response::parse(msg).ok().map(|(r, _)| r);
         let (found, flags, ttl, data) = match parsed {
-            // The `k` flag names the key: a value of another key (a reply so late that its
-            // token was reused) must never reach this key's replicas.
-            Some(Response::MetaValue { flags, .. }) if !meta_key_is(flags, key) => {
-                self.stats.count_drop(DropReason::MismatchedResponse);
-                self.hot.fetch_failed(key, seq);
-                return;
-            }
             Some(Response::MetaValue { flags, data }) => (
                 true,
                 meta_flag::<u32>(flags, b'f').unwrap_or(0),

@@ -491,6 +491,12 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
         .iter()
         .find(|f| message(f).starts_with(b"mg hk"))
         .expect("a replication fetch");
+    // A late value of another key on the fetch's token is refused; the fetch still waits.
+    let mut other = reply_to(fetch, b"VA 1 f0 t-1 kzz\r\nx\r\n");
+    assert_eq!(
+        core.process_frame(ms(301), 0, &mut other),
+        Verdict::Drop(DropReason::MismatchedResponse)
+    );
     let mut va = reply_to(fetch, b"VA 1 f0 t-1 khk\r\nv\r\n");
     assert_eq!(
         core.process_frame(ms(301), 0, &mut va),
