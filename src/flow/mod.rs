@@ -185,6 +185,16 @@ impl<T> FlowTable<T> {
         now: Instant,
         mut expired: impl FnMut(Token, SocketAddrV4, Instant, T),
     ) {
+        while let Some((token, backend, sent, value)) = self.pop_expired(now) {
+            expired(token, backend, sent, value);
+        }
+    }
+
+    /// Removes and returns one entry whose deadline is ≤ `now` (oldest first), with the
+    /// backend it was sent to and when; its token is quarantined for one more timeout.
+    /// `None` once no entry is due: the caller may then act on the core in between pops,
+    /// and each expired entry moves out exactly once.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<(Token, SocketAddrV4, Instant, T)> {
         while let Some(&(deadline, slot_ix, generation)) = self.expiry.front() {
             if deadline > now {
                 break;
@@ -197,8 +207,7 @@ impl<T> FlowTable<T> {
             if let Some(live) = slot.entry.take() {
                 self.live -= 1;
                 self.quarantine.push_back((now + self.timeout, slot_ix));
-                let token = self.token(slot_ix);
-                expired(token, live.backend, live.sent, live.value);
+                return Some((self.token(slot_ix), live.backend, live.sent, live.value));
             }
         }
         self.release_quarantine(now);
@@ -210,6 +219,7 @@ impl<T> FlowTable<T> {
                 slots[s as usize].generation == g && slots[s as usize].entry.is_some()
             });
         }
+        None
     }
 
     fn token(&self, slot: u32) -> Token {
@@ -339,6 +349,21 @@ mod tests {
         let a2 = f.insert(t(200), b(1), 2).unwrap();
         assert_eq!(a, a2);
         assert_eq!(f.get(a2, b(1)), Some(&2));
+    }
+
+    #[test]
+    fn pop_expired_hands_out_due_entries_oldest_first_and_not_those_inserted_meanwhile() {
+        let mut f = FlowTable::new(8, 1, Duration::from_millis(100));
+        let a = f.insert(t(0), b(1), 1).unwrap();
+        let c = f.insert(t(10), b(2), 2).unwrap();
+        f.insert(t(50), b(1), 3).unwrap();
+        assert_eq!(f.pop_expired(t(120)), Some((a, b(1), t(0), 1)));
+        // Acting on an expiry may send a new request: it is not due yet.
+        f.insert(t(120), b(2), 4).unwrap();
+        assert_eq!(f.pop_expired(t(120)), Some((c, b(2), t(10), 2)));
+        assert_eq!(f.pop_expired(t(120)), None);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.get(a, b(1)), None);
     }
 
     #[test]

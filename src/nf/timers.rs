@@ -25,7 +25,6 @@ pub(super) struct Timers {
     /// Last time the load meters were aged.
     last_decay: Option<Instant>,
     changes: Vec<HeatChange>,
-    expired: Vec<(usize, Instant, FlowKind)>,
     top_k: usize,
 }
 
@@ -38,7 +37,6 @@ impl Timers {
             next_sweep: Instant::ZERO,
             last_decay: None,
             changes: Vec::new(),
-            expired: Vec::new(),
             top_k: cfg.l1_max_keys.max(1),
         }
     }
@@ -58,14 +56,9 @@ impl Core {
         }
 
         // Unanswered requests.
-        let mut expired = std::mem::take(&mut self.timers.expired);
-        self.flows.expire(now, |_, _, sent, flow| {
-            expired.push((flow.backend, sent, flow.kind))
-        });
-        for (backend, sent, kind) in expired.drain(..) {
-            self.expired(now, backend, sent, kind);
+        while let Some((_, _, sent, flow)) = self.flows.pop_expired(now) {
+            self.expired(now, flow.backend, sent, flow.kind);
         }
-        self.timers.expired = expired;
 
         // Heat changes (they also happen between ticks, on observe).
         if let Some(d) = self.detector.as_mut() {
