@@ -26,7 +26,7 @@
 //! resurface an older copy from another server, and a reply that late to a request for
 //! the same key is indistinguishable from the current one, so it checks all but staleness.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use kvlb::clock::Instant;
@@ -174,6 +174,8 @@ struct Model {
     writes: Vec<Write>,
     /// Replies clients got, for the failure message.
     answered: usize,
+    /// Which backends served client GETs of each key (to see replicated reads happen).
+    read_from: HashMap<Vec<u8>, HashSet<usize>>,
 }
 
 impl Model {
@@ -232,6 +234,7 @@ impl Model {
             pending: HashMap::new(),
             writes: Vec::new(),
             answered: 0,
+            read_from: HashMap::new(),
         }
     }
 
@@ -437,25 +440,72 @@ impl Model {
                     b"NOT_FOUND\r\n"
                 });
             }
-            Request::Meta(m) if m.command == Command::MetaGet => match store.get(m.key) {
-                Some((flags, data)) => {
-                    // Return flags in request order, as memcached does.
-                    let mut line = format!("VA {}", data.len());
+            // The meta commands kvlb sends itself, answered as memcached 1.6.18 does: flags
+            // in request order, `k` and `O` echoed on hits and misses alike.
+            Request::Meta(m) => {
+                let flag = |name: u8| {
+                    m.flags
+                        .split(|&b| b == b' ')
+                        .find(|t| t.first() == Some(&name))
+                        .map(|t| String::from_utf8_lossy(&t[1..]).into_owned())
+                };
+                let echo = |line: &mut String, with_key: bool| {
                     for f in m.flags.split(|&b| b == b' ') {
-                        match f {
-                            b"f" => line += &format!(" f{flags}"),
-                            b"t" => line += " t-1",
-                            b"k" => line += &format!(" k{}", String::from_utf8_lossy(m.key)),
+                        match f.first() {
+                            Some(b'k') if with_key => {
+                                *line += &format!(" k{}", String::from_utf8_lossy(m.key))
+                            }
+                            Some(b'O') => *line += &format!(" {}", String::from_utf8_lossy(f)),
                             _ => {}
                         }
                     }
-                    out.extend_from_slice(line.as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                    out.extend_from_slice(data);
-                    out.extend_from_slice(b"\r\n");
+                };
+                let mut line;
+                match m.command {
+                    Command::MetaGet => match store.get(m.key) {
+                        Some((flags, data)) => {
+                            line = format!("VA {}", data.len());
+                            for f in m.flags.split(|&b| b == b' ') {
+                                match f.first() {
+                                    Some(b'f') => line += &format!(" f{flags}"),
+                                    Some(b't') => line += " t-1",
+                                    Some(b'k') => {
+                                        line += &format!(" k{}", String::from_utf8_lossy(m.key))
+                                    }
+                                    Some(b'O') => {
+                                        line += &format!(" {}", String::from_utf8_lossy(f))
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            line += "\r\n";
+                            line += &String::from_utf8_lossy(data);
+                        }
+                        None => {
+                            line = "EN".into();
+                            echo(&mut line, true);
+                        }
+                    },
+                    Command::MetaSet => {
+                        let flags = flag(b'F').map_or(0, |f| f.parse().unwrap());
+                        let data = m.data.expect("ms carries data");
+                        store.insert(m.key.to_vec(), (flags, data.to_vec()));
+                        line = "HD".into();
+                        echo(&mut line, true);
+                    }
+                    Command::MetaDelete => {
+                        line = if store.remove(m.key).is_some() {
+                            "HD".into()
+                        } else {
+                            "NF".into()
+                        };
+                        echo(&mut line, true);
+                    }
+                    _ => line = "ERROR".into(),
                 }
-                None => out.extend_from_slice(b"EN\r\n"),
-            },
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             Request::Version => out.extend_from_slice(b"VERSION 1.6.18\r\n"),
             Request::FlushAll { .. } => {
                 store.clear();
@@ -480,6 +530,10 @@ impl Model {
         let header = McHeader::parse(payload).expect("kvlb sends frame headers");
         if trace() {
             eprintln!("  backend {b} serves {}", show(&frame));
+        }
+        if let Some(k) = payload[8..].strip_prefix(b"get ") {
+            let k = k.strip_suffix(b"\r\n").unwrap_or(k);
+            self.read_from.entry(k.to_vec()).or_default().insert(b);
         }
         let Some(reply) = Self::serve(&mut self.stores[b], &payload[8..]) else {
             return;
@@ -642,10 +696,17 @@ fn the_warm_up_makes_keys_hot_and_serves_hits() {
         "no L1 hits after the warm-up: {:?}",
         r.stats.cache
     );
+    let rep = &r.stats.replication;
     assert!(
-        r.stats.replication.replica_writes > 0,
-        "no replica writes after the warm-up: {:?}",
-        r.stats.replication
+        rep.replica_writes > 0 && rep.replica_acks > 0,
+        "replicas not written and acknowledged after the warm-up: {rep:?}"
+    );
+    // Reads of a hot key spread over its replicas (the balance policy's reads and the
+    // replica picks alike): some key was read from more than one backend.
+    assert!(
+        m.read_from.values().any(|servers| servers.len() > 1),
+        "no key was read from more than one backend: {:?}",
+        m.read_from
     );
     assert!(
         m.pending.is_empty(),

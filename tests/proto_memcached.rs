@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kvlb::proto::{
-    emit_request_frame_vec, write_hit_reply, write_rendered_reply, write_reply, MessageStatus,
-    Progress, Reassembler, RenderedValue, Request, Response, ResponseReader, Storage, Value,
-    UDP_DATA_SIZE,
+    emit_request_frame_vec, write_hit_reply, write_rendered_reply, write_reply,
+    Command as McCommand, MessageStatus, Meta, Progress, Reassembler, RenderedValue, Request,
+    Response, ResponseReader, Storage, Value, UDP_DATA_SIZE,
 };
 use kvlb::wire::{classify, Classified, McHeader, UdpEndpoints, UdpFrame};
 
@@ -461,6 +461,50 @@ fn memcached_accepts_kvlb_request_frames() {
         exchange(&u, &payload_of(&set, 2)),
         [datagram(2, b"STORED\r\n")]
     );
+    // The meta forms of kvlb's own replication requests: memcached echoes the opaque
+    // (`O`) and the key (`k`) on every answer, hit or miss, which is how kvlb tells the
+    // reply to the request holding a token from a late reply to an earlier one.
+    let meta = |command, flags: &'static [u8], data| {
+        Request::Meta(Meta {
+            command,
+            key: b"replica:key",
+            flags,
+            data,
+            base64: false,
+            quiet: false,
+        })
+    };
+    for (rid, req, want) in [
+        (
+            30,
+            meta(McCommand::MetaSet, b"F5 T0 O1f", Some(&b"v3"[..])),
+            &b"HD O1f\r\n"[..],
+        ),
+        (
+            31,
+            meta(McCommand::MetaGet, b"v f t k O20", None),
+            b"VA 2 f5 t-1 kreplica:key O20\r\nv3\r\n",
+        ),
+        (32, meta(McCommand::MetaDelete, b"O21", None), b"HD O21\r\n"),
+        (33, meta(McCommand::MetaDelete, b"O22", None), b"NF O22\r\n"),
+        (
+            34,
+            meta(McCommand::MetaGet, b"v f t k O23", None),
+            b"EN kreplica:key O23\r\n",
+        ),
+        (
+            35,
+            meta(McCommand::MetaSet, b"F1 T0 O24", Some(&b"v2"[..])),
+            b"HD O24\r\n",
+        ),
+    ] {
+        assert_eq!(
+            exchange(&u, &payload_of(&req, rid)),
+            [datagram(rid, want)],
+            "{}",
+            String::from_utf8_lossy(&req.to_vec())
+        );
+    }
     // A version probe.
     let got = exchange(&u, &payload_of(&Request::Version, 3));
     assert_eq!(got.len(), 1);

@@ -245,28 +245,67 @@ struct ClientFlow {
     expect: response::Expect,
 }
 
+/// A nonce in memcached's opaque flag (`O<hex>`) on every request kvlb makes itself
+/// (replication fetches and writes, fences). memcached echoes it in the reply, so a reply
+/// that comes back after its request expired and its token was reused is told apart from
+/// the reply to the request now holding the token, even when both are of the same kind
+/// and for the same key (see `Core::reply_fits` for client requests, which carry no such
+/// field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Opaque(u32);
+
+/// Meta flags ending in an [`Opaque`], formatted on the stack.
+struct MetaFlags {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl MetaFlags {
+    /// `args` (may be empty) then ` O<hex>`. 64 bytes hold the longest flags kvlb writes
+    /// (`v f t k O…` and `F<u32> T<i32> O…`, under 40 bytes).
+    fn new(args: fmt::Arguments<'_>, opaque: Opaque) -> MetaFlags {
+        use std::io::Write;
+        let mut buf = [0u8; 64];
+        let mut w = &mut buf[..];
+        let room = w.len();
+        let _ = w.write_fmt(args);
+        let sep = if w.len() == room { "" } else { " " };
+        let _ = write!(w, "{sep}O{:x}", opaque.0);
+        let len = room - w.len();
+        MetaFlags { buf, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// What an outstanding request is.
 #[derive(Debug)]
 enum FlowKind {
     Client(ClientFlow),
-    /// A copy of a hot key's write (client `set` copy or replication write).
+    /// A copy of a hot key's write (client `set` copy or replication write), sent as
+    /// `ms <key> <len> F<flags> T<exptime> O<opaque>`.
     Replica {
         key: Box<[u8]>,
         seq: u64,
+        opaque: Opaque,
     },
-    /// A replication fetch (`mg <key> v f t k`) to the primary.
+    /// A replication fetch (`mg <key> v f t k O<opaque>`) to the primary.
     Fetch {
         key: Box<[u8]>,
         seq: u64,
         learn: Learn,
+        opaque: Opaque,
     },
     /// A health probe (`version`) to a down backend.
     Probe,
     /// `flush_all` to a backend that answered its probe, before it rejoins.
     RejoinFlush,
-    /// A fencing `delete` on a hot key's new primary.
+    /// A fencing delete (`md <key> O<opaque>`) on a hot key's new primary.
     Fence {
         key: Box<[u8]>,
+        opaque: Opaque,
     },
     /// A broadcast copy (flush_all, verbosity) whose reply is not the client's.
     Absorb {
@@ -350,6 +389,8 @@ pub struct Core {
     /// Some backend is up.
     any_up: bool,
     ip_ident: u16,
+    /// The last [`Opaque`] handed out.
+    opaque: u32,
     rng: u64,
     started: Option<Instant>,
     timers: timers::Timers,
@@ -497,6 +538,7 @@ impl Core {
             stats: Stats::default(),
             outbox: Outbox::default(),
             ip_ident: 0,
+            opaque: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
             started: None,
             timers: timers::Timers::new(cfg),
@@ -539,6 +581,11 @@ impl Core {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    fn next_opaque(&mut self) -> Opaque {
+        self.opaque = self.opaque.wrapping_add(1);
+        Opaque(self.opaque)
     }
 
     fn next_ip_ident(&mut self) -> u16 {

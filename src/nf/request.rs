@@ -5,8 +5,8 @@ use std::net::SocketAddrV4;
 
 use super::response::Expect;
 use super::{
-    Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, Verdict,
-    Writes,
+    Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, MetaFlags,
+    Verdict, Writes,
 };
 use crate::backend::BackendId;
 use crate::cache::KeyHash;
@@ -211,20 +211,9 @@ impl Core {
                 let plan = self.note_write(now, s.key, broadcast, !s.noreply);
                 if let Some(plan) = &plan {
                     // Copies to the replicas always ask for a reply: readiness needs it.
-                    let copy = Request::Storage(proto::Storage {
-                        noreply: false,
-                        ..*s
-                    });
                     for &r in &plan.copies {
-                        let kind = FlowKind::Replica {
-                            key: s.key.into(),
-                            seq: plan.seq,
-                        };
-                        if self.emit_request(now, r, kind, &copy) {
-                            self.stats.replication.replica_writes += 1;
-                        } else {
-                            self.hot.replica_acked(s.key, r, plan.seq, false);
-                        }
+                        let (flags, exptime) = (s.flags, s.exptime);
+                        self.emit_replica_write(now, r, s.key, flags, exptime, s.data, plan.seq);
                     }
                 }
                 let hot_write = (plan.is_some() && !s.noreply).then(|| s.key.into());
@@ -895,15 +884,62 @@ impl Core {
         sent
     }
 
-    /// Deletes `key` on `primary` before it may serve the key (see [`super::hot`]). If it
-    /// cannot be sent now, the next replication round sends it; until then reads of the
-    /// key are answered as misses.
-    pub(super) fn emit_fence(&mut self, now: Instant, key: &[u8], primary: BackendId) {
-        let req = Request::Delete {
+    /// Writes a hot key's value to replica `to` as a meta set carrying a fresh
+    /// [`Opaque`] (`ms <key> <len> F<flags> T<exptime> O<opaque>`, the same semantics as
+    /// `set`, exptime included), tracked for its acknowledgement; a copy that cannot
+    /// leave counts as not acknowledged.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit_replica_write(
+        &mut self,
+        now: Instant,
+        to: BackendId,
+        key: &[u8],
+        flags: u32,
+        exptime: i32,
+        data: &[u8],
+        seq: u64,
+    ) {
+        let opaque = self.next_opaque();
+        let meta = MetaFlags::new(format_args!("F{flags} T{exptime}"), opaque);
+        let req = Request::Meta(proto::Meta {
+            command: Command::MetaSet,
             key,
-            noreply: false,
+            flags: meta.as_bytes(),
+            data: Some(data),
+            base64: false,
+            quiet: false,
+        });
+        let kind = FlowKind::Replica {
+            key: key.into(),
+            seq,
+            opaque,
         };
-        if !self.emit_request(now, primary, FlowKind::Fence { key: key.into() }, &req) {
+        if self.emit_request(now, to, kind, &req) {
+            self.stats.replication.replica_writes += 1;
+        } else {
+            self.hot.replica_acked(key, to, seq, false);
+        }
+    }
+
+    /// Deletes `key` on `primary` before it may serve the key (see [`super::hot`]), with
+    /// `md <key> O<opaque>`. If it cannot be sent now, the next replication round sends
+    /// it; until then reads of the key are answered as misses.
+    pub(super) fn emit_fence(&mut self, now: Instant, key: &[u8], primary: BackendId) {
+        let opaque = self.next_opaque();
+        let meta = MetaFlags::new(format_args!(""), opaque);
+        let req = Request::Meta(proto::Meta {
+            command: Command::MetaDelete,
+            key,
+            flags: meta.as_bytes(),
+            data: None,
+            base64: false,
+            quiet: false,
+        });
+        let kind = FlowKind::Fence {
+            key: key.into(),
+            opaque,
+        };
+        if !self.emit_request(now, primary, kind, &req) {
             self.hot.fence_lost(key);
         }
     }

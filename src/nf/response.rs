@@ -4,7 +4,7 @@
 
 use std::net::SocketAddrV4;
 
-use super::{ClientFlow, Core, DropReason, FlowKind, Learn, Verdict};
+use super::{ClientFlow, Core, DropReason, FlowKind, Learn, Opaque, Verdict};
 use crate::backend::{BackendId, Health};
 use crate::cache::{GetResponse, KeyHash};
 use crate::clock::Instant;
@@ -35,6 +35,61 @@ fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
     meta_token(flags, name)
         .and_then(|t| std::str::from_utf8(t).ok())
         .and_then(|s| s.parse().ok())
+}
+
+/// Whether a reply to one of kvlb's own meta requests answers that request: its `O` flag
+/// carries `opaque` and, when `key` is given, its `k` flag (if any) names the key. Error
+/// lines carry neither and fit. memcached echoes `O` on every meta reply; versions before
+/// 1.6.10 or so omit flags on a miss, so a bare `EN` fits too (a miss writes nothing).
+///
+/// Only the first line is read: a value too large for one datagram is judged by its `VA`
+/// line, like any other.
+fn echoes(msg: &[u8], opaque: Opaque, key: Option<&[u8]>) -> bool {
+    let line = msg.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (status, flags) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[][..]),
+    };
+    let flags = match status {
+        // `VA <size> <flags>*`
+        b"VA" => flags
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(&[][..], |i| &flags[i + 1..]),
+        b"HD" | b"EN" | b"NS" | b"EX" | b"NF" => flags,
+        // Error lines (and other shapes, which `reply_fits` judges).
+        _ => return true,
+    };
+    let miss = status == b"EN";
+    let key_ok = match (key, meta_token(flags, b'k')) {
+        (Some(want), Some(got)) => got == want,
+        _ => true,
+    };
+    let opaque_ok = match meta_token(flags, b'O') {
+        Some(t) => {
+            std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                == Some(opaque.0)
+        }
+        None => miss,
+    };
+    key_ok && opaque_ok
+}
+
+/// The exptime a replica write gives a value whose remaining TTL `ttl` a fetch reported
+/// (memcached's `t`: seconds, -1 for none). memcached reads an exptime above 30 days as
+/// an absolute Unix time, so a longer remaining TTL is capped at 30 days: a replica may
+/// then drop the value early (a miss), never keep it past its expiry.
+fn replica_exptime(ttl: i64) -> i32 {
+    const MAX_RELATIVE: i64 = 60 * 60 * 24 * 30;
+    if ttl < 0 {
+        0
+    } else {
+        // 0 would mean "never": a value fetched with under a second left gets 1.
+        ttl.clamp(1, MAX_RELATIVE) as i32
+    }
 }
 
 /// The item a single-datagram GET reply carries: `VALUE ... END` with exactly one value.
@@ -169,20 +224,16 @@ impl Core {
         if header.sequence == 0 {
             let fits = match &flow.kind {
                 FlowKind::Client(cf) => self.reply_fits(cf.expect, msg),
-                FlowKind::Replica { .. } => self.reply_fits(Expect::Stored, msg),
-                // The fetch asked for the key back (`k`): a value must name it.
-                FlowKind::Fetch { key, .. } => {
-                    self.reply_fits(Expect::Meta, msg)
-                        && match Response::parse(msg) {
-                            Ok((Response::MetaValue { flags, .. }, _)) => {
-                                meta_token(flags, b'k') == Some(&key[..])
-                            }
-                            _ => true,
-                        }
+                // kvlb's own meta requests: the reply must echo the request's opaque.
+                FlowKind::Replica { opaque, .. } | FlowKind::Fence { opaque, .. } => {
+                    self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, None)
+                }
+                // The fetch also asked for the key back (`k`).
+                FlowKind::Fetch { key, opaque, .. } => {
+                    self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, Some(key))
                 }
                 FlowKind::Probe => self.reply_fits(Expect::Version, msg),
                 FlowKind::RejoinFlush | FlowKind::Absorb { .. } => self.reply_fits(Expect::Ok, msg),
-                FlowKind::Fence { .. } => self.reply_fits(Expect::Deleted, msg),
             };
             if !fits {
                 // The request it answers is gone; the one holding its token is still owed
@@ -212,12 +263,23 @@ impl Core {
                 .on_response(backend, payload.len(), sent, latency, error, revive);
         match flow.kind {
             FlowKind::Client(_) => unreachable!("handled above"),
-            FlowKind::Replica { key, seq } => {
+            FlowKind::Replica { key, seq, .. } => {
                 self.stats.replication.replica_acks += 1;
-                let stored = msg == b"STORED\r\n";
+                let stored = matches!(
+                    Response::parse(msg),
+                    Ok((
+                        Response::Meta {
+                            status: MetaStatus::Hd,
+                            ..
+                        },
+                        _
+                    ))
+                );
                 self.hot.replica_acked(&key, backend, seq, stored);
             }
-            FlowKind::Fetch { key, seq, learn } => {
+            FlowKind::Fetch {
+                key, seq, learn, ..
+            } => {
                 self.fetched(now, &key, seq, learn, msg);
             }
             FlowKind::Probe => {
@@ -237,8 +299,18 @@ impl Core {
             FlowKind::RejoinFlush => {
                 self.rejoining[backend] = false;
             }
-            FlowKind::Fence { key } => {
-                if msg.starts_with(b"DELETED") || msg.starts_with(b"NOT_FOUND") {
+            FlowKind::Fence { key, .. } => {
+                let deleted = matches!(
+                    Response::parse(msg),
+                    Ok((
+                        Response::Meta {
+                            status: MetaStatus::Hd | MetaStatus::Nf,
+                            ..
+                        },
+                        _
+                    ))
+                );
+                if deleted {
                     self.hot.unfence(&key);
                 } else {
                     self.hot.fence_lost(&key);
@@ -426,7 +498,7 @@ impl Core {
         }
     }
 
-    /// The primary answered a replication fetch (`mg <key> v f t k`): write the value to the
+    /// The primary answered a replication fetch (`mg <key> v f t k O<n>`): write the value to the
     /// replicas that need it, and cache it if nothing wrote the key meanwhile.
     fn fetched(&mut self, now: Instant, key: &[u8], seq: u64, learn: Learn, msg: &[u8]) {
         let parsed = Response::parse(msg).ok().map(|(r, _)| r);
@@ -455,23 +527,9 @@ impl Core {
             return;
         }
         self.learn_value(now, learn, key, flags, data);
-        // memcached's `t` is the remaining TTL in seconds (-1: none); `set` takes the same.
-        let exptime = if ttl < 0 {
-            0
-        } else {
-            ttl.min(i64::from(i32::MAX)) as i32
-        };
-        let set = Request::Storage(proto::Storage::set(key, flags, exptime, data, false));
+        let exptime = replica_exptime(ttl);
         for r in targets {
-            let kind = FlowKind::Replica {
-                key: key.into(),
-                seq,
-            };
-            if self.emit_request(now, r, kind, &set) {
-                self.stats.replication.replica_writes += 1;
-            } else {
-                self.hot.replica_acked(key, r, seq, false);
-            }
+            self.emit_replica_write(now, r, key, flags, exptime, data, seq);
         }
     }
 
@@ -497,9 +555,9 @@ impl Core {
                     }
                 }
             }
-            FlowKind::Replica { key, seq } => self.hot.replica_acked(&key, backend, seq, false),
+            FlowKind::Replica { key, seq, .. } => self.hot.replica_acked(&key, backend, seq, false),
             FlowKind::Fetch { key, seq, .. } => self.hot.fetch_failed(&key, seq),
-            FlowKind::Fence { key } => self.hot.fence_lost(&key),
+            FlowKind::Fence { key, .. } => self.hot.fence_lost(&key),
             FlowKind::RejoinFlush => self.rejoining[backend] = false,
             FlowKind::Absorb {
                 flush,
@@ -518,5 +576,51 @@ impl Core {
         if let Some(Health::Down(id)) = self.backends.on_timeout(backend, sent, now) {
             self.apply_health(now, Health::Down(id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{echoes, replica_exptime, Opaque};
+
+    #[test]
+    fn a_reply_to_kvlbs_own_request_must_echo_its_opaque_and_key() {
+        let o = Opaque(0x1f);
+        let key = Some(&b"k"[..]);
+        for (msg, want) in [
+            (&b"HD O1f\r\n"[..], true),
+            (b"HD O20\r\n", false),
+            (b"HD\r\n", false),
+            (b"NF O1f\r\n", true),
+            (b"VA 1 f0 t-1 kk O1f\r\nv\r\n", true),
+            (b"VA 1 f0 t-1 kj O1f\r\nv\r\n", false),
+            (b"VA 1 f0 t-1 kk\r\nv\r\n", false),
+            // Only the first line is read: the rest of a large value may be elsewhere.
+            (b"VA 9000 f0 t-1 kk O1f\r\nvvv", true),
+            (b"EN kk O1f\r\n", true),
+            (b"EN kk O1e\r\n", false),
+            // Older memcached answers a miss with a bare EN.
+            (b"EN\r\n", true),
+            (b"SERVER_ERROR out of memory\r\n", true),
+            // Other shapes are for `reply_fits` to judge.
+            (b"O1f\r\n", true),
+        ] {
+            assert_eq!(
+                echoes(msg, o, key),
+                want,
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+        assert!(echoes(b"HD O1f kzz\r\n", o, None), "no key asked for");
+    }
+
+    #[test]
+    fn a_replicas_exptime_is_relative_and_never_unbounded_or_absolute() {
+        assert_eq!(replica_exptime(-1), 0, "no TTL stays none");
+        assert_eq!(replica_exptime(0), 1, "under a second left is not forever");
+        assert_eq!(replica_exptime(300), 300);
+        // Beyond 30 days memcached would read an absolute time (in 1970): capped.
+        assert_eq!(replica_exptime(60 * 60 * 24 * 365), 60 * 60 * 24 * 30);
     }
 }

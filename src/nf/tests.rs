@@ -94,6 +94,17 @@ fn message(frame: &[u8]) -> Vec<u8> {
     udp(frame).payload(frame)[8..].to_vec()
 }
 
+/// The opaque token (`O<hex>`) on the first line of a meta request kvlb emitted.
+fn opaque_of(frame: &[u8]) -> String {
+    let msg = message(frame);
+    let line = msg.split(|&b| b == b'\r').next().unwrap();
+    let tok = line
+        .split(|&b| b == b' ')
+        .find(|t| t.first() == Some(&b'O'))
+        .expect("an opaque flag");
+    String::from_utf8(tok.to_vec()).unwrap()
+}
+
 /// Sends one GET of `k` that kvlb forwards and no backend answers.
 fn lost_get(core: &mut Core, now: Instant, rid: u16) {
     let mut f = request(rid, b"get k\r\n");
@@ -491,13 +502,27 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
         .iter()
         .find(|f| message(f).starts_with(b"mg hk"))
         .expect("a replication fetch");
-    // A late value of another key on the fetch's token is refused; the fetch still waits.
-    let mut other = reply_to(fetch, b"VA 1 f0 t-1 kzz\r\nx\r\n");
+    let o = opaque_of(fetch);
     assert_eq!(
-        core.process_frame(ms(301), 0, &mut other),
-        Verdict::Drop(DropReason::MismatchedResponse)
+        String::from_utf8(message(fetch)).unwrap(),
+        format!("mg hk v f t k {o}\r\n")
     );
-    let mut va = reply_to(fetch, b"VA 1 f0 t-1 khk\r\nv\r\n");
+    // Late replies to earlier requests on the fetch's token are refused, and the fetch
+    // still waits: another key's value, and the same key's value under another opaque
+    // (a fetch of the same key from an earlier round).
+    for late in [
+        format!("VA 1 f0 t-1 kzz {o}\r\nx\r\n"),
+        "VA 3 f0 t-1 khk O0\r\nold\r\n".to_string(),
+        "VA 3 f0 t-1 khk\r\nold\r\n".to_string(),
+    ] {
+        let mut f = reply_to(fetch, late.as_bytes());
+        assert_eq!(
+            core.process_frame(ms(301), 0, &mut f),
+            Verdict::Drop(DropReason::MismatchedResponse),
+            "{late}"
+        );
+    }
+    let mut va = reply_to(fetch, format!("VA 1 f0 t-1 khk {o}\r\nv\r\n").as_bytes());
     assert_eq!(
         core.process_frame(ms(301), 0, &mut va),
         Verdict::Drop(DropReason::Absorbed)
@@ -506,8 +531,18 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
     core.drain_emitted(&mut |_, f| sets.push(f.to_vec()));
     assert_eq!(sets.len(), 2);
     for s in &sets {
-        assert_eq!(message(s), b"set hk 0 0 1\r\nv\r\n");
-        let mut ack = reply_to(s, b"STORED\r\n");
+        let o = opaque_of(s);
+        assert_eq!(
+            String::from_utf8(message(s)).unwrap(),
+            format!("ms hk 1 F0 T0 {o}\r\nv\r\n")
+        );
+        // An acknowledgement of an earlier write to this replica does not count.
+        let mut stale = reply_to(s, b"HD O0\r\n");
+        assert_eq!(
+            core.process_frame(ms(302), 0, &mut stale),
+            Verdict::Drop(DropReason::MismatchedResponse)
+        );
+        let mut ack = reply_to(s, format!("HD {o}\r\n").as_bytes());
         core.process_frame(ms(302), 0, &mut ack);
     }
     assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 2);
@@ -521,7 +556,12 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
     assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 0);
     let mut verdicts = vec![];
     for c in &copies {
-        let mut ack = reply_to(c, b"STORED\r\n");
+        let o = opaque_of(c);
+        assert_eq!(
+            String::from_utf8(message(c)).unwrap(),
+            format!("ms hk 2 F0 T0 {o}\r\nv2\r\n")
+        );
+        let mut ack = reply_to(c, format!("HD {o}\r\n").as_bytes());
         verdicts.push(core.process_frame(ms(304), 0, &mut ack));
     }
     let mut ack = reply_to(&s, b"STORED\r\n");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Core, Dest, FlowKind, Learn, Mode};
+use super::{Core, Dest, FlowKind, Learn, MetaFlags, Mode};
 use crate::cache::GateTransition;
 use crate::clock::Instant;
 use crate::config::Config;
@@ -204,10 +204,12 @@ impl Core {
                 key_hash,
                 ring_hash: self.ring_memo.hash(key_hash.raw(), &key),
             };
+            let opaque = self.next_opaque();
+            let flags = MetaFlags::new(format_args!("v f t k"), opaque);
             let req = Request::Meta(Meta {
                 command: Command::MetaGet,
                 key: &key,
-                flags: b"v f t k",
+                flags: flags.as_bytes(),
                 data: None,
                 base64: false,
                 quiet: false,
@@ -216,6 +218,7 @@ impl Core {
                 key: key.clone(),
                 seq,
                 learn,
+                opaque,
             };
             if self.emit_request(now, primary, kind, &req) {
                 self.stats.replication.fetches += 1;

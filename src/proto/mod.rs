@@ -43,8 +43,8 @@
 //!   when it enters the cache (message bytes and their checksum): the hit path is then
 //!   headers plus one copy. This is the one the cache should use.
 //! - [`write_reply`]: any single-datagram message (e.g. `END` for a miss) the same way.
-//! - [`emit_request_frame`] / [`emit_request_frame_vec`] (replica `set`s),
-//!   [`emit_version_probe`], [`emit_response_frame`].
+//! - [`emit_request_frame`] / [`emit_request_frame_vec`] (kvlb's own requests: replica
+//!   writes, fetches, fences, probes), [`emit_version_probe`], [`emit_response_frame`].
 //!
 //! [`Error::name`] is the stable stats key of every refusal.
 #![forbid(unsafe_code)]
