@@ -97,8 +97,13 @@ stop_last() {
     sed -i '$d' "$pidfile"
 }
 # Mean of the numbers on stdin, skipping the first $1 samples.
+# Mean of the values after the first $1 (warm-up); of all of them when a short run left no
+# more than that.
 mean_after() {
-    awk -v skip="$1" 'NR > skip { s += $1; n++ } END { if (n) printf "%.3f", s / n; else print "nan" }'
+    awk -v skip="$1" '{ v[NR] = $1 } END {
+        from = NR > skip ? skip + 1 : 1
+        for (i = from; i <= NR; i++) { s += v[i]; n++ }
+        if (n) printf "%.3f", s / n; else print "nan" }'
 }
 
 # The GETs: Pareto-distributed keys, client 10.0.0.9 -> VIP 10.0.0.1:11211, to kvlb's MAC.
