@@ -35,8 +35,6 @@
 
 use std::time::Duration;
 
-use hashbrown::HashMap;
-
 use crate::backend::BackendId;
 use crate::clock::Instant;
 
@@ -188,7 +186,7 @@ impl Readers {
 
 #[derive(Debug)]
 pub struct HotKeys {
-    keys: HashMap<Box<[u8]>, HotKey>,
+    keys: super::FixedMap<Box<[u8]>, HotKey>,
     /// The last sequence handed out (to any key, in any hot period).
     last_seq: u64,
     /// Keys that are hot (not cooling).
@@ -202,7 +200,7 @@ impl HotKeys {
     /// an unanswered (`noreply`) write a fetch may be sent.
     pub fn new(refetch_after: Duration, settle: Duration) -> HotKeys {
         HotKeys {
-            keys: HashMap::new(),
+            keys: super::fixed_map(),
             last_seq: 0,
             hot: 0,
             refetch_after,

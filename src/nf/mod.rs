@@ -336,6 +336,23 @@ const MAX_DISPLACED: usize = 1 << 16;
 /// the keyed hash still spreads keys, and L1/L2 are bounded whatever the keys.
 const CACHE_SEED: u64 = 0x6b76_6c62_6361_6368;
 
+/// A map the core iterates (hot keys, keys written away from a down backend), hashed with
+/// fixed keys: hashbrown's default hasher is seeded per process, which made the order of
+/// what the core emits from such an iteration (replication fetches, clean-up deletes),
+/// and so token assignment, differ between runs of the same input. Both maps are bounded
+/// (the hot set; `MAX_DISPLACED`).
+pub(crate) type FixedMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
+
+/// An empty [`FixedMap`].
+pub(crate) fn fixed_map<K, V>() -> FixedMap<K, V> {
+    FixedMap::with_hasher(ahash::RandomState::with_seeds(
+        CACHE_SEED,
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    ))
+}
+
 /// What the datapath below the core is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -385,7 +402,7 @@ pub struct Core {
     /// Every backend is up (the common case: plain ring lookups).
     all_up: bool,
     /// Keys written to another server while their ketama server was down → that server.
-    displaced: hashbrown::HashMap<Box<[u8]>, BackendId>,
+    displaced: FixedMap<Box<[u8]>, BackendId>,
     /// Some backend is up.
     any_up: bool,
     ip_ident: u16,
@@ -516,7 +533,7 @@ impl Core {
             rejoining: vec![false; backends.len()],
             all_up: true,
             any_up: true,
-            displaced: hashbrown::HashMap::new(),
+            displaced: fixed_map(),
             backends,
             flows: FlowTable::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
             groups: Vec::new(),
