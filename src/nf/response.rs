@@ -10,7 +10,7 @@ use crate::cache::{GetResponse, KeyHash};
 use crate::clock::Instant;
 use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
-use crate::proto::{self, MetaStatus, Request, Response};
+use crate::proto::{self, MetaHead, MetaStatus, Request, Response};
 use crate::wire::{mc_header, FrameBuf, McHeader, Retarget, UdpFrame};
 
 const END: &[u8] = b"END\r\n";
@@ -45,23 +45,11 @@ fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
 /// Only the first line is read: a value too large for one datagram is judged by its `VA`
 /// line, like any other.
 fn echoes(msg: &[u8], opaque: Opaque, key: Option<&[u8]>) -> bool {
-    let line = msg.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let (status, flags) = match line.iter().position(|&b| b == b' ') {
-        Some(i) => (&line[..i], &line[i + 1..]),
-        None => (line, &[][..]),
+    // Error lines (and other shapes, which `reply_fits` judges) carry no flags.
+    let Some(MetaHead { status, flags }) = MetaHead::parse(msg) else {
+        return true;
     };
-    let flags = match status {
-        // `VA <size> <flags>*`
-        b"VA" => flags
-            .iter()
-            .position(|&b| b == b' ')
-            .map_or(&[][..], |i| &flags[i + 1..]),
-        b"HD" | b"EN" | b"NS" | b"EX" | b"NF" => flags,
-        // Error lines (and other shapes, which `reply_fits` judges).
-        _ => return true,
-    };
-    let miss = status == b"EN";
+    let miss = status == Some(MetaStatus::En);
     let key_ok = match (key, meta_token(flags, b'k')) {
         (Some(want), Some(got)) => got == want,
         _ => true,
@@ -76,6 +64,11 @@ fn echoes(msg: &[u8], opaque: Opaque, key: Option<&[u8]>) -> bool {
         None => miss,
     };
     key_ok && opaque_ok
+}
+
+/// The status word of a meta reply (`None` for a value or another shape).
+fn meta_status(msg: &[u8]) -> Option<MetaStatus> {
+    MetaHead::parse(msg).and_then(|h| h.status)
 }
 
 /// The exptime a replica write gives a value whose remaining TTL `ttl` a fetch reported
@@ -265,16 +258,7 @@ impl Core {
             FlowKind::Client(_) => unreachable!("handled above"),
             FlowKind::Replica { key, seq, .. } => {
                 self.stats.replication.replica_acks += 1;
-                let stored = matches!(
-                    Response::parse(msg),
-                    Ok((
-                        Response::Meta {
-                            status: MetaStatus::Hd,
-                            ..
-                        },
-                        _
-                    ))
-                );
+                let stored = meta_status(msg) == Some(MetaStatus::Hd);
                 self.hot.replica_acked(&key, backend, seq, stored);
             }
             FlowKind::Fetch {
@@ -300,17 +284,7 @@ impl Core {
                 self.rejoining[backend] = false;
             }
             FlowKind::Fence { key, .. } => {
-                let deleted = matches!(
-                    Response::parse(msg),
-                    Ok((
-                        Response::Meta {
-                            status: MetaStatus::Hd | MetaStatus::Nf,
-                            ..
-                        },
-                        _
-                    ))
-                );
-                if deleted {
+                if matches!(meta_status(msg), Some(MetaStatus::Hd | MetaStatus::Nf)) {
                     self.hot.unfence(&key);
                 } else {
                     self.hot.fence_lost(&key);

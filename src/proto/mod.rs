@@ -64,7 +64,7 @@ pub use frames::{
 };
 pub use reassembly::{Progress, Reassembler};
 pub use request::{Binary, Command, KeyIter, Keys, Meta, Request, Retrieval, Storage};
-pub use response::{MessageStatus, MetaStatus, Response, ResponseReader, Value};
+pub use response::{MessageStatus, MetaHead, MetaStatus, Response, ResponseReader, Value};
 pub use text::{
     base64_decode, check_key, parse_i32, parse_u32, parse_u64, CountSink, Sink, SliceSink,
     MAX_KEY_LEN,

@@ -65,6 +65,18 @@ pub enum MetaStatus {
 }
 
 impl MetaStatus {
+    fn from_word(word: &[u8]) -> Option<MetaStatus> {
+        Some(match word {
+            b"HD" => MetaStatus::Hd,
+            b"EN" => MetaStatus::En,
+            b"NF" => MetaStatus::Nf,
+            b"NS" => MetaStatus::Ns,
+            b"EX" => MetaStatus::Ex,
+            b"MN" => MetaStatus::Mn,
+            _ => return None,
+        })
+    }
+
     fn word(self) -> &'static [u8] {
         match self {
             MetaStatus::Hd => b"HD",
@@ -123,6 +135,43 @@ pub enum Response<'a> {
     Binary(BinaryResponse<'a>),
 }
 
+/// `s` split at its first space: the first word, and the rest (empty if none).
+fn first_word(s: &[u8]) -> (&[u8], &[u8]) {
+    match s.iter().position(|&b| b == b' ') {
+        Some(sp) => (&s[..sp], &s[sp + 1..]),
+        None => (s, &s[s.len()..]),
+    }
+}
+
+/// The first line of a meta reply, read without its data block (which may continue in
+/// later datagrams): enough to judge whom the reply answers and how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetaHead<'a> {
+    /// The status word; `None` for a value (`VA`).
+    pub status: Option<MetaStatus>,
+    /// The flag tokens (after `VA`'s size).
+    pub flags: &'a [u8],
+}
+
+impl<'a> MetaHead<'a> {
+    /// The head of `msg` if its first line is a meta reply (`VA` or a status word).
+    pub fn parse(msg: &'a [u8]) -> Option<MetaHead<'a>> {
+        let line = split_line(msg).map_or(msg, |(line, _)| line);
+        let (word, args) = first_word(line);
+        if word == b"VA" {
+            let (_, flags) = first_word(args);
+            return Some(MetaHead {
+                status: None,
+                flags,
+            });
+        }
+        MetaStatus::from_word(word).map(|status| MetaHead {
+            status: Some(status),
+            flags: args,
+        })
+    }
+}
+
 impl<'a> Response<'a> {
     /// Whether this item ends a reply: everything but `VALUE` and `STAT` items (which
     /// `END` closes). With one request per datagram, a message that ends in a terminal
@@ -142,10 +191,16 @@ impl<'a> Response<'a> {
             return Ok((Response::Binary(b), rest));
         }
         let (line, rest) = split_line(bytes).ok_or(Error::TruncatedResponse)?;
-        let (word, args) = match line.iter().position(|&b| b == b' ') {
-            Some(sp) => (&line[..sp], &line[sp + 1..]),
-            None => (line, &line[line.len()..]),
-        };
+        let (word, args) = first_word(line);
+        if let Some(status) = MetaStatus::from_word(word) {
+            return Ok((
+                Response::Meta {
+                    status,
+                    flags: args,
+                },
+                rest,
+            ));
+        }
         let simple = |r: Response<'a>| {
             if args.is_empty() {
                 Ok((r, rest))
@@ -189,37 +244,14 @@ impl<'a> Response<'a> {
             b"CLIENT_ERROR" => Ok((Response::ClientError(args), rest)),
             b"SERVER_ERROR" => Ok((Response::ServerError(args), rest)),
             b"STAT" => {
-                let (name, value) = match args.iter().position(|&b| b == b' ') {
-                    Some(sp) => (&args[..sp], &args[sp + 1..]),
-                    None => (args, &args[args.len()..]),
-                };
+                let (name, value) = first_word(args);
                 if name.is_empty() {
                     return Err(Error::BadResponse);
                 }
                 Ok((Response::Stat { name, value }, rest))
             }
-            b"HD" | b"EN" | b"NF" | b"NS" | b"EX" | b"MN" => {
-                let status = match word {
-                    b"HD" => MetaStatus::Hd,
-                    b"EN" => MetaStatus::En,
-                    b"NF" => MetaStatus::Nf,
-                    b"NS" => MetaStatus::Ns,
-                    b"EX" => MetaStatus::Ex,
-                    _ => MetaStatus::Mn,
-                };
-                Ok((
-                    Response::Meta {
-                        status,
-                        flags: args,
-                    },
-                    rest,
-                ))
-            }
             b"VA" => {
-                let (size, flags) = match args.iter().position(|&b| b == b' ') {
-                    Some(sp) => (&args[..sp], &args[sp + 1..]),
-                    None => (args, &args[args.len()..]),
-                };
+                let (size, flags) = first_word(args);
                 let len = parse_u32(size)? as usize;
                 let (data, rest) = data_block(rest, len)?;
                 Ok((Response::MetaValue { flags, data }, rest))
@@ -401,6 +433,28 @@ impl<'a> Iterator for ResponseReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_meta_head_is_read_from_the_first_line_alone() {
+        let head = |m: &'static [u8]| MetaHead::parse(m);
+        assert_eq!(
+            head(b"VA 9000 f1 kk O1f\r\npart of a larger value"),
+            Some(MetaHead {
+                status: None,
+                flags: b"f1 kk O1f"
+            })
+        );
+        assert_eq!(
+            head(b"EN\r\n"),
+            Some(MetaHead {
+                status: Some(MetaStatus::En),
+                flags: b""
+            })
+        );
+        assert_eq!(head(b"HD O2\r\n").map(|h| h.flags), Some(&b"O2"[..]));
+        assert_eq!(head(b"STORED\r\n"), None);
+        assert_eq!(head(b"SERVER_ERROR out of memory\r\n"), None);
+    }
 
     fn items(msg: &[u8]) -> Vec<Result<Response<'_>, Error>> {
         ResponseReader::new(msg).collect()
