@@ -6,7 +6,7 @@ use std::net::SocketAddrV4;
 use super::response::Expect;
 use super::{
     Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, MetaFlags,
-    Verdict, Writes,
+    Opaque, Verdict, Writes,
 };
 use crate::backend::BackendId;
 use crate::cache::KeyHash;
@@ -212,8 +212,9 @@ impl Core {
                 if let Some(plan) = &plan {
                     // Copies to the replicas always ask for a reply: readiness needs it.
                     for &r in &plan.copies {
-                        let (flags, exptime) = (s.flags, s.exptime);
-                        self.emit_replica_write(now, r, s.key, flags, exptime, s.data, plan.seq);
+                        self.emit_replica_write(
+                            now, r, s.key, s.flags, s.exptime, s.data, plan.seq,
+                        );
                     }
                 }
                 let hot_write = (plan.is_some() && !s.noreply).then(|| s.key.into());
@@ -899,22 +900,20 @@ impl Core {
         data: &[u8],
         seq: u64,
     ) {
-        let opaque = self.next_opaque();
-        let meta = MetaFlags::new(format_args!("F{flags} T{exptime}"), opaque);
-        let req = Request::Meta(proto::Meta {
-            command: Command::MetaSet,
+        let sent = self.emit_own_meta(
+            now,
+            to,
+            Command::MetaSet,
             key,
-            flags: meta.as_bytes(),
-            data: Some(data),
-            base64: false,
-            quiet: false,
-        });
-        let kind = FlowKind::Replica {
-            key: key.into(),
-            seq,
-            opaque,
-        };
-        if self.emit_request(now, to, kind, &req) {
+            format_args!("F{flags} T{exptime}"),
+            Some(data),
+            |opaque| FlowKind::Replica {
+                key: key.into(),
+                seq,
+                opaque,
+            },
+        );
+        if sent {
             self.stats.replication.replica_writes += 1;
         } else {
             self.hot.replica_acked(key, to, seq, false);
@@ -925,23 +924,48 @@ impl Core {
     /// `md <key> O<opaque>`. If it cannot be sent now, the next replication round sends
     /// it; until then reads of the key are answered as misses.
     pub(super) fn emit_fence(&mut self, now: Instant, key: &[u8], primary: BackendId) {
-        let opaque = self.next_opaque();
-        let meta = MetaFlags::new(format_args!(""), opaque);
-        let req = Request::Meta(proto::Meta {
-            command: Command::MetaDelete,
+        let sent = self.emit_own_meta(
+            now,
+            primary,
+            Command::MetaDelete,
             key,
-            flags: meta.as_bytes(),
-            data: None,
+            format_args!(""),
+            None,
+            |opaque| FlowKind::Fence {
+                key: key.into(),
+                opaque,
+            },
+        );
+        if !sent {
+            self.hot.fence_lost(key);
+        }
+    }
+
+    /// Emits one of kvlb's own meta requests to `to` (`<command> <key> [<len>] <args>
+    /// O<n>`, `data` after it for `ms`) with a fresh [`Opaque`] n, tracked as `kind(n)`;
+    /// its reply must echo n. Returns whether it left (see [`Core::emit_request`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit_own_meta(
+        &mut self,
+        now: Instant,
+        to: BackendId,
+        command: Command,
+        key: &[u8],
+        args: std::fmt::Arguments<'_>,
+        data: Option<&[u8]>,
+        kind: impl FnOnce(Opaque) -> FlowKind,
+    ) -> bool {
+        let opaque = self.next_opaque();
+        let flags = MetaFlags::new(args, opaque);
+        let req = Request::Meta(proto::Meta {
+            command,
+            key,
+            flags: flags.as_bytes(),
+            data,
             base64: false,
             quiet: false,
         });
-        let kind = FlowKind::Fence {
-            key: key.into(),
-            opaque,
-        };
-        if !self.emit_request(now, primary, kind, &req) {
-            self.hot.fence_lost(key);
-        }
+        self.emit_request(now, to, kind(opaque), &req)
     }
 }
 

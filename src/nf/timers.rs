@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use super::{Core, Dest, FlowKind, Learn, MetaFlags, Mode};
+use super::{Core, Dest, FlowKind, Learn, Mode};
 use crate::cache::GateTransition;
 use crate::clock::Instant;
 use crate::config::Config;
 use crate::hotkey::{Detector, Heat, HeatChange};
-use crate::proto::{Command, Meta, Request};
+use crate::proto::{Command, Request};
 use crate::wire::{self, arp::Operation, ArpRepr};
 
 const REPLICATION_PERIOD: Duration = Duration::from_millis(10);
@@ -204,23 +204,21 @@ impl Core {
                 key_hash,
                 ring_hash: self.ring_memo.hash(key_hash.raw(), &key),
             };
-            let opaque = self.next_opaque();
-            let flags = MetaFlags::new(format_args!("v f t k"), opaque);
-            let req = Request::Meta(Meta {
-                command: Command::MetaGet,
-                key: &key,
-                flags: flags.as_bytes(),
-                data: None,
-                base64: false,
-                quiet: false,
-            });
-            let kind = FlowKind::Fetch {
-                key: key.clone(),
-                seq,
-                learn,
-                opaque,
-            };
-            if self.emit_request(now, primary, kind, &req) {
+            let sent = self.emit_own_meta(
+                now,
+                primary,
+                Command::MetaGet,
+                &key,
+                format_args!("v f t k"),
+                None,
+                |opaque| FlowKind::Fetch {
+                    key: key.clone(),
+                    seq,
+                    learn,
+                    opaque,
+                },
+            );
+            if sent {
                 self.stats.replication.fetches += 1;
             } else {
                 self.hot.fetch_failed(&key, seq);
