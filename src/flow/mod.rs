@@ -178,18 +178,6 @@ impl<T> FlowTable<T> {
         Some((live.sent, live.value))
     }
 
-    /// Removes every entry whose deadline is ≤ `now`, handing each to `expired` with the
-    /// backend it was sent to and when. Their tokens are quarantined for one more timeout.
-    pub fn expire(
-        &mut self,
-        now: Instant,
-        mut expired: impl FnMut(Token, SocketAddrV4, Instant, T),
-    ) {
-        while let Some((token, backend, sent, value)) = self.pop_expired(now) {
-            expired(token, backend, sent, value);
-        }
-    }
-
     /// Removes and returns one entry whose deadline is ≤ `now` (oldest first), with the
     /// backend it was sent to and when; its token is quarantined for one more timeout.
     /// `None` once no entry is due: the caller may then act on the core in between pops,
@@ -343,7 +331,9 @@ mod tests {
         let mut f = FlowTable::new(1, 1, Duration::from_millis(100));
         let a = f.insert(t(0), b(1), 1).unwrap();
         let mut gone = vec![];
-        f.expire(t(100), |tok, be, _, v| gone.push((tok, be, v)));
+        while let Some((tok, be, _, v)) = f.pop_expired(t(100)) {
+            gone.push((tok, be, v));
+        }
         assert_eq!(gone, vec![(a, b(1), 1)]);
         assert_eq!(f.get(a, b(1)), None);
         // The only token is in quarantine: the table is full until it is released.
@@ -376,7 +366,7 @@ mod tests {
         let a2 = f.insert(t(90), b(1), 2).unwrap();
         assert_eq!(a, a2);
         // The first occupant's deadline (100ms) passes; the second (190ms) must survive.
-        f.expire(t(120), |_, _, _, _| panic!("nothing is due"));
+        assert_eq!(f.pop_expired(t(120)), None, "nothing is due");
         assert_eq!(f.get(a2, b(1)), Some(&2));
         assert_eq!(f.next_deadline(), Some(t(190)));
     }
@@ -417,7 +407,9 @@ mod tests {
                     }
                     _ => {
                         let mut expired = vec![];
-                        f.expire(now, |tok, bk, sent, v| expired.push((tok, bk, sent, v)));
+                        while let Some(e) = f.pop_expired(now) {
+                            expired.push(e);
+                        }
                         for (tok, bk, sent_at, v) in expired {
                             let (mb, sent, mv) = model.remove(&tok).expect("expired a live entry");
                             prop_assert_eq!((mb, mv, sent), (bk, v, sent_at));
