@@ -472,13 +472,17 @@ impl Model {
                         .find(|t| t.first() == Some(&name))
                         .map(|t| String::from_utf8_lossy(&t[1..]).into_owned())
                 };
-                let echo = |line: &mut String, with_key: bool| {
+                // The requested return flags; `f` and `t` only for a value (`hit`: its
+                // client flags).
+                let echo = |line: &mut String, hit: Option<u32>| {
                     for f in m.flags.split(|&b| b == b' ') {
-                        match f.first() {
-                            Some(b'k') if with_key => {
+                        match (f.first(), hit) {
+                            (Some(b'f'), Some(flags)) => *line += &format!(" f{flags}"),
+                            (Some(b't'), Some(_)) => *line += " t-1",
+                            (Some(b'k'), _) => {
                                 *line += &format!(" k{}", String::from_utf8_lossy(m.key))
                             }
-                            Some(b'O') => *line += &format!(" {}", String::from_utf8_lossy(f)),
+                            (Some(b'O'), _) => *line += &format!(" {}", String::from_utf8_lossy(f)),
                             _ => {}
                         }
                     }
@@ -488,25 +492,13 @@ impl Model {
                     Command::MetaGet => match store.get(m.key) {
                         Some((flags, data)) => {
                             line = format!("VA {}", data.len());
-                            for f in m.flags.split(|&b| b == b' ') {
-                                match f.first() {
-                                    Some(b'f') => line += &format!(" f{flags}"),
-                                    Some(b't') => line += " t-1",
-                                    Some(b'k') => {
-                                        line += &format!(" k{}", String::from_utf8_lossy(m.key))
-                                    }
-                                    Some(b'O') => {
-                                        line += &format!(" {}", String::from_utf8_lossy(f))
-                                    }
-                                    _ => {}
-                                }
-                            }
+                            echo(&mut line, Some(*flags));
                             line += "\r\n";
                             line += &String::from_utf8_lossy(data);
                         }
                         None => {
                             line = "EN".into();
-                            echo(&mut line, true);
+                            echo(&mut line, None);
                         }
                     },
                     Command::MetaSet => {
@@ -514,7 +506,7 @@ impl Model {
                         let data = m.data.expect("ms carries data");
                         store.insert(m.key.to_vec(), (flags, data.to_vec()));
                         line = "HD".into();
-                        echo(&mut line, true);
+                        echo(&mut line, None);
                     }
                     Command::MetaDelete => {
                         line = if store.remove(m.key).is_some() {
@@ -522,7 +514,7 @@ impl Model {
                         } else {
                             "NF".into()
                         };
-                        echo(&mut line, true);
+                        echo(&mut line, None);
                     }
                     _ => line = "ERROR".into(),
                 }
