@@ -134,6 +134,16 @@ impl KeyHasher {
     }
 }
 
+/// A seeded hasher for maps too (`HashMap::with_hasher`): their iteration order then
+/// depends only on the seed and the operations, not on the process.
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        self.0.build_hasher()
+    }
+}
+
 /// A cached value: what a GET reply needs (data, flags, and the cas unique when it was
 /// learned from a `gets` reply), plus when and at which stamp it was learned.
 #[derive(Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::backend::{BackendId, BackendPool, Health};
-use crate::cache::{CacheSettings, Caches, KeyHash, ReadTicket};
+use crate::cache::{CacheSettings, Caches, KeyHash, KeyHasher, ReadTicket};
 use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
 use crate::flow::FlowTable;
@@ -341,16 +341,11 @@ const CACHE_SEED: u64 = 0x6b76_6c62_6361_6368;
 /// what the core emits from such an iteration (replication fetches, clean-up deletes),
 /// and so token assignment, differ between runs of the same input. Both maps are bounded
 /// (the hot set; `MAX_DISPLACED`).
-pub(crate) type FixedMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
+pub(crate) type FixedMap<K, V> = hashbrown::HashMap<K, V, KeyHasher>;
 
 /// An empty [`FixedMap`].
 pub(crate) fn fixed_map<K, V>() -> FixedMap<K, V> {
-    FixedMap::with_hasher(ahash::RandomState::with_seeds(
-        CACHE_SEED,
-        0x243f_6a88_85a3_08d3,
-        0x1319_8a2e_0370_7344,
-        0xa409_3822_299f_31d0,
-    ))
+    FixedMap::with_hasher(KeyHasher::new(CACHE_SEED))
 }
 
 /// What the datapath below the core is.
