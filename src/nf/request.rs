@@ -3,6 +3,7 @@
 
 use std::net::SocketAddrV4;
 
+use super::hot::Readers;
 use super::response::Expect;
 use super::{
     Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, MetaFlags,
@@ -466,16 +467,19 @@ impl Core {
         };
         let k = &frame.bytes()[range.clone()];
         let h = self.caches.key_hash(k);
-        // The hot-key view and the ring hash, each looked up at most once, and only when a
-        // decision needs them (a cache hit needs neither).
-        let mut routing = None;
+        // The hot-key view (`view`, valid if `is_hot`) and the ring hash, each looked up at
+        // most once, and only when a decision needs them (a cache hit needs neither).
+        let mut view = Readers::EMPTY;
+        let mut is_hot = false;
+        let mut ring_hash = None;
         // Under the balance policy a hot or warm key is read from a server with room first;
         // the cache answers only when every server that could is at or above the mean.
         let balance_to =
             if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
-                let r = (self.hot.readers(k), self.ring_memo.hash(h.raw(), k));
-                routing = Some(r);
-                self.underloaded_reader(r.0.as_ref(), r.1)
+                is_hot = self.hot.read_view(k, &mut view);
+                let rh = self.ring_memo.hash(h.raw(), k);
+                ring_hash = Some(rh);
+                self.underloaded_reader(is_hot.then_some(&view), rh)
             } else {
                 None
             };
@@ -499,20 +503,19 @@ impl Core {
                 // Refused before it wrote anything (the reply does not fit): forward.
             }
         }
-        let (readers, hash) = match routing {
-            Some(r) => r,
+        let hash = match ring_hash {
+            Some(rh) => rh,
             None => {
                 let Some(k) = frame.bytes().get(range) else {
                     return self.drop(DropReason::RewriteFailed);
                 };
-                let readers = if self.hotkeys {
-                    self.hot.readers(k)
-                } else {
-                    None
-                };
-                (readers, self.ring_memo.hash(h.raw(), k))
+                if self.hotkeys {
+                    is_hot = self.hot.read_view(k, &mut view);
+                }
+                self.ring_memo.hash(h.raw(), k)
             }
         };
+        let readers = is_hot.then_some(&view);
         if balance_to.is_none() && readers.is_some_and(|r| r.is_fenced()) {
             // The key's new primary may hold an old copy until the fence lands: a miss is
             // never stale.
@@ -526,7 +529,7 @@ impl Core {
                 self.stats.replication.balance_reads += 1;
                 Some(b)
             }
-            None => self.pick_read_server(readers.as_ref(), hash),
+            None => self.pick_read_server(readers, hash),
         };
         let Some(backend) = chosen else {
             return self.drop(DropReason::NoBackend);
