@@ -295,7 +295,7 @@ fn a_dead_backend_is_routed_around_and_rejoins_flushed() {
     }
 
     // It comes back holding an old value; kvlb flushes it before routing to it again.
-    let back = restart_memcached(dead_port);
+    let back = Memcached::start_on(dead_port).expect("memcached did not restart");
     back.set(&on0[0], "stale");
     // If kvlb's probe already flushed it before the write above landed (a race with the
     // test, not a fault), the stale value legitimately survives: only check the order
@@ -342,38 +342,4 @@ fn a_dead_backend_is_routed_around_and_rejoins_flushed() {
             "{k}: a value from the first outage came back after the second"
         );
     }
-}
-
-fn restart_memcached(port: u16) -> Memcached {
-    use std::process::{Command, Stdio};
-    let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            &port.to_string(),
-        ])
-        .args(["-t", "1", "-m", "64", "-u", "root"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let m = Memcached {
-        port,
-        proc: common::Proc {
-            child,
-            name: format!("memcached:{port}"),
-        },
-    };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "memcached did not restart"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    m
 }

@@ -98,38 +98,43 @@ pub struct Memcached {
 
 impl Memcached {
     pub fn start() -> Memcached {
-        assert!(
-            have("memcached"),
-            "memcached is not installed (scripts/test.sh installs it)"
-        );
         for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("memcached")
-                .args([
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    &port.to_string(),
-                ])
-                .args(["-t", "1", "-m", "64", "-u", "root"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawning memcached");
-            let m = Memcached {
-                port,
-                proc: Proc {
-                    child,
-                    name: format!("memcached:{port}"),
-                },
-            };
-            if m.wait_ready() {
+            if let Some(m) = Memcached::start_on(free_port()) {
                 return m;
             }
         }
         panic!("memcached did not start");
+    }
+
+    /// A memcached on `port` (e.g. restarting one a test killed), or None if it did not
+    /// answer within 5 s.
+    pub fn start_on(port: u16) -> Option<Memcached> {
+        assert!(
+            have("memcached"),
+            "memcached is not installed (scripts/test.sh installs it)"
+        );
+        let child = Command::new("memcached")
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                &port.to_string(),
+            ])
+            .args(["-t", "1", "-m", "64", "-u", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning memcached");
+        let m = Memcached {
+            port,
+            proc: Proc {
+                child,
+                name: format!("memcached:{port}"),
+            },
+        };
+        m.wait_ready().then_some(m)
     }
 
     fn wait_ready(&self) -> bool {
