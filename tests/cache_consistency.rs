@@ -198,7 +198,11 @@ fn run(steps: Vec<Step>, mode: L2Mode) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+        cases: std::env::var("PROPTEST_CASES").map_or(1000, |v| v.parse().unwrap_or(1000)),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn caches_never_hold_stale_values(steps in prop::collection::vec(step(), 1..120)) {
         run(steps, L2Mode::On)?;

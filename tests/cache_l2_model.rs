@@ -62,7 +62,11 @@ fn evict(model: &mut HashMap<u8, ModelEntry>, budget: usize) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+        cases: std::env::var("PROPTEST_CASES").map_or(500, |v| v.parse().unwrap_or(500)),
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn l2_behaves_like_its_model(ops in prop::collection::vec(op(), 1..300), budget in 500usize..6000) {
         let hs = KeyHasher::new(11);

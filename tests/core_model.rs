@@ -688,7 +688,11 @@ fn run_case(bounded: bool, extra: &[&str], steps: &[Step]) -> (Model, usize) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+        cases: std::env::var("PROPTEST_CASES").map_or(256, |v| v.parse().unwrap_or(256)),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn consistency(steps in prop::collection::vec(step(), 1..400)) {

@@ -160,7 +160,11 @@ fn check_guarantees(d: &AnyDetector, truth: &HashMap<u16, u64>, w: u64, s: f64, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+        cases: std::env::var("PROPTEST_CASES").map_or(96, |v| v.parse().unwrap_or(96)),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn classic_lossy_counting(

@@ -185,7 +185,11 @@ fn request(m: &Material) -> (Request<'_>, Vec<u8>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+        cases: std::env::var("PROPTEST_CASES").map_or(512, |v| v.parse().unwrap_or(512)),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn requests_roundtrip(m in material()) {
