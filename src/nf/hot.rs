@@ -90,14 +90,7 @@ impl HotKey {
         )
     }
 
-    /// The servers a read may use now, copied out (see [`Readers`]).
-    pub fn readers(&self) -> Readers {
-        let mut r = Readers::EMPTY;
-        self.fill_readers(&mut r);
-        r
-    }
-
-    /// Writes the read view into `r` in place (see [`HotKeys::read_view`]).
+    /// Writes the servers a read may use now into `r` (see [`HotKeys::read_view`]).
     fn fill_readers(&self, r: &mut Readers) {
         // Backend indexes come from the ring, whose replica sets hold them as u16.
         r.primary = u16::try_from(self.primary).unwrap_or(u16::MAX);
@@ -157,11 +150,10 @@ pub struct WritePlan {
     pub copies: Vec<BackendId>,
 }
 
-/// What reads of a hot key may use, copied out of the table: one lookup serves every
-/// decision about a read (fence, balance, replica choice).
+/// What reads of a hot key may use, copied out of the table by [`HotKeys::read_view`]: one
+/// lookup serves every decision about a read (fence, balance, replica choice).
 #[derive(Debug, Clone, Copy)]
-// Backend indexes as u16 (as in `ReplicaSet`): 38 bytes instead of 152, so the
-// `Option<Readers>` every GET carries moves in registers, not through memcpy.
+// Backend indexes as u16 (as in `ReplicaSet`): 38 bytes instead of 152 to fill per GET.
 pub struct Readers {
     primary: u16,
     fenced: bool,
@@ -241,17 +233,11 @@ impl HotKeys {
         self.keys.get(key).filter(|h| !h.cooling)
     }
 
-    /// The read view of a hot (not cooling) key.
-    #[inline]
-    pub fn readers(&self, key: &[u8]) -> Option<Readers> {
-        self.get(key).map(HotKey::readers)
-    }
-
     /// The read view of `key` written into `out` if the key is hot (not cooling); returns
-    /// whether it is. The per-GET path uses this instead of [`HotKeys::readers`]: the view
-    /// is built once where it stays, not moved through `Option`s (each move of its 40
-    /// bytes was a `memcpy` whose partial reloads stalled store forwarding; 4 of the 5
-    /// hottest instructions in a profile of `bench-dpdk.sh`).
+    /// whether it is. Callers keep the view where it was built and lend it out: moving
+    /// an `Option<Readers>` (38 bytes) from one binding to the next was a `memcpy` whose
+    /// partial reloads stalled store forwarding (4 of the 5 hottest instructions of
+    /// `process_frame` in a profile of `bench-dpdk.sh`).
     #[inline]
     pub fn read_view(&self, key: &[u8], out: &mut Readers) -> bool {
         match self.get(key) {

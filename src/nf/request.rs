@@ -643,11 +643,12 @@ impl Core {
             }
             let rh = self.ring_memo.hash(h.raw(), key);
             let backend = if r.command == Command::Get {
-                let readers = self.hot.readers(key);
+                let mut view = Readers::EMPTY;
+                let readers = self.hot.read_view(key, &mut view).then_some(&view);
                 if cacheable && readers.is_some_and(|r| r.is_fenced()) {
                     continue; // answered as a miss
                 }
-                self.pick_read_server(readers.as_ref(), rh)
+                self.pick_read_server(readers, rh)
             } else {
                 self.primary_for(rh)
             };
