@@ -192,15 +192,6 @@ impl<'a> Response<'a> {
         }
         let (line, rest) = split_line(bytes).ok_or(Error::TruncatedResponse)?;
         let (word, args) = first_word(line);
-        if let Some(status) = MetaStatus::from_word(word) {
-            return Ok((
-                Response::Meta {
-                    status,
-                    flags: args,
-                },
-                rest,
-            ));
-        }
         let simple = |r: Response<'a>| {
             if args.is_empty() {
                 Ok((r, rest))
@@ -260,7 +251,17 @@ impl<'a> Response<'a> {
             w if !w.is_empty() && w.iter().all(u8::is_ascii_digit) && args.is_empty() => {
                 Ok((Response::Number(parse_u64(w)?), rest))
             }
-            _ => Err(Error::BadResponse),
+            // Meta status words last: `VALUE`/`END`, the common replies, are matched first.
+            w => match MetaStatus::from_word(w) {
+                Some(status) => Ok((
+                    Response::Meta {
+                        status,
+                        flags: args,
+                    },
+                    rest,
+                )),
+                None => Err(Error::BadResponse),
+            },
         }
     }
 
