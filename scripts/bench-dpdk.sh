@@ -96,7 +96,6 @@ stop_last() {
     stop_pid "$pid"
     sed -i '$d' "$pidfile"
 }
-# Mean of the numbers on stdin, skipping the first $1 samples.
 # Mean of the values after the first $1 (warm-up); of all of them when a short run left no
 # more than that.
 mean_after() {

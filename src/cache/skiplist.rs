@@ -450,10 +450,10 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
-        cases: std::env::var("PROPTEST_CASES").map_or(256, |v| v.parse().unwrap_or(256)),
-        ..ProptestConfig::default()
-    })]
+            // PROPTEST_CASES, when set, runs more (or fewer) cases than the default here.
+            cases: std::env::var("PROPTEST_CASES").map_or(256, |v| v.parse().unwrap_or(256)),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn behaves_like_btreemap(ops in prop::collection::vec(op(), 0..400), seed in any::<u64>()) {
             let mut list = SkipList::new(seed);
