@@ -36,6 +36,35 @@ else
 fi
 
 step() { printf '\n=== %s\n' "$*"; }
+
+# Tests report the real components they ran against and the tests they had to skip into
+# these two logs (tests/skip/mod.rs); the summary at the end lists both. In CI (CI=true) a
+# test whose component this script installs fails instead of skipping.
+logs=target/test-logs
+mkdir -p "$logs"
+export KVLB_SKIP_LOG="$PWD/$logs/skipped.tsv" KVLB_REAL_LOG="$PWD/$logs/real.tsv"
+: > "$KVLB_SKIP_LOG"
+: > "$KVLB_REAL_LOG"
+summary() {
+    local rc=$?
+    printf '\n=== tests that ran against real components\n'
+    if [ -s "$KVLB_REAL_LOG" ]; then
+        # component<TAB>test<TAB>detail -> one line per component with its distinct tests.
+        cut -f1,2 "$KVLB_REAL_LOG" | sort -u | awk -F'\t' '
+            { n[$1]++; t[$1] = t[$1] "\n    " $2 }
+            END { for (c in n) printf "%s: %d tests%s\n", c, n[c], t[c] }' | sort
+    else
+        echo "(none recorded)"
+    fi
+    local skipped
+    skipped=$(cut -f2 "$KVLB_SKIP_LOG" | sort -u | grep -c . || true)
+    printf '\n=== skipped tests: %s\n' "$skipped"
+    if [ "$skipped" -gt 0 ]; then
+        sort -u "$KVLB_SKIP_LOG" | awk -F'\t' '{ printf "  %s (%s): %s\n", $2, $1, $3 }'
+    fi
+    exit "$rc"
+}
+trap summary EXIT
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets $features"

@@ -30,3 +30,9 @@ pub mod proto;
 pub mod ring;
 pub mod stats;
 pub mod wire;
+
+/// How unit tests that need a real component report running it or skipping it: the same
+/// file the integration tests include (`tests/skip/mod.rs`).
+#[cfg(test)]
+#[path = "../tests/skip/mod.rs"]
+pub(crate) mod test_skip;

@@ -2,6 +2,7 @@
 //! net_pcap ports, and its error messages.
 
 mod dpdk_support;
+mod skip;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -83,6 +84,12 @@ fn help_explains_the_argument_layout() {
 #[cfg(not(feature = "dpdk"))]
 #[test]
 fn without_the_feature_it_says_how_to_build() {
+    skip::skip(
+        "dpdk",
+        skip::Need::Installed,
+        "built without --features dpdk: the real-DPDK tests of dpdk_cli and dpdk_layer are \
+         compiled out (scripts/test.sh builds with it)",
+    );
     let o = kvlb(&strings(&[
         "dpdk",
         "--no-huge",
@@ -123,6 +130,7 @@ mod with_dpdk {
         args.extend(strings(kvlb_args));
         let o = kvlb(&args);
         assert!(o.status.success(), "{}", text(&o));
+        skip::used("dpdk", "kvlb dpdk over net_pcap, --no-huge --no-pci");
         (
             read_pcap(&tx),
             String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -3,9 +3,12 @@
 //!
 //! EAL starts once per process; tests take a lock so that port creation (hotplug) and the
 //! pool counters they check are not disturbed by each other.
+//! Without `--features dpdk` this file compiles to nothing; `tests/dpdk_cli.rs` then reports
+//! the real-DPDK tests as skipped.
 #![cfg(feature = "dpdk")]
 
 mod dpdk_support;
+mod skip;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -28,6 +31,7 @@ fn dpdk() -> (Eal, MutexGuard<'static, ()>) {
     static EAL: OnceLock<Dpdk> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    skip::used("dpdk", "EAL in process, --no-huge --no-pci, software ports");
     let d = EAL.get_or_init(|| {
         let prefix = unique_prefix("layer");
         let eal = Eal::init(eal_test_args(&prefix)).expect("EAL starts with --no-huge --no-pci");

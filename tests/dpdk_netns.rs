@@ -21,31 +21,37 @@
 //! check it), and net_af_packet hands it to kvlb as it is, which drops it as
 //! `bad_udp_checksum`. A NIC would have filled the checksum in.
 //!
-//! Needs root, `ip` and `ethtool`; prints `SKIPPED: <reason>` and passes otherwise.
+//! Needs root, `ip` and `ethtool`; without them it reports the skip (see `tests/skip`),
+//! which fails in CI.
 
 mod common;
 #[cfg(feature = "dpdk")]
 mod dpdk_support;
 
-/// Reports a skipped test on stderr, past the harness's output capture.
-fn skipped(reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
-}
+use common::skip;
 
 #[cfg(not(feature = "dpdk"))]
 #[test]
 fn kvlb_dpdk_in_network_namespaces() {
-    skipped("kvlb dpdk in network namespaces: built without --features dpdk");
+    skip::skip(
+        "dpdk",
+        skip::Need::Installed,
+        "built without --features dpdk (scripts/test.sh builds with it)",
+    );
 }
 
 #[cfg(feature = "dpdk")]
 #[test]
 fn kvlb_dpdk_in_network_namespaces() {
     if let Some(reason) = with_dpdk::skip_reason() {
-        skipped(&format!("kvlb dpdk in network namespaces: {reason}"));
+        skip::skip("network namespaces", skip::Need::Installed, &reason);
         return;
     }
+    skip::used(
+        "dpdk",
+        "kvlb dpdk, net_af_packet on veths in network namespaces",
+    );
+    skip::used("memcached", "3 servers in a network namespace");
     with_dpdk::run();
 }
 

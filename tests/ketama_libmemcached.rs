@@ -7,8 +7,11 @@
 //! 25 servers; servers marked down against libmemcached given the shorter list; and servers
 //! that libmemcached itself auto-ejected after failed connects (`REMOVE_FAILED_SERVERS`).
 //!
-//! Without a C compiler or libmemcached the tests print a loud SKIPPED line and pass, unless
-//! `KVLB_REQUIRE_LIBMEMCACHED=1` is set (CI sets it), in which case they fail.
+//! Without a C compiler or libmemcached the tests print a loud SKIPPED line and pass, except
+//! in CI (`CI=true`), or with `KVLB_REQUIRE_LIBMEMCACHED=1` or `KVLB_REQUIRE_REAL=1`, where
+//! they fail: `scripts/test.sh` installs libmemcached-dev.
+
+mod skip;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -366,12 +369,18 @@ fn harness() -> Option<&'static Harness> {
         Ok(Harness { exe })
     });
     match built {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            skip::used(
+                "libmemcached",
+                "memcached_server_by_key (tests/c/ketama_place.c)",
+            );
+            Some(h)
+        }
         Err(why) => {
             if std::env::var_os("KVLB_REQUIRE_LIBMEMCACHED").is_some() {
                 panic!("libmemcached comparison required but unavailable: {why}");
             }
-            eprintln!("\n*** SKIPPED: libmemcached comparison not run: {why}\n");
+            skip::skip("libmemcached", skip::Need::Installed, why);
             None
         }
     }

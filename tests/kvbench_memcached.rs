@@ -6,6 +6,8 @@
 //! Needs `memcached` on PATH (Debian: `apt-get install memcached`); each test starts its
 //! own servers on free ports and kills them by PID when it ends.
 
+mod skip;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
@@ -50,6 +52,7 @@ impl Memcached {
                     break; // port taken meanwhile
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    skip::used("memcached", &format!("127.0.0.1:{port}"));
                     return Some(m);
                 }
                 std::thread::sleep(Duration::from_millis(20));

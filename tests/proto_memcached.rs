@@ -7,7 +7,10 @@
 //!   multi-get answered one message per key and a value spread over several datagrams;
 //! - request frames kvlb emits (replica `set`s, probes, deletes) are understood by memcached.
 //!
-//! Skipped with a loud message when memcached is not installed.
+//! Skipped with a loud message when memcached is not installed (a failure in CI; see
+//! `tests/skip`).
+
+mod skip;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
@@ -37,7 +40,11 @@ impl Drop for Memcached {
 impl Memcached {
     fn start() -> Option<Memcached> {
         if Command::new("memcached").arg("-V").output().is_err() {
-            eprintln!("\n*** SKIPPED: memcached not installed (apt-get install memcached) ***\n");
+            skip::skip(
+                "memcached",
+                skip::Need::Installed,
+                "memcached is not installed (apt-get install memcached)",
+            );
             return None;
         }
         for _ in 0..20 {
@@ -65,6 +72,7 @@ impl Memcached {
                 }
                 // memcached listens on TCP before it binds UDP: wait for a UDP answer.
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() && mc.udp_ready() {
+                    skip::used("memcached", &format!("127.0.0.1:{port}"));
                     return Some(mc);
                 }
                 std::thread::sleep(Duration::from_millis(20));

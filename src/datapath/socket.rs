@@ -779,10 +779,8 @@ mod tests {
     /// SKIPPED and passes.
     #[test]
     fn a_refused_gso_send_falls_back_to_plain_datagrams() {
-        use std::io::Write as _;
-        let skip = |why: &str| {
-            let _ = writeln!(std::io::stderr(), "SKIPPED: GSO fallback test: {why}");
-        };
+        use crate::test_skip::{skip, Need};
+        let skip = |why: &str| skip("network namespaces", Need::Installed, why);
         let ns = format!("kvlbgso{}", std::process::id());
         let ip = |args: &[&str]| {
             std::process::Command::new("ip")

@@ -2,6 +2,9 @@
 //! on free ports, stopped by PID when dropped (also when a test panics).
 #![allow(dead_code)]
 
+#[path = "../skip/mod.rs"]
+pub mod skip;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
 use std::path::Path;
@@ -134,7 +137,11 @@ impl Memcached {
                 name: format!("memcached:{port}"),
             },
         };
-        m.wait_ready().then_some(m)
+        if !m.wait_ready() {
+            return None;
+        }
+        skip::used("memcached", &format!("127.0.0.1:{port}"));
+        Some(m)
     }
 
     fn wait_ready(&self) -> bool {
