@@ -20,14 +20,21 @@
 #                    default: kernel sockets on loopback (kvlb serve)
 #   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME, RTE_SDK and RTE_TARGET of a
 #                    built ONVM whose manager runs with two TAP ports; scripts/lib/demo-onvm.sh)
+#   --balance-target F  fail (exit 4) when a phase with hot-key handling on leaves the
+#                    busiest server above F times the mean (default 1.10)
 #   --no-install     skip the apt step
 #   --no-build       use the binaries already in target/release
 #   -h, --help       this help
+#
+# Exit status: 0 when every phase ran and passed; 3 when kvbench read a stale or corrupt
+# value in any phase; 4 when a phase with hot-key handling on missed the balance target or
+# found no hot key; other non-zero values when something failed to start or run. The report
+# is written first in every case where the phases ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-servers=8 keys=1000000 duration=15 quick=0 out="" mode=serve install=1 build=1
+servers=8 keys=1000000 duration=15 quick=0 out="" mode=serve install=1 build=1 balance_target=1.10
 while [ $# -gt 0 ]; do
     case "$1" in
         --servers) servers=$2; shift ;;
@@ -39,7 +46,8 @@ while [ $# -gt 0 ]; do
         --onvm) mode=onvm ;;
         --no-install) install=0 ;;
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --balance-target) balance_target=$2; shift ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -218,3 +226,32 @@ elapsed=$(( $(date +%s) - started ))
     --duration "$duration" --elapsed "$elapsed" --setup "$setup_s"
 echo
 echo "report: $out/report.md  (JSON: $out/report.json, plots: $out/*.png)"
+
+# --- the verdict ----------------------------------------------------------------------------
+# The demo fails when what it shows did not happen: a stale or corrupt read anywhere, or a
+# phase with hot-key handling on that found no hot key or left a server above the target.
+"$PY" - "$out/report.json" "$balance_target" <<'PYEOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+target = float(sys.argv[2])
+stale, unbalanced = [], []
+for name, p in report["phases"].items():
+    if p.get("stale", 0) or p.get("corrupt", 0):
+        stale.append(f"{name}: {p.get('stale', 0)} stale, {p.get('corrupt', 0)} corrupt values read")
+    if name.endswith("-on"):
+        if p.get("hot_keys", 0) < 1:
+            unbalanced.append(f"{name}: hot-key handling on but no hot key was found")
+        imb = p.get("imbalance")
+        if not isinstance(imb, (int, float)) or imb != imb:
+            unbalanced.append(f"{name}: no balance figure (servers' counters missing)")
+        elif imb > target:
+            unbalanced.append(f"{name}: busiest server at {imb:.3f}x the mean, target {target:.2f}x")
+for line in stale + unbalanced:
+    print(f"demo.sh: FAILED: {line}", file=sys.stderr)
+if stale:
+    sys.exit(3)
+if unbalanced:
+    sys.exit(4)
+print(f"demo.sh: passed: every phase with hot-key handling on within {target:.2f}x the mean, "
+      "0 stale or corrupt reads")
+PYEOF

@@ -359,3 +359,79 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A real libmemcached client (`tests/c/lm_client.c`, built once per test process with the
+/// system's libmemcached), or `None` after reporting the skip (a failure in CI, where
+/// `scripts/test.sh` installs libmemcached-dev).
+pub fn libmemcached_client() -> Option<&'static Path> {
+    use std::sync::OnceLock;
+    static EXE: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let built = EXE.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lm_client.c");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let exe = dir.join("lm_client");
+        // Built under a private name, then renamed: concurrent test processes never run a
+        // half-written binary.
+        let tmp = dir.join(format!("lm_client.{}", std::process::id()));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+        let out = Command::new(&cc)
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .arg("-lmemcached")
+            .output()
+            .map_err(|e| format!("cannot run '{cc}': {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "'{cc} {} -lmemcached' failed (is libmemcached-dev installed?): {}",
+                src.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::fs::rename(&tmp, &exe).map_err(|e| format!("cannot rename lm_client: {e}"))?;
+        Ok(exe)
+    });
+    match built {
+        Ok(exe) => {
+            skip::used(
+                "libmemcached",
+                "tests/c/lm_client.c, a real client over TCP",
+            );
+            Some(exe.as_path())
+        }
+        Err(why) => {
+            skip::skip("libmemcached", skip::Need::Installed, why);
+            None
+        }
+    }
+}
+
+/// Runs the libmemcached client: `op` (`set` or `get`) for each key against `servers` (weight
+/// 1 each, in order, as kvlb's `--backend` list); one output line per key.
+pub fn libmemcached(exe: &Path, op: &str, servers: &[&Memcached], keys: &[String]) -> Vec<String> {
+    let mut child = Command::new(exe)
+        .arg(op)
+        .args(servers.iter().map(|m| format!("{}:1", m.addr())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running lm_client");
+    let input: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    // Written from a thread, so a long key list cannot deadlock against a full stdout pipe.
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("lm_client output");
+    writer.join().unwrap().expect("lm_client stdin");
+    assert!(
+        out.status.success(),
+        "lm_client {op} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), keys.len(), "lm_client {op}: one line per key");
+    lines
+}
