@@ -112,6 +112,22 @@ impl Proc {
         }
     }
 
+    /// Takes over a child started elsewhere (its output already redirected to `log`).
+    pub fn adopt(name: &'static str, child: Child, log: PathBuf) -> Proc {
+        Proc {
+            name,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
@@ -154,6 +170,8 @@ pub struct Manager {
     pub dir: tempfile::TempDir,
     pub mgr: Proc,
     pub nfs: Vec<Proc>,
+    /// Processes in the namespaces (memcached servers), stopped before the manager.
+    pub servers: Vec<Proc>,
 }
 
 impl Manager {
@@ -207,6 +225,7 @@ impl Manager {
             dir,
             mgr,
             nfs: Vec::new(),
+            servers: Vec::new(),
         };
         m.wait_for_log(
             &m.mgr.log.clone(),
@@ -392,6 +411,9 @@ impl Drop for Manager {
         for nf in self.nfs.iter_mut().rev() {
             nf.stop();
         }
+        for s in self.servers.iter_mut() {
+            s.stop();
+        }
         self.mgr.stop();
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
@@ -563,5 +585,265 @@ pub fn relay_run(
         relay,
         counters,
         got: received(receiver),
+    }
+}
+
+/// The real thing end to end: `kvlb onvm` (the binary, with its real core) as an NF of the
+/// manager, real memcached servers in the server namespace, kvbench (which checks every
+/// value it reads) in the client namespace.
+pub mod e2e {
+    use super::{skip, Manager, Proc};
+    use serde_json::Value;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// The memcached ports in the server namespace, one server each.
+    pub const BACKEND_PORTS: [u16; 3] = [11211, 11212, 11213];
+
+    /// kvlb's MAC: what the namespaces' static neighbour entries for their gateways name.
+    pub const KVLB_MAC: &str = "02:00:00:00:00:01";
+
+    impl Manager {
+        /// kvlb's VIP, on the client side's gateway address.
+        pub fn vip(&self) -> String {
+            format!("10.{}.0.1:11211", self.net)
+        }
+
+        /// kvlb's address toward the servers: the server side's gateway.
+        pub fn local_ip(&self) -> String {
+            format!("10.{}.1.1", self.net)
+        }
+
+        /// A command run inside network namespace `ns`.
+        pub fn in_ns(ns: &str, program: &str) -> Command {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+
+        /// Starts one memcached (UDP and TCP) per [`BACKEND_PORTS`] in the server namespace.
+        /// `ip netns exec` execs the program, so each Proc's PID is memcached's own.
+        pub fn start_memcached(&mut self) {
+            for port in BACKEND_PORTS {
+                let p = port.to_string();
+                let log = self.dir.path().join(format!("memcached-{port}.log"));
+                let mut cmd = Manager::in_ns(&self.server_ns, "memcached");
+                cmd.args(["-l", &self.server_ip(), "-p", &p, "-U", &p])
+                    .args(["-t", "1", "-m", "64", "-u", "root"]);
+                self.servers.push(Proc::spawn("memcached", &mut cmd, log));
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for port in BACKEND_PORTS {
+                while self.server_stats(port).is_none() {
+                    assert!(Instant::now() < deadline, "memcached :{port} did not start");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            skip::used("memcached", "3 servers in the server namespace behind ONVM");
+        }
+
+        /// One memcached's own `stats` (read over TCP from inside the server namespace).
+        pub fn server_stats(&self, port: u16) -> Option<Value> {
+            let out = Manager::in_ns(&self.server_ns, env!("CARGO_BIN_EXE_kvbench"))
+                .args(["--stats-of", &format!("{}:{port}", self.server_ip())])
+                .args(["--proto", "tcp", "--json"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            // One server asked: its stats, as an object or the only element of a list.
+            match v {
+                Value::Array(mut a) if a.len() == 1 => a.pop(),
+                other => Some(other),
+            }
+        }
+
+        /// Starts `kvlb onvm` (this build's binary) as service `service`, with ONVM
+        /// arguments `onvm_args` after `-r`, and kvlb options after the defaults for this
+        /// topology. Its stdout (ONVM's stats screen) and stderr go to `kvlb.out` and
+        /// `kvlb.log`, its JSON stats to `kvlb.jsonl`, in the manager's folder. Waits until
+        /// a request through the VIP is answered.
+        pub fn start_kvlb(&mut self, service: u16, onvm_args: &[&str], kvlb_args: &[&str]) {
+            let dir = self.dir.path().to_path_buf();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvlb"));
+            cmd.arg("onvm")
+                .args(self.nf_eal_args())
+                .args(["--", "-r", &service.to_string()])
+                .args(onvm_args)
+                .arg("--")
+                .args([
+                    "--mac",
+                    KVLB_MAC,
+                    "--client-port",
+                    "0",
+                    "--server-port",
+                    "1",
+                ])
+                .args(["--vip", &self.vip(), "--local-ip", &self.local_ip()])
+                .args(["--trusted", &format!("10.{}.0.0/24", self.net)])
+                .args(["--stats-interval", "1s"])
+                .arg("--stats-json")
+                .arg(dir.join("kvlb.jsonl"));
+            for port in BACKEND_PORTS {
+                cmd.args(["--backend", &format!("{}:{port}", self.server_ip())]);
+            }
+            cmd.args(kvlb_args)
+                .env("RUST_LOG", "info")
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.join("kvlb.out")).unwrap())
+                .stderr(std::fs::File::create(dir.join("kvlb.log")).unwrap());
+            let child = cmd.spawn().expect("starting kvlb onvm");
+            self.nfs
+                .push(Proc::adopt("kvlb", child, dir.join("kvlb.log")));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let ok = Manager::in_ns(&self.client_ns, env!("CARGO_BIN_EXE_kvbench"))
+                    .args(["--stats-of", &self.vip(), "--proto", "udp", "--json"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+                let gone = self.nfs.last_mut().unwrap().exited();
+                assert!(
+                    !gone && Instant::now() < deadline,
+                    "kvlb onvm did not answer through the VIP within 30 s (exited: {gone}):\n{}\n{}",
+                    self.nfs.last().unwrap().log_text(),
+                    std::fs::read_to_string(dir.join("kvlb.out")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            skip::used(
+                "onvm",
+                "kvlb onvm, the binary with its core, on a real manager",
+            );
+        }
+
+        /// kvbench in the client namespace against the VIP: Zipf 1.2 over 2,000 keys, 90 %
+        /// gets, every key loaded first, `seconds` long. Returns its JSON summary; fails
+        /// the test when kvbench fails, and so on any stale or corrupt read (status 3).
+        pub fn kvbench(&self, seconds: u32) -> Value {
+            let out = Manager::in_ns(&self.client_ns, env!("CARGO_BIN_EXE_kvbench"))
+                .args([
+                    "--server",
+                    &self.vip(),
+                    "--keys",
+                    "2000",
+                    "--dist",
+                    "zipf:1.2",
+                ])
+                .args(["--get-ratio", "0.9", "--value-size", "100", "--load"])
+                .args(["--threads", "1", "--connections", "8", "--depth", "2"])
+                .args(["--spin-us", "0", "--timeout", "500"])
+                .args(["--duration", &seconds.to_string(), "--json", "--quiet"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("running kvbench");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "kvbench through kvlb onvm exited with {:?} (3: stale or corrupt reads):\n\
+                 {stdout}\n{}\n--- kvlb log:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr),
+                self.nfs.last().map(|p| p.log_text()).unwrap_or_default()
+            );
+            serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("kvbench printed no JSON ({e}): {stdout}"))
+        }
+
+        /// kvlb's last JSON stats line.
+        pub fn kvlb_stats(&self) -> Value {
+            let text =
+                std::fs::read_to_string(self.dir.path().join("kvlb.jsonl")).unwrap_or_default();
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .unwrap_or_else(|| panic!("kvlb wrote no stats line"));
+            serde_json::from_str(line).expect("kvlb stats JSON")
+        }
+
+        /// The last value of `name` on kvlb's ONVM stats screen (its stdout).
+        pub fn screen_counter(&self, name: &str) -> u64 {
+            let text =
+                std::fs::read_to_string(self.dir.path().join("kvlb.out")).unwrap_or_default();
+            text.lines()
+                .rev()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.trim() == name).then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("no '{name}' on kvlb's stats screen:\n{text}"))
+        }
+    }
+
+    /// The checks every end-to-end run makes: kvbench read values and found them all
+    /// current, each memcached served part of the load, kvlb never panicked.
+    pub fn check_served(m: &Manager, summary: &Value) {
+        let n = |v: &Value, path: &[&str]| {
+            let mut x = v;
+            for p in path {
+                x = &x[*p];
+            }
+            x.as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
+        };
+        assert_eq!(n(summary, &["validation", "stale"]), 0, "{summary}");
+        assert_eq!(n(summary, &["validation", "corrupt"]), 0, "{summary}");
+        assert!(n(summary, &["gets"]) >= 1000, "too few gets: {summary}");
+        assert!(
+            n(summary, &["hits"]) >= 500,
+            "too few values read: {summary}"
+        );
+        for port in BACKEND_PORTS {
+            let s = m
+                .server_stats(port)
+                .unwrap_or_else(|| panic!("no stats from memcached :{port}"));
+            let gets = s["cmd_get"]
+                .as_u64()
+                .or_else(|| s["stats"]["cmd_get"].as_str().and_then(|x| x.parse().ok()));
+            assert!(
+                gets.is_some_and(|g| g > 0),
+                "memcached :{port} served no gets: {s}"
+            );
+        }
+        let log = m.nfs.last().unwrap().log_text();
+        assert!(!log.contains("panicked"), "kvlb panicked:\n{log}");
+    }
+
+    /// Hot keys were found, cached (and answered from the cache) and replicated.
+    pub fn check_hot(m: &Manager) {
+        let r = m.kvlb_stats();
+        let hot = r["hot_keys"].as_array().cloned().unwrap_or_default();
+        assert!(!hot.is_empty(), "no hot key found: {r}");
+        assert!(
+            hot.iter().any(|k| k["cached"] == Value::Bool(true)),
+            "no hot key cached: {r}"
+        );
+        assert!(
+            hot.iter()
+                .any(|k| k["ready_replicas"].as_u64().unwrap_or(0) > 0),
+            "no hot key replicated: {r}"
+        );
+        let hits = r["cache"]["l1_hits"].as_u64().unwrap_or(0)
+            + r["cache"]["l2_hits"].as_u64().unwrap_or(0);
+        assert!(hits > 0, "kvlb's caches answered nothing: {r}");
+    }
+
+    /// Ends kvlb (SIGINT, as ONVM's NFs stop) and checks it stopped cleanly.
+    pub fn stop_kvlb(m: &mut Manager) {
+        let mut kvlb = m.nfs.pop().expect("kvlb running");
+        kvlb.stop();
+        let log = kvlb.log_text();
+        assert!(
+            log.contains("stopped after"),
+            "kvlb did not stop cleanly:\n{log}"
+        );
     }
 }

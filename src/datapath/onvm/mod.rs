@@ -358,10 +358,18 @@ impl<P: Pipeline> NfState<'_, P> {
         let pipeline = &mut *self.pipeline;
         let verdict = catch_unwind(AssertUnwindSafe(|| pipeline.process_frame(now, in_port, m)));
         let action = match verdict {
-            Ok(Verdict::Out(p)) => {
-                self.counters.out += 1;
-                self.opts.out_to_nf.map_or(Action::Out(p), Action::ToNf)
-            }
+            // Counted by the action the packet leaves with: under `-d` a frame for a port
+            // goes to that NF, and counts as handed to an NF.
+            Ok(Verdict::Out(p)) => match self.opts.out_to_nf {
+                Some(s) => {
+                    self.counters.to_nf += 1;
+                    Action::ToNf(s)
+                }
+                None => {
+                    self.counters.out += 1;
+                    Action::Out(p)
+                }
+            },
             Ok(Verdict::ToNf(s)) => {
                 self.counters.to_nf += 1;
                 Action::ToNf(s)
