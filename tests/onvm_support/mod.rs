@@ -232,6 +232,7 @@ impl Manager {
             "Running master thread",
             Duration::from_secs(30),
         );
+        skip::used("onvm", "onvm_mgr v21.10 with two net_tap ports");
         for (ns, iface, side) in [
             (&m.client_ns, &m.client_if, 0),
             (&m.server_ns, &m.server_if, 1),
