@@ -406,6 +406,49 @@ fn admission_and_amplification_guards() {
     );
 }
 
+/// Makes `key` hot with GETs from `src` (half of 2,000, to 300 ms), then one more miss
+/// learns `value` into L1 (at 301 ms).
+fn make_hot(core: &mut Core, src: SocketAddrV4, key: &str, value: &str) {
+    for i in 0..2000u16 {
+        let k = if i % 2 == 0 {
+            key.to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend_from(core, ms(u64::from(i) / 10), src, i, &k, value);
+    }
+    core.on_tick(ms(300));
+    get_via_backend_from(core, ms(301), src, 9000, key, value);
+}
+
+#[test]
+fn a_reply_kvlb_writes_itself_leaves_from_its_own_mac() {
+    // A GET to the VIP whose Ethernet destination is not kvlb's MAC (broadcast here; in a
+    // service chain, whatever the previous hop wrote): the cache hit kvlb writes in its
+    // place must still come from kvlb's MAC, as every forwarded reply does, not from the
+    // request's destination (a broadcast source address is not even valid).
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "0",
+        "--cache-policy",
+        "always",
+    ]);
+    make_hot(&mut core, CLIENT, "hot", "v1");
+    let mut f = request(1, b"get hot\r\n");
+    f[0..6].copy_from_slice(&ethernet::BROADCAST);
+    assert_eq!(core.process_frame(ms(302), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        message(&f),
+        b"VALUE hot 0 2\r\nv1\r\nEND\r\n",
+        "a cache hit"
+    );
+    assert_eq!((udp(&f).eth.src, udp(&f).eth.dst), (KVLB_MAC, CLIENT_MAC));
+}
+
 /// UDP payload bytes of a frame, memcached frame header included: what the reply cap counts.
 fn payload_len(frame: &[u8]) -> usize {
     udp(frame).payload(frame).len()
@@ -566,17 +609,7 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
             "--trusted",
             "10.0.0.200/32",
         ]);
-        // A trusted client makes `hot` hot, then one more miss learns its value.
-        for i in 0..2000u16 {
-            let key = if i % 2 == 0 {
-                "hot".to_string()
-            } else {
-                format!("c{i}")
-            };
-            get_via_backend_from(&mut core, ms(u64::from(i) / 10), TRUSTED, i, &key, &value);
-        }
-        core.on_tick(ms(300));
-        get_via_backend_from(&mut core, ms(301), TRUSTED, 9000, "hot", &value);
+        make_hot(&mut core, TRUSTED, "hot", &value);
         let before = core.report(ms(302)).stats.frames_out;
 
         let mut f = request(1, b"get hot\r\n");
