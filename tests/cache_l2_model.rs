@@ -1,5 +1,10 @@
 //! The L2 warm-key cache against a simple model: a map of entries, evicting the lowest
 //! (estimate, insertion order) first whenever the charged bytes exceed the budget.
+//!
+//! The model charges each entry by its own statement of L2's accounting (see [`cost`]),
+//! not by `WarmKeyCache::entry_cost`, so a mistake in the library's accounting fails here.
+//! The node and slot sizes are those of a 64-bit target.
+#![cfg(target_pointer_width = "64")]
 
 use std::collections::HashMap;
 
@@ -44,8 +49,21 @@ fn name(k: u8) -> Vec<u8> {
     format!("warm-key-{k}").into_bytes()
 }
 
+/// Allocator overhead per heap allocation (`kvlb::cache::ALLOC_OVERHEAD`: glibc's 8-byte
+/// header and 16-byte granularity); an entry makes two, its key and its value.
+const ALLOC_OVERHEAD: usize = 16;
+/// An entry's node in the skip list's arena: its (estimate, id) rank (16 bytes), the entry
+/// (cache and ring hashes 12, boxed key 16, value 56: boxed data 16, flags 4, cas 16,
+/// learned-at 8, version 8, padded) padded to 88, the node's height (1) and 12 `u32`
+/// links (48), padded to 160.
+const ARENA_NODE: usize = 160;
+/// An entry's slot in the hash index: a `u32` node id and hashbrown's control byte.
+const INDEX_SLOT: usize = 4 + 1;
+
+/// What an entry of key `k` and a `len`-byte value is charged, as `src/cache/l2.rs`
+/// documents it: key + value + 2 × allocator overhead + arena node + index slot.
 fn cost(k: u8, len: usize) -> usize {
-    WarmKeyCache::entry_cost(name(k).len(), len)
+    name(k).len() + len + 2 * ALLOC_OVERHEAD + ARENA_NODE + INDEX_SLOT
 }
 
 fn evict(model: &mut HashMap<u8, ModelEntry>, budget: usize) -> usize {

@@ -16,7 +16,7 @@ use crate::config::CachePolicy;
 use crate::flow::{FlowError, Token};
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
-use crate::wire::{FrameBuf, McHeader, Retarget, UdpEndpoints, UdpFrame};
+use crate::wire::{ethernet, FrameBuf, McHeader, Retarget, UdpEndpoints, UdpFrame};
 
 /// A key copied out of the frame (≤ 250 bytes), so the frame can be rewritten while the
 /// key is still needed.
@@ -498,7 +498,7 @@ impl Core {
                     return self.drop(DropReason::AmplificationGuard);
                 }
                 if proto::write_hit_reply(frame, u, &value).is_ok() {
-                    return Verdict::Out(client.in_port);
+                    return self.own_reply(frame, &client);
                 }
                 // Refused before it wrote anything (the reply does not fit): forward.
             }
@@ -520,7 +520,7 @@ impl Core {
             // The key's new primary may hold an old copy until the fence lands: a miss is
             // never stale.
             return match proto::write_reply(frame, u, &[Response::End]) {
-                Ok(_) => Verdict::Out(client.in_port),
+                Ok(_) => self.own_reply(frame, &client),
                 Err(_) => self.drop(DropReason::RewriteFailed),
             };
         }
@@ -551,6 +551,22 @@ impl Core {
             expect: Expect::Value(h),
         });
         self.forward(now, frame, u, client, backend, kind)
+    }
+
+    /// A reply kvlb wrote over `client`'s request frame leaves from kvlb's MAC on the
+    /// client's port, as forwarded replies do. Writing the reply swaps the request's MACs,
+    /// and the request's destination MAC need not be kvlb's (a broadcast, or whatever the
+    /// previous hop of a service chain wrote).
+    fn own_reply<F: FrameBuf + ?Sized>(&mut self, frame: &mut F, client: &Client) -> Verdict {
+        let mac = self.port_mac(client.in_port);
+        match ethernet::Frame::new_checked(frame.bytes_mut()) {
+            Ok(mut eth) => {
+                eth.set_src_addr(mac);
+                Verdict::Out(client.in_port)
+            }
+            // Cannot happen: the reply was just written, a whole frame.
+            Err(_) => self.drop(DropReason::RewriteFailed),
+        }
     }
 
     /// Rewrites the client's frame toward `backend`, tracking it as `kind`. If it cannot

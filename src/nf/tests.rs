@@ -10,6 +10,8 @@ const CLIENT_MAC: Mac = [2, 0, 0, 0, 0, 0x01];
 const BACKEND_MAC: Mac = [2, 0, 0, 0, 0, 0xb0];
 const VIP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 11211);
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 100), 5555);
+/// A client inside `--trusted` in the anti-amplification tests (`CLIENT` is outside).
+const TRUSTED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 200), 6666);
 
 fn backend(i: u8) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, i), 11211)
@@ -68,6 +70,11 @@ fn request(rid: u16, msg: &[u8]) -> Vec<u8> {
 
 /// The backend's reply to a frame kvlb forwarded to it.
 fn reply_to(forwarded: &[u8], msg: &[u8]) -> Vec<u8> {
+    reply_part(forwarded, 0, 1, msg)
+}
+
+/// Datagram `sequence` of a `count`-datagram reply to a frame kvlb forwarded.
+fn reply_part(forwarded: &[u8], sequence: u16, count: u16, msg: &[u8]) -> Vec<u8> {
     let Ok(Classified::Udp(u)) = wire::classify(forwarded) else {
         panic!("not UDP")
     };
@@ -76,9 +83,13 @@ fn reply_to(forwarded: &[u8], msg: &[u8]) -> Vec<u8> {
     ep.src_mac = BACKEND_MAC;
     ep.dst_mac = KVLB_MAC;
     let mut buf = vec![0u8; 2048];
-    let n = ep
-        .emit_message(&mut buf, 9, McHeader::single(header.request_id), msg)
-        .unwrap();
+    let header = McHeader {
+        request_id: header.request_id,
+        sequence,
+        count,
+        reserved: 0,
+    };
+    let n = ep.emit_message(&mut buf, 9, header, msg).unwrap();
     buf.truncate(n);
     buf
 }
@@ -113,7 +124,19 @@ fn lost_get(core: &mut Core, now: Instant, rid: u16) {
 
 /// Drives one GET through kvlb and a backend that answers `value`; returns the reply frame.
 fn get_via_backend(core: &mut Core, now: Instant, rid: u16, key: &str, value: &str) -> Vec<u8> {
-    let mut f = request(rid, format!("get {key}\r\n").as_bytes());
+    get_via_backend_from(core, now, CLIENT, rid, key, value)
+}
+
+/// [`get_via_backend`] from `src`.
+fn get_via_backend_from(
+    core: &mut Core,
+    now: Instant,
+    src: SocketAddrV4,
+    rid: u16,
+    key: &str,
+    value: &str,
+) -> Vec<u8> {
+    let mut f = request_from(src, rid, format!("get {key}\r\n").as_bytes());
     assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
     let mut r = reply_to(
         &f,
@@ -381,6 +404,265 @@ fn admission_and_amplification_guards() {
         core.process_frame(ms(1), 0, &mut r),
         Verdict::Drop(DropReason::AmplificationGuard)
     );
+}
+
+/// Makes `key` hot with GETs from `src` (half of 2,000, to 300 ms), then one more miss
+/// learns `value` into L1 (at 301 ms).
+fn make_hot(core: &mut Core, src: SocketAddrV4, key: &str, value: &str) {
+    for i in 0..2000u16 {
+        let k = if i % 2 == 0 {
+            key.to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend_from(core, ms(u64::from(i) / 10), src, i, &k, value);
+    }
+    core.on_tick(ms(300));
+    get_via_backend_from(core, ms(301), src, 9000, key, value);
+}
+
+#[test]
+fn a_reply_kvlb_writes_itself_leaves_from_its_own_mac() {
+    // A GET to the VIP whose Ethernet destination is not kvlb's MAC (broadcast here; in a
+    // service chain, whatever the previous hop wrote): the cache hit kvlb writes in its
+    // place must still come from kvlb's MAC, as every forwarded reply does, not from the
+    // request's destination (a broadcast source address is not even valid).
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "0",
+        "--cache-policy",
+        "always",
+    ]);
+    make_hot(&mut core, CLIENT, "hot", "v1");
+    let mut f = request(1, b"get hot\r\n");
+    f[0..6].copy_from_slice(&ethernet::BROADCAST);
+    assert_eq!(core.process_frame(ms(302), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        message(&f),
+        b"VALUE hot 0 2\r\nv1\r\nEND\r\n",
+        "a cache hit"
+    );
+    assert_eq!((udp(&f).eth.src, udp(&f).eth.dst), (KVLB_MAC, CLIENT_MAC));
+}
+
+/// UDP payload bytes of a frame, memcached frame header included: what the reply cap counts.
+fn payload_len(frame: &[u8]) -> usize {
+    udp(frame).payload(frame).len()
+}
+
+/// The amplification-guard drops counted so far.
+fn guard_drops(core: &mut Core, now: Instant) -> u64 {
+    let r = core.report(now);
+    r.stats
+        .drops
+        .get("amplification_guard")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_multi_datagram_reply_to_an_untrusted_source_is_cut_at_the_cap() {
+    // 2,525 message bytes in three datagrams of 908, 908 and 733 payload bytes (each with
+    // its 8-byte frame header). A 2,000-byte cap lets the first two through (1,816 bytes)
+    // and not the third; a trusted source gets all three.
+    let msg = format!("VALUE big 0 2500\r\n{}\r\nEND\r\n", "v".repeat(2500)).into_bytes();
+    let chunks: Vec<&[u8]> = msg.chunks(900).collect();
+    assert_eq!(chunks.len(), 3);
+    for (src, want) in [
+        (CLIENT, vec![Some(908), Some(908), None]),
+        (TRUSTED, vec![Some(908), Some(908), Some(733)]),
+    ] {
+        let mut core = core_with(&[
+            "--no-hotkeys",
+            "--unverified-reply-bytes",
+            "2000",
+            "--trusted",
+            "10.0.0.200/32",
+        ]);
+        let mut f = request_from(src, 0x77, b"get big\r\n");
+        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+        let mut got = vec![];
+        for (seq, chunk) in (0u16..).zip(&chunks) {
+            let mut r = reply_part(&f, seq, 3, chunk);
+            match core.process_frame(ms(1), 0, &mut r) {
+                Verdict::Out(0) => {
+                    let u = udp(&r);
+                    assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), src);
+                    let header = McHeader::parse(u.payload(&r)).unwrap();
+                    assert_eq!(
+                        (header.request_id, header.sequence, header.count),
+                        (0x77, seq, 3)
+                    );
+                    assert_eq!(message(&r), *chunk);
+                    got.push(Some(payload_len(&r)));
+                }
+                Verdict::Drop(DropReason::AmplificationGuard) => got.push(None),
+                other => panic!("datagram {seq}: {other:?}"),
+            }
+        }
+        assert_eq!(got, want, "from {src}");
+        assert!(
+            core.is_idle(),
+            "the last datagram ends the request, sent or not"
+        );
+        let dropped = want.iter().filter(|d| d.is_none()).count() as u64;
+        assert_eq!(guard_drops(&mut core, ms(2)), dropped);
+        let r = core.report(ms(2));
+        assert_eq!((r.stats.frames_in, r.stats.frames_out), (4, 4 - dropped));
+    }
+}
+
+#[test]
+fn a_split_multi_get_is_capped_in_total_toward_an_untrusted_source() {
+    let args = ["--no-hotkeys", "--trusted", "10.0.0.200/32"]; // the default cap: 1,400
+                                                               // One six-byte key per backend.
+    let probe = core_with(&args);
+    let keys: Vec<String> = (0..3)
+        .map(|b| {
+            (0..1000)
+                .map(|i| format!("key{i:03}"))
+                .find(|k| probe.ring.server_for_key(k.as_bytes()) == Some(b))
+                .unwrap()
+        })
+        .collect();
+    // Each backend answers one 600-byte value: 20 + 600 + 2 bytes, then END (5), in a
+    // 635-byte datagram. The first two parts to finish lose their END (630 bytes each);
+    // the third would bring the total to 1,895, over the cap: it is dropped. Capped per
+    // part instead, every part would pass.
+    for (src, want) in [(CLIENT, vec![630, 630]), (TRUSTED, vec![630, 630, 635])] {
+        let mut core = core_with(&args);
+        let get = format!("get {}\r\n", keys.join(" "));
+        let mut f = request_from(src, 0x55, get.as_bytes());
+        assert_eq!(
+            core.process_frame(ms(0), 0, &mut f),
+            Verdict::Drop(DropReason::Absorbed)
+        );
+        let mut parts = vec![];
+        core.drain_emitted(&mut |_, f| parts.push(f.to_vec()));
+        assert_eq!(parts.len(), 3, "one sub-request per backend");
+        let (mut got, mut merged) = (vec![], vec![]);
+        for p in &parts {
+            let sub = String::from_utf8(message(p)).unwrap();
+            let key = sub.strip_prefix("get ").unwrap().trim_end();
+            let value = format!("VALUE {key} 0 600\r\n{}\r\n", "v".repeat(600));
+            let mut r = reply_to(p, format!("{value}END\r\n").as_bytes());
+            match core.process_frame(ms(1), 0, &mut r) {
+                Verdict::Out(0) => {
+                    let u = udp(&r);
+                    assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), src);
+                    got.push(payload_len(&r));
+                    merged.extend(message(&r));
+                }
+                Verdict::Drop(DropReason::AmplificationGuard) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, want, "from {src}");
+        let mut more = 0;
+        core.drain_emitted(&mut |_, _| more += 1);
+        assert_eq!(more, 0, "no END of its own after a dropped last part");
+        assert!(core.is_idle());
+        assert_eq!(guard_drops(&mut core, ms(2)), 3 - want.len() as u64);
+        let r = core.report(ms(2));
+        assert_eq!(r.stats.frames_out, 3 + want.len() as u64);
+        if src == TRUSTED {
+            let mut all: Vec<String> = keys
+                .iter()
+                .map(|k| format!("VALUE {k} 0 600\r\n{}\r\n", "v".repeat(600)))
+                .collect();
+            all.sort();
+            let text = String::from_utf8(merged).unwrap();
+            let body = text.strip_suffix("END\r\n").expect("one END, at the end");
+            let mut items: Vec<String> = body
+                .split_inclusive(&format!("{}\r\n", "v".repeat(600)))
+                .map(str::to_string)
+                .collect();
+            items.sort();
+            assert_eq!(items, all);
+        } else {
+            assert!(got.iter().sum::<usize>() <= 1400);
+        }
+    }
+}
+
+#[test]
+fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
+    // The hit reply for `hot` (a 200-byte value): 8 + 17 + 200 + 2 + 5 = 232 bytes.
+    let value = "h".repeat(200);
+    let hit = format!("VALUE hot 0 200\r\n{value}\r\nEND\r\n").into_bytes();
+    for (cap, untrusted_gets_it) in [("200", false), ("231", false), ("232", true)] {
+        let mut core = core_with(&[
+            "--hot-support",
+            "0.2",
+            "--hot-error",
+            "0.02",
+            "--replicas",
+            "0",
+            "--cache-policy",
+            "always",
+            "--unverified-reply-bytes",
+            cap,
+            "--trusted",
+            "10.0.0.200/32",
+        ]);
+        make_hot(&mut core, TRUSTED, "hot", &value);
+        let before = core.report(ms(302)).stats.frames_out;
+
+        let mut f = request(1, b"get hot\r\n");
+        let v = core.process_frame(ms(303), 0, &mut f);
+        if untrusted_gets_it {
+            assert_eq!(v, Verdict::Out(0), "cap {cap}");
+            assert_eq!(udp(&f).dst_ip, *CLIENT.ip());
+            assert_eq!((payload_len(&f), message(&f)), (232, hit.clone()));
+        } else {
+            assert_eq!(
+                v,
+                Verdict::Drop(DropReason::AmplificationGuard),
+                "cap {cap}"
+            );
+        }
+        let mut emitted = 0;
+        core.drain_emitted(&mut |_, _| emitted += 1);
+        assert_eq!(emitted, 0, "no backend is asked instead");
+        let mut t = request_from(TRUSTED, 2, b"get hot\r\n");
+        assert_eq!(core.process_frame(ms(304), 0, &mut t), Verdict::Out(0));
+        assert_eq!(udp(&t).dst_ip, *TRUSTED.ip(), "answered by kvlb");
+        assert_eq!((payload_len(&t), message(&t)), (232, hit.clone()));
+        let r = core.report(ms(305));
+        assert_eq!(r.stats.cache.l1_hits, 2);
+        assert_eq!(
+            r.stats.frames_out,
+            before + 1 + u64::from(untrusted_gets_it)
+        );
+        assert_eq!(
+            guard_drops(&mut core, ms(305)),
+            u64::from(!untrusted_gets_it)
+        );
+
+        if cap == "200" {
+            // In a multi-get the hit (227 bytes without END) is refused too; the other
+            // key goes to its backend, whose END reaches the client.
+            let mut m = request(3, b"get hot other\r\n");
+            assert_eq!(
+                core.process_frame(ms(306), 0, &mut m),
+                Verdict::Drop(DropReason::Absorbed)
+            );
+            let mut out = vec![];
+            core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+            assert_eq!(out.len(), 1, "only the sub-request for `other`");
+            assert_eq!(message(&out[0]), b"get other\r\n");
+            assert_eq!(guard_drops(&mut core, ms(306)), 2);
+            let mut end = reply_to(&out[0], b"END\r\n");
+            assert_eq!(core.process_frame(ms(307), 0, &mut end), Verdict::Out(0));
+            assert_eq!(udp(&end).dst_ip, *CLIENT.ip());
+            assert_eq!(message(&end), b"END\r\n");
+            assert_eq!(core.report(ms(308)).stats.cache.l1_hits, 3);
+        }
+    }
 }
 
 #[test]
