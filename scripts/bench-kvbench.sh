@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
         --server-cpu) server_cpu=$2; shift 2 ;;
         --client-cpu) client_cpu=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "bench-kvbench.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done

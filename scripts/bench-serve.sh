@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         --keys) keys=$2; shift ;;
         --tool) tool=$2; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "bench-serve.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift

@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         --client-cpu) client_cpu=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --name) name=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "latency-sweep.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
