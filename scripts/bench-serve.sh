@@ -9,7 +9,15 @@
 # Arguments after `--` are passed to `kvlb serve` (e.g. `-- --source-ports 1`).
 # Prints both rates per round and the ratio kvlb/direct. Everything runs on loopback and is
 # stopped by PID on exit. Build first: cargo build --release --bin kvlb --bin kvbench.
+#
+# Checks before any figure is printed: memcached answers `stats`; kvlb serve answers a
+# set/get round trip through the VIP (within 10 s) before each measured run, is still
+# running after it, exits 0 on SIGTERM, and its final stats (--stats-json) show no frame
+# dropped or passed on; the load tool exits 0 (memaslap: at most two reruns after its own
+# known assertion) and memcached counted gets in the window; every rate and ratio is > 0.
+# A failed check prints `bench-serve.sh: FAILED: <side>: <reason>` on stderr and exits 1.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 seconds=10 rounds=3 keys=100000 tool=kvbench
 while [ $# -gt 0 ]; do
@@ -19,39 +27,93 @@ while [ $# -gt 0 ]; do
         --keys) keys=$2; shift ;;
         --tool) tool=$2; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "bench-serve.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
 done
-KVLB=target/release/kvlb KVBENCH=target/release/kvbench
+for v in "seconds=$seconds" "rounds=$rounds" "keys=$keys"; do
+    [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "bench-serve.sh: --${v%%=*} expects a positive integer, not '${v#*=}'" >&2; exit 2; }
+done
+case "$tool" in kvbench|memaslap) ;; *) echo "bench-serve.sh: --tool expects kvbench or memaslap, not '$tool'" >&2; exit 2 ;; esac
+KVLB=${KVLB:-target/release/kvlb} KVBENCH=${KVBENCH:-target/release/kvbench}
 [ -x "$KVLB" ] && [ -x "$KVBENCH" ] || { echo "build first: cargo build --release --bin kvlb --bin kvbench" >&2; exit 1; }
 [ "$tool" = memaslap ] && ! command -v memcaslap >/dev/null && { echo "memcaslap not installed (libmemcached-tools)" >&2; exit 1; }
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; wait 2>/dev/null || true; }
+# fail SIDE REASON: says which side failed and why, on stderr, and exits 1 (from a command
+# substitution too: inherit_errexit ends the script on the failed assignment).
+fail() {
+    echo "bench-serve.sh: FAILED: $1: $2" >&2
+    exit 1
+}
+log_tail() { tail -n 5 "$1" 2>/dev/null | tr '\n' ' ' | cut -c1-600; }
+
+# The PIDs of the memcached and the kvlb serve running now (empty when none).
+mc='' K=''
+work=$(mktemp -d /tmp/kvlb-bench-serve.XXXXXX)
+cleanup() {
+    for p in "$K" "$mc"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-work=$(mktemp -d /tmp/kvlb-bench-serve.XXXXXX)
 
-port=$(( (RANDOM % 300 + 300) * 100 ))
-memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U "$port" -t 1 -m 256 &
-PIDS+=($!)
-sleep 0.3
-"$KVBENCH" --server "127.0.0.1:$port" --keys "$keys" --load --duration 0 --value-size 32 --quiet --json > /dev/null
+# memcached on a free port (it exits at once when the port is taken).
+for _ in $(seq 10); do
+    port=$(( (RANDOM % 300 + 300) * 100 ))
+    memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U "$port" -t 1 -m 256 2> "$work/memcached.log" &
+    mc=$!
+    sleep 0.3
+    kill -0 "$mc" 2>/dev/null && "$KVBENCH" --stats-of "127.0.0.1:$port" >/dev/null 2>&1 && break
+    kill "$mc" 2>/dev/null || true
+    mc=
+done
+[ -n "$mc" ] || fail memcached "did not start or does not answer stats: $(log_tail "$work/memcached.log")"
+"$KVBENCH" --server "127.0.0.1:$port" --keys "$keys" --load --duration 0 --value-size 32 --quiet --json > /dev/null ||
+    fail kvbench "could not load $keys keys into memcached"
 
-cmd_get() { "$KVBENCH" --stats-of "127.0.0.1:$port" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["cmd_get"])'; }
+cmd_get() {
+    "$KVBENCH" --stats-of "127.0.0.1:$port" --json 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["cmd_get"])' 2>/dev/null ||
+        fail memcached "does not answer stats (exited: $(kill -0 "$mc" 2>/dev/null && echo no || echo yes))"
+}
 
-# One load run against $1 for $seconds; prints memcached's cmd_get/s over the run.
+# ready TARGET: a set/get round trip through TARGET (16 keys set, 64 gets that must all hit
+# with the values set), within 10 s; returns 1 otherwise, with the reason in $work/ready.why.
+ready() {
+    local status=0
+    timeout 10 "$KVBENCH" --server "$1" --keys 16 --key-prefix ready: --value-size 32 --load \
+        --requests 64 --get-ratio 1 --timeout 500 --quiet --json > "$work/ready.json" 2> "$work/ready.err" || status=$?
+    if [ "$status" != 0 ]; then
+        echo "kvbench exit status $status: $(log_tail "$work/ready.err")" > "$work/ready.why"
+        return 1
+    fi
+    python3 - "$work/ready.json" > "$work/ready.why" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+l = s.get("load") or {}
+print(f"sets stored {l.get('stored')} of {l.get('keys')} (timeouts {l.get('timeouts')}, errors {l.get('errors')}); "
+      f"gets {s.get('gets')}: hits {s.get('hits')}, misses {s.get('misses')}, timeouts {s.get('timeouts')}, errors {s.get('errors')}")
+ok = s.get("gets", 0) >= 1 and s.get("hits", 0) == s["gets"] and s.get("timeouts", 1) == 0 and s.get("errors", 1) == 0
+sys.exit(0 if ok else 1)
+PY
+}
+
+# One load run against $1 for $seconds; prints memcached's cmd_get/s over the run. $2 names
+# the side being measured in failures.
 drive() {
-    local target=$1 before after
+    local target=$1 side=$2 before after
     before=$(cmd_get)
     if [ "$tool" = kvbench ]; then
         # kvbench shares the 2 CPUs with memcached and kvlb: no polling for replies
         # (--spin-us 0), which would take CPU from the process under test.
         "$KVBENCH" --server "$target" --threads 1 --connections 32 --depth 4 --udp-sockets thread --spin-us 0 \
             --keys "$keys" --dist uniform --get-ratio 1 --duration "$seconds" --no-validate \
-            --quiet --json > "$work/kvbench.json"
+            --quiet --json > "$work/kvbench.json" 2> "$work/kvbench.err" ||
+            fail "kvbench ($side)" "exit status $?: $(log_tail "$work/kvbench.err")"
+        python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["ops_per_sec"] > 0 else 1)' \
+            "$work/kvbench.json" 2>/dev/null || fail "kvbench ($side)" "no request completed (no reply came back)"
     else
         # memaslap uses keys of its own: each of its 64 connections first stores a window
         # of 1k keys (counted as sets, not in cmd_get), then gets them uniformly for the
@@ -61,33 +123,88 @@ drive() {
         printf 'key\n16 16 1\nvalue\n32 32 1\ncmd\n0 0.0\n1 1.0\n' > "$cfg"
         # memaslap sometimes aborts on an assertion in its UDP reader (`ms_sort_udp_packet:
         # Assertion req_id == c->request_id`), against memcached directly too (1 run in 10
-        # here): such a run is repeated, at most twice.
-        local attempt
+        # here): such a run is repeated, at most twice, and the aborted window is dropped.
+        local attempt status
         for attempt in 1 2 3; do
             before=$(cmd_get)
+            status=0
             timeout $((seconds + 5)) memcaslap -s "$target" --udp -T 1 -c 64 -w 1k -t "${seconds}s" -F "$cfg" \
-                > "$work/memaslap.log" 2>&1 || true
-            grep -q Assertion "$work/memaslap.log" || break
-            echo "memaslap aborted on its own assertion (attempt $attempt against $target); running it again" >&2
+                > "$work/memaslap.log" 2>&1 || status=$?
+            if grep -q Assertion "$work/memaslap.log"; then
+                [ "$attempt" = 3 ] && fail "memaslap ($side)" "aborted on its own assertion 3 times: $(log_tail "$work/memaslap.log")"
+                echo "memaslap aborted on its own assertion (attempt $attempt against $target); running it again" >&2
+                continue
+            fi
+            [ "$status" = 0 ] || fail "memaslap ($side)" "exit status $status (124: did not finish in $((seconds + 5)) s): $(log_tail "$work/memaslap.log")"
+            break
         done
     fi
     after=$(cmd_get)
+    (( after > before )) || fail "$side" "memcached counted no get in the ${seconds}s window"
     echo $(( (after - before) / seconds ))
+}
+
+# check_kvlb LOG STATS: kvlb serve's final --stats-json line shows no drop and no pass,
+# and its exit summary no send error (a datagram it could not forward).
+check_kvlb() {
+    local verdict
+    verdict=$(python3 - "$1" "$2" <<'PY'
+import json, re, sys
+m = re.search(r"kvlb serve: stopped; (\d+) datagrams in .* (\d+) out .* (\d+) send errors", open(sys.argv[1], errors="replace").read())
+if not m:
+    print("no exit summary (kvlb serve: stopped; ...) in its log"); sys.exit(1)
+dgin, dgout, send_errors = map(int, m.groups())
+try:
+    j = json.loads([l for l in open(sys.argv[2]) if l.strip()][-1])
+except (OSError, IndexError, ValueError) as e:
+    print(f"no final --stats-json line ({e})"); sys.exit(1)
+p = []
+if j.get("drops"): p.append("dropped frames " + json.dumps(j["drops"]))
+if j.get("passed"): p.append("passed frames on " + json.dumps(j["passed"]))
+if j.get("requests", {}).get("reads", 0) == 0: p.append("saw no GET")
+if send_errors: p.append(f"{send_errors} send errors (datagrams it could not forward)")
+if p: print("; ".join(p)); sys.exit(1)
+print(f"kvlb handled {j['requests']['reads']} GETs ({dgin} datagrams in, {dgout} out), dropped 0, passed 0, send errors 0")
+PY
+) || fail "kvlb serve" "$verdict; its log ends: $(log_tail "$1")"
+    echo "$verdict"
+}
+
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else exit 1 }' ||
+        fail ratio "not a ratio of two rates > 0: '$1' / '$2'"
 }
 
 echo "get-only, uniform over $keys keys, $tool, ${seconds}s per run, memcached -t 1"
 sum_d=0 sum_k=0
 for r in $(seq "$rounds"); do
-    direct=$(drive "127.0.0.1:$port")
+    direct=$(drive "127.0.0.1:$port" direct)
     vip=$((port + 50))
     "$KVLB" serve --listen "127.0.0.1:$vip" --backend "127.0.0.1:$port" --source-port-base 0 \
-        --stats-interval 0 "$@" 2> "$work/kvlb.log" &
+        --stats-interval 0 --stats-json "$work/kvlb-stats.json" "$@" 2> "$work/kvlb.log" &
     K=$!
-    PIDS+=("$K")
-    sleep 0.3
-    via=$(drive "127.0.0.1:$vip")
-    kill "$K"; wait "$K" 2>/dev/null || true
-    echo "round $r: direct $direct gets/s, through kvlb serve $via gets/s, ratio $(awk -v a="$via" -v b="$direct" 'BEGIN { printf "%.2f", a / b }')"
+    up=0
+    for _ in $(seq 20); do
+        sleep 0.2
+        kill -0 "$K" 2>/dev/null || { K=; fail "kvlb serve" "exited at start: $(log_tail "$work/kvlb.log")"; }
+        if ready "127.0.0.1:$vip"; then up=1; break; fi
+    done
+    [ "$up" = 1 ] || fail "kvlb serve" "no set/get round trip through its VIP 127.0.0.1:$vip after 20 tries: $(cat "$work/ready.why")"
+    via=$(drive "127.0.0.1:$vip" "through kvlb")
+    if ! kill -0 "$K" 2>/dev/null; then
+        st=0; wait "$K" || st=$?
+        K=
+        fail "kvlb serve" "died during the run (status $st): $(log_tail "$work/kvlb.log")"
+    fi
+    kill "$K"
+    st=0; wait "$K" || st=$?
+    K=
+    [ "$st" = 0 ] || fail "kvlb serve" "exit status $st after SIGTERM: $(log_tail "$work/kvlb.log")"
+    checked=$(check_kvlb "$work/kvlb.log" "$work/kvlb-stats.json")
+    rt=$(ratio "$via" "$direct")
+    echo "round $r: direct $direct gets/s, through kvlb serve $via gets/s, ratio $rt"
+    echo "  checked: $checked"
     sum_d=$((sum_d + direct)) sum_k=$((sum_k + via))
 done
-echo "mean: direct $((sum_d / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $(awk -v a="$sum_k" -v b="$sum_d" 'BEGIN { printf "%.2f", a / b }') (goal >= 0.6)"
+rt=$(ratio "$sum_k" "$sum_d")
+echo "mean: direct $((sum_d / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6)"
