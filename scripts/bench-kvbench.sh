@@ -212,7 +212,7 @@ csv="$out/comparison.csv"
     printf '%s\n' "${results[@]}"
 } >"$csv"
 echo
-python3 - "$csv" <<'EOF' || fail summary "the per-round figures in $csv do not give finite medians and ratios > 0"
+python3 - "$csv" <<'EOF' || fail summary "the per-round figures in $csv do not give finite medians and plausible ratios > 0 (see the line above)"
 import csv, math, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 by = {}
@@ -226,6 +226,13 @@ def ratios(a, b):
             c.append(float(rnd[a]["cpu_us_per_request"]) / float(rnd[b]["cpu_us_per_request"]))
     if not all(math.isfinite(x) and x > 0 for x in g + c):
         sys.exit(f"{a} / {b}: a ratio is not a finite number > 0: gets {g}, cpu {c}")
+    # Two load generators on the same machine and server are within a few times of each
+    # other; a round 20 times apart means one side stalled (memaslap was once seen at 5
+    # gets/s after its UDP timeouts), and its ratio would be a wrong figure.
+    for x in g:
+        if not 1 / 20 <= x <= 20:
+            sys.exit(f"FAILED: {a} / {b}: a round's gets/s ratio is {x:.3g}: one side stalled "
+                     f"(rounds {', '.join(f'{y:.3g}' for y in g)})")
     return g, c
 print("median over rounds (server-counted):")
 for tool in ["kvbench-udp", "memaslap-udp", "kvbench-tcp", "memtier-tcp"]:
