@@ -27,7 +27,9 @@
 //! - When the set changes (a server goes down or comes back), a hot key whose primary
 //!   changes to a server that is not a ready replica is **fenced**: that server may hold an
 //!   old copy, so kvlb deletes the key there and answers reads itself with a miss until
-//!   the delete is acknowledged. A miss is never stale.
+//!   the delete is acknowledged (every read: `get` whatever the cache policy, `gets`, `gat`;
+//!   `incr`/`decr` and `append`/`prepend`, which build on the value, find the key absent
+//!   too). A miss is never stale.
 //!
 //! Owns: the per-key bookkeeping above. Must not: send anything (it returns plans; the core
 //! emits frames) or read clocks.

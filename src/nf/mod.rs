@@ -865,8 +865,12 @@ impl Core {
     /// A server that can serve a read of a key (its primary, or a ready replica) whose
     /// recent load is below the mean: under `--cache-policy balance` a cached key is read
     /// there instead of from the cache, until that server has caught up. `readers` is the
-    /// key's hot-key view, if it is hot.
+    /// key's hot-key view, if it is hot. A fenced key has none: its primary may still hold
+    /// an old copy, so its reads are answered with a miss (see [`hot`]).
     fn underloaded_reader(&self, readers: Option<&Readers>, hash: u32) -> Option<BackendId> {
+        if readers.is_some_and(Readers::is_fenced) {
+            return None;
+        }
         let mean = self.backends.mean_load();
         let below = |b: BackendId| {
             let be = self.backends.get(b);

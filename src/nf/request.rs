@@ -92,6 +92,8 @@ enum Action {
     },
     /// Handled by emitted frames (multi-key get split, broadcasts); the frame is consumed.
     Consumed,
+    /// Answered by kvlb in place (a fenced key's absence).
+    Answer(Response<'static>),
 }
 
 /// Which `stats` variants end with END (the others answer one line).
@@ -142,6 +144,10 @@ impl Core {
                 Verdict::Drop(DropReason::Absorbed)
             }
             Action::Get { key, heat } => self.get_one(now, frame, &u, client, key, heat),
+            Action::Answer(reply) => match proto::write_reply(frame, &u, &[reply]) {
+                Ok(_) => Verdict::Out(client.in_port),
+                Err(_) => self.drop(DropReason::RewriteFailed),
+            },
             Action::Forward {
                 backend,
                 retrieval,
@@ -201,7 +207,7 @@ impl Core {
                     Writes::None
                 };
                 let hot_write = (r.exptime.is_some() && self.hot.contains(key)).then(|| key.into());
-                self.route_primary(key, true, hot_write, true, writes)
+                self.route_primary(key, true, hot_write, true, writes, Some(Response::End))
             }
             Request::Storage(s) => {
                 self.stats.requests.writes += 1;
@@ -220,7 +226,10 @@ impl Core {
                 }
                 let hot_write = (plan.is_some() && !s.noreply).then(|| s.key.into());
                 let writes = Writes::One(self.caches.key_hash(s.key));
-                self.route_primary(s.key, false, hot_write, !s.noreply, writes)
+                // append/prepend build on the current value; the others replace it whole.
+                let if_fenced = matches!(s.command, Command::Append | Command::Prepend)
+                    .then_some(Response::NotStored);
+                self.route_primary(s.key, false, hot_write, !s.noreply, writes, if_fenced)
             }
             Request::Delete { key, noreply }
             | Request::Arithmetic { key, noreply, .. }
@@ -232,7 +241,10 @@ impl Core {
                 let plan = self.note_write(now, key, false, !noreply);
                 let hot_write = (plan.is_some() && !noreply).then(|| (*key).into());
                 let writes = Writes::One(self.caches.key_hash(key));
-                self.route_primary(key, false, hot_write, !noreply, writes)
+                // incr/decr build on the current value; delete and touch reveal none of it.
+                let if_fenced =
+                    matches!(req, Request::Arithmetic { .. }).then_some(Response::NotFound);
+                self.route_primary(key, false, hot_write, !noreply, writes, if_fenced)
             }
             Request::Meta(m) => {
                 let mut buf = [0u8; MAX_KEY_LEN];
@@ -253,11 +265,11 @@ impl Core {
                     let hot_write = (plan.is_some() && !m.quiet).then(|| key.into());
                     // Quiet meta writes may stay silent on success.
                     let writes = Writes::One(self.caches.key_hash(key));
-                    self.route_primary(key, false, hot_write, !m.quiet, writes)
+                    self.route_primary(key, false, hot_write, !m.quiet, writes, None)
                 } else {
                     self.stats.requests.reads += 1;
                     self.stats.requests.read_keys += 1;
-                    self.route_primary(key, false, None, !m.quiet, Writes::None)
+                    self.route_primary(key, false, None, !m.quiet, Writes::None, None)
                 }
             }
             Request::Binary(b) => {
@@ -278,7 +290,7 @@ impl Core {
                     Writes::None
                 };
                 // Binary quiet opcodes may not answer: a missing reply is no timeout.
-                self.route_primary(b.key, false, None, false, writes)
+                self.route_primary(b.key, false, None, false, writes, None)
             }
             Request::Version => {
                 self.stats.requests.other += 1;
@@ -324,6 +336,12 @@ impl Core {
         self.hot.on_write(key, broadcast, answered, now)
     }
 
+    /// Routes a request to the key's primary. `if_fenced` is what a request that returns
+    /// the key's value or builds on it (`gets`/`gat`/`gats`, `incr`/`decr`,
+    /// `append`/`prepend`) answers while the key is fenced: its new primary may still hold an
+    /// old copy, so until the fence lands the key is absent to it, as it is to a `get` (see
+    /// [`super::hot`]). Requests that replace the value or only touch the item go ahead.
+    /// (Meta and binary requests are not answered so.)
     fn route_primary(
         &mut self,
         key: &[u8],
@@ -331,8 +349,20 @@ impl Core {
         hot_write: Option<Box<[u8]>>,
         expect_reply: bool,
         writes: Writes,
+        if_fenced: Option<Response<'static>>,
     ) -> Action {
         let primary = match self.hot.get(key) {
+            Some(h) if h.is_fenced() && if_fenced.is_some() => {
+                // Nothing leaves: the request's writes end here.
+                self.writes_done(&writes);
+                if let Some(k) = &hot_write {
+                    self.hot.primary_write_done(k);
+                }
+                return match (if_fenced, expect_reply) {
+                    (Some(reply), true) => Action::Answer(reply),
+                    _ => Action::Consumed,
+                };
+            }
             Some(h) => Some(h.primary()),
             None => {
                 let rh = self.ring_hash(key);
@@ -658,12 +688,15 @@ impl Core {
                 }
             }
             let rh = self.ring_memo.hash(h.raw(), key);
-            let backend = if r.command == Command::Get {
-                let mut view = Readers::EMPTY;
-                let readers = self.hot.read_view(key, &mut view).then_some(&view);
-                if cacheable && readers.is_some_and(|r| r.is_fenced()) {
-                    continue; // answered as a miss
+            let mut view = Readers::EMPTY;
+            let readers = self.hot.read_view(key, &mut view).then_some(&view);
+            if readers.is_some_and(|r| r.is_fenced()) {
+                if writes {
+                    self.caches.write_done(h);
                 }
+                continue; // answered as a miss
+            }
+            let backend = if r.command == Command::Get {
                 self.pick_read_server(readers, rh)
             } else {
                 self.primary_for(rh)
