@@ -45,6 +45,7 @@ mkdir -p "$logs"
 export KVLB_SKIP_LOG="$PWD/$logs/skipped.tsv" KVLB_REAL_LOG="$PWD/$logs/real.tsv"
 : > "$KVLB_SKIP_LOG"
 : > "$KVLB_REAL_LOG"
+rm -f "$logs/cargo-test.log"
 summary() {
     local rc=$?
     printf '\n=== tests that ran against real components\n'
@@ -62,6 +63,18 @@ summary() {
     if [ "$skipped" -gt 0 ]; then
         sort -u "$KVLB_SKIP_LOG" | awk -F'\t' '{ printf "  %s (%s): %s\n", $2, $1, $3 }'
     fi
+    # One closing line over every test binary: libtest's passed and failed counts summed
+    # (a skipped test passed as far as libtest knows, so it is taken out of the passed).
+    if [ -s "$logs/cargo-test.log" ]; then
+        awk -v skipped="$skipped" '/^test result:/ {
+                for (i = 1; i <= NF; i++) {
+                    if ($(i + 1) ~ /^passed/) p += $i
+                    if ($(i + 1) ~ /^failed/) f += $i
+                }
+            }
+            END { printf "\ntests: %d passed, %d failed, %d skipped\n", p - skipped, f, skipped }' \
+            "$logs/cargo-test.log"
+    fi
     exit "$rc"
 }
 trap summary EXIT
@@ -70,7 +83,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets $features"
 cargo clippy --all-targets $features -- -D warnings
 step "cargo test $features"
-cargo test $features --no-fail-fast
+cargo test $features --no-fail-fast 2>&1 | tee "$logs/cargo-test.log"
 step "scripts/ tests"
 bash scripts/lint.sh
 echo
