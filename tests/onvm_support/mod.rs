@@ -134,21 +134,28 @@ impl Proc {
 
     /// Sends SIGINT (ONVM apps stop cleanly on it) and waits, then SIGKILL if needed.
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// Sends SIGINT and waits up to `limit` for the process to exit, then SIGKILLs it.
+    /// Returns whether it exited on its own.
+    pub fn stop_within(&mut self, limit: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
-            return;
+            return true;
         };
         let _ = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = child.kill();
         let _ = child.wait();
+        false
     }
 }
 
@@ -840,11 +847,14 @@ pub mod e2e {
     /// Ends kvlb (SIGINT, as ONVM's NFs stop) and checks it stopped cleanly.
     pub fn stop_kvlb(m: &mut Manager) {
         let mut kvlb = m.nfs.pop().expect("kvlb running");
-        kvlb.stop();
+        let started = Instant::now();
+        let exited = kvlb.stop_within(Duration::from_secs(30));
         let log = kvlb.log_text();
         assert!(
-            log.contains("stopped after"),
-            "kvlb did not stop cleanly:\n{log}"
+            exited && log.contains("stopped after"),
+            "kvlb did not stop cleanly on SIGINT (exited by itself: {exited}, after {:?}):\n{log}",
+            started.elapsed()
         );
+        eprintln!("kvlb stopped {:?} after SIGINT", started.elapsed());
     }
 }
