@@ -238,8 +238,11 @@ impl Core {
         if let FlowKind::Client(cf) = &flow.kind {
             // An error line is a whole reply, a retrieval's too: memcached sends it instead of
             // the values and their END (`SERVER_ERROR out of memory writing get response`).
-            let error_line = header.sequence == 0 && is_error_reply(msg);
-            let complete = last_datagram && (!cf.retrieval || error_line || msg.ends_with(END));
+            // Looked at only when nothing else completes the reply.
+            let complete = last_datagram
+                && (!cf.retrieval
+                    || msg.ends_with(END)
+                    || (header.sequence == 0 && is_error_reply(msg)));
             return self.client_reply(now, frame, &u, token, from, complete, single);
         }
 
