@@ -11,6 +11,7 @@
 //! in CI (`CI=true`), or with `KVLB_REQUIRE_LIBMEMCACHED=1` or `KVLB_REQUIRE_REAL=1`, where
 //! they fail: `scripts/test.sh` installs libmemcached-dev.
 
+mod c;
 mod skip;
 
 use std::io::{Read, Write};
@@ -343,31 +344,8 @@ impl Harness {
 /// no C compiler or no libmemcached, unless `KVLB_REQUIRE_LIBMEMCACHED` is set.
 fn harness() -> Option<&'static Harness> {
     static HARNESS: OnceLock<Result<Harness, String>> = OnceLock::new();
-    let built = HARNESS.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/ketama_place.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        // Build under a private name, then rename: concurrent test runs never see a
-        // half-written binary.
-        let exe = dir.join("ketama_place");
-        let tmp = dir.join(format!("ketama_place.{}", std::process::id()));
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-        let out = Command::new(&cc)
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .arg("-lmemcached")
-            .output()
-            .map_err(|e| format!("cannot run '{cc}': {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "'{cc} {} -lmemcached' failed (is libmemcached-dev installed?):\n{}",
-                src.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::fs::rename(&tmp, &exe).map_err(|e| format!("cannot rename harness: {e}"))?;
-        Ok(Harness { exe })
-    });
+    let built = HARNESS
+        .get_or_init(|| c::build_with_libmemcached("ketama_place").map(|exe| Harness { exe }));
     match built {
         Ok(h) => {
             skip::used(

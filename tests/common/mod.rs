@@ -2,6 +2,8 @@
 //! on free ports, stopped by PID when dropped (also when a test panics).
 #![allow(dead_code)]
 
+#[path = "../c/mod.rs"]
+pub mod c;
 #[path = "../skip/mod.rs"]
 pub mod skip;
 
@@ -366,31 +368,7 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 pub fn libmemcached_client() -> Option<&'static Path> {
     use std::sync::OnceLock;
     static EXE: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
-    let built = EXE.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lm_client.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let exe = dir.join("lm_client");
-        // Built under a private name, then renamed: concurrent test processes never run a
-        // half-written binary.
-        let tmp = dir.join(format!("lm_client.{}", std::process::id()));
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-        let out = Command::new(&cc)
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .arg("-lmemcached")
-            .output()
-            .map_err(|e| format!("cannot run '{cc}': {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "'{cc} {} -lmemcached' failed (is libmemcached-dev installed?): {}",
-                src.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        std::fs::rename(&tmp, &exe).map_err(|e| format!("cannot rename lm_client: {e}"))?;
-        Ok(exe)
-    });
+    let built = EXE.get_or_init(|| c::build_with_libmemcached("lm_client"));
     match built {
         Ok(exe) => {
             skip::used(
