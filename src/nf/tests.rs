@@ -41,6 +41,23 @@ fn core_with(extra: &[&str]) -> Core {
     .unwrap()
 }
 
+/// A core where a key with half the requests turns hot, is not replicated, and is always
+/// answered from the cache once learned; `extra` options after those.
+fn hot_cache_core(extra: &[&str]) -> Core {
+    let mut args = vec![
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "0",
+        "--cache-policy",
+        "always",
+    ];
+    args.extend_from_slice(extra);
+    core_with(&args)
+}
+
 fn client_ep(src: SocketAddrV4) -> UdpEndpoints {
     UdpEndpoints {
         src_mac: CLIENT_MAC,
@@ -427,16 +444,7 @@ fn a_reply_kvlb_writes_itself_leaves_from_its_own_mac() {
     // service chain, whatever the previous hop wrote): the cache hit kvlb writes in its
     // place must still come from kvlb's MAC, as every forwarded reply does, not from the
     // request's destination (a broadcast source address is not even valid).
-    let mut core = core_with(&[
-        "--hot-support",
-        "0.2",
-        "--hot-error",
-        "0.02",
-        "--replicas",
-        "0",
-        "--cache-policy",
-        "always",
-    ]);
+    let mut core = hot_cache_core(&[]);
     make_hot(&mut core, CLIENT, "hot", "v1");
     let mut f = request(1, b"get hot\r\n");
     f[0..6].copy_from_slice(&ethernet::BROADCAST);
@@ -595,15 +603,7 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
     let value = "h".repeat(200);
     let hit = format!("VALUE hot 0 200\r\n{value}\r\nEND\r\n").into_bytes();
     for (cap, untrusted_gets_it) in [("200", false), ("231", false), ("232", true)] {
-        let mut core = core_with(&[
-            "--hot-support",
-            "0.2",
-            "--hot-error",
-            "0.02",
-            "--replicas",
-            "0",
-            "--cache-policy",
-            "always",
+        let mut core = hot_cache_core(&[
             "--unverified-reply-bytes",
             cap,
             "--trusted",
