@@ -7,6 +7,8 @@
 //! OpenNetVM, so its tests skip loudly in CI too.
 #![allow(dead_code)]
 
+#[path = "../kvlb_stats/mod.rs"]
+pub mod kvlb_stats;
 #[path = "../skip/mod.rs"]
 pub mod skip;
 
@@ -600,7 +602,7 @@ pub fn relay_run(
 /// manager, real memcached servers in the server namespace, kvbench (which checks every
 /// value it reads) in the client namespace.
 pub mod e2e {
-    use super::{skip, Manager, Proc};
+    use super::{kvlb_stats, skip, Manager, Proc};
     use serde_json::Value;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
@@ -768,14 +770,7 @@ pub mod e2e {
 
         /// kvlb's last JSON stats line.
         pub fn kvlb_stats(&self) -> Value {
-            let text =
-                std::fs::read_to_string(self.dir.path().join("kvlb.jsonl")).unwrap_or_default();
-            let line = text
-                .lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .unwrap_or_else(|| panic!("kvlb wrote no stats line"));
-            serde_json::from_str(line).expect("kvlb stats JSON")
+            kvlb_stats::last_report(&self.dir.path().join("kvlb.jsonl"))
         }
 
         /// The last value of `name` on kvlb's ONVM stats screen (its stdout).
@@ -827,21 +822,7 @@ pub mod e2e {
 
     /// Hot keys were found, cached (and answered from the cache) and replicated.
     pub fn check_hot(m: &Manager) {
-        let r = m.kvlb_stats();
-        let hot = r["hot_keys"].as_array().cloned().unwrap_or_default();
-        assert!(!hot.is_empty(), "no hot key found: {r}");
-        assert!(
-            hot.iter().any(|k| k["cached"] == Value::Bool(true)),
-            "no hot key cached: {r}"
-        );
-        assert!(
-            hot.iter()
-                .any(|k| k["ready_replicas"].as_u64().unwrap_or(0) > 0),
-            "no hot key replicated: {r}"
-        );
-        let hits = r["cache"]["l1_hits"].as_u64().unwrap_or(0)
-            + r["cache"]["l2_hits"].as_u64().unwrap_or(0);
-        assert!(hits > 0, "kvlb's caches answered nothing: {r}");
+        kvlb_stats::assert_hot_keys_served(&m.kvlb_stats(), 1);
     }
 
     /// Ends kvlb (SIGINT, as ONVM's NFs stop) and checks it stopped cleanly.
