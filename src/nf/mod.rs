@@ -25,6 +25,7 @@
 //!    reassigned); down backends are probed; backend MACs are resolved by ARP.
 #![forbid(unsafe_code)]
 
+mod flows;
 pub mod guard;
 pub mod hot;
 pub mod neighbors;
@@ -44,7 +45,6 @@ use crate::backend::{BackendId, BackendPool, Health};
 use crate::cache::{CacheSettings, Caches, KeyHash, KeyHasher, ReadTicket};
 use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
-use crate::flow::FlowTable;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
 use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
@@ -380,7 +380,7 @@ pub struct Core {
     /// Ketama hashes of recently routed keys (MD5 is the dominant routing cost).
     ring_memo: RingHashMemo,
     backends: BackendPool,
-    flows: FlowTable<Flow>,
+    flows: flows::Flows,
     groups: Vec<Group>,
     free_groups: Vec<u32>,
     hot: HotKeys,
@@ -530,7 +530,7 @@ impl Core {
             any_up: true,
             displaced: fixed_map(),
             backends,
-            flows: FlowTable::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
+            flows: flows::Flows::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
             groups: Vec::new(),
             free_groups: Vec::new(),
             hot: HotKeys::new(Duration::from_millis(100), cfg.request_timeout),

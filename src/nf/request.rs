@@ -13,7 +13,7 @@ use crate::backend::BackendId;
 use crate::cache::KeyHash;
 use crate::clock::Instant;
 use crate::config::CachePolicy;
-use crate::flow::{FlowError, Token};
+use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
 use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
 use crate::wire::{ethernet, FrameBuf, McHeader, Retarget, UdpEndpoints, UdpFrame};
@@ -620,9 +620,9 @@ impl Core {
             self.abandon(kind);
             return self.drop(DropReason::NoNeighbor);
         };
-        let token = match self.flows.insert(now, addr, Flow { backend, kind }) {
+        let token = match self.flows.insert(now, Flow { backend, kind }) {
             Ok(t) => t,
-            Err((FlowError::Full, flow)) => {
+            Err(flow) => {
                 self.abandon(flow.kind);
                 return self.drop(DropReason::FlowTableFull);
             }
@@ -643,7 +643,7 @@ impl Core {
             Err(_) => false,
         };
         if !ok {
-            if let Some((_, flow)) = self.flows.remove(now, token, addr) {
+            if let Some((_, flow)) = self.flows.remove(now, token, backend) {
                 self.abandon(flow.kind);
             }
             return self.drop(DropReason::RewriteFailed);
@@ -890,7 +890,6 @@ impl Core {
         if self.backend_macs[backend].is_none() {
             return false;
         }
-        let addr = self.backends.get(backend).addr();
         let answered = !matches!(
             kind,
             FlowKind::Absorb {
@@ -898,12 +897,12 @@ impl Core {
                 ..
             }
         );
-        let Ok(token) = self.flows.insert(now, addr, Flow { backend, kind }) else {
+        let Ok(token) = self.flows.insert(now, Flow { backend, kind }) else {
             self.stats.count_drop(DropReason::FlowTableFull);
             return false;
         };
         let Some(ep) = self.backend_endpoints(backend, token) else {
-            self.flows.remove(now, token, addr);
+            self.flows.remove(now, token, backend);
             return false;
         };
         let ident = self.next_ip_ident();
@@ -914,7 +913,7 @@ impl Core {
             self.backends
                 .on_sent(backend, req.buffer_len() + 8, answered);
         } else {
-            self.flows.remove(now, token, addr);
+            self.flows.remove(now, token, backend);
         }
         sent
     }

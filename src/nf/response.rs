@@ -4,7 +4,8 @@
 
 use std::net::SocketAddrV4;
 
-use super::{ClientFlow, Core, DropReason, FlowKind, Learn, Opaque, Verdict};
+use super::flows::{ClientPeek, Peek};
+use super::{Core, DropReason, FlowKind, Learn, Opaque, Verdict};
 use crate::backend::{BackendId, Health};
 use crate::cache::{GetResponse, KeyHash};
 use crate::clock::Instant;
@@ -204,29 +205,33 @@ impl Core {
             port_index,
             request_id: header.request_id,
         };
-        let Some(flow) = self.flows.get(token, from) else {
-            if let Some(id) = self.backends.find(from) {
-                self.backends.on_late_response(id);
-            }
+        let Some(backend) = self.backends.find(from) else {
             return self.drop(DropReason::UnmatchedResponse);
         };
-        let backend = flow.backend;
+        let Some(flow) = self.flows.peek(token, backend) else {
+            self.backends.on_late_response(backend);
+            return self.drop(DropReason::UnmatchedResponse);
+        };
         let msg = &payload[mc_header::HEADER_LEN..];
         let last_datagram = header.count == 0 || header.sequence.saturating_add(1) >= header.count;
         let single = header.is_single_datagram();
         if header.sequence == 0 {
-            let fits = match &flow.kind {
-                FlowKind::Client(cf) => self.reply_fits(cf.expect, msg),
+            let fits = match &flow {
+                Peek::Client(cf) => self.reply_fits(cf.expect, msg),
                 // kvlb's own meta requests: the reply must echo the request's opaque.
-                FlowKind::Replica { opaque, .. } | FlowKind::Fence { opaque, .. } => {
+                Peek::Own(FlowKind::Replica { opaque, .. } | FlowKind::Fence { opaque, .. }) => {
                     self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, None)
                 }
                 // The fetch also asked for the key back (`k`).
-                FlowKind::Fetch { key, opaque, .. } => {
+                Peek::Own(FlowKind::Fetch { key, opaque, .. }) => {
                     self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, Some(key))
                 }
-                FlowKind::Probe => self.reply_fits(Expect::Version, msg),
-                FlowKind::RejoinFlush | FlowKind::Absorb { .. } => self.reply_fits(Expect::Ok, msg),
+                Peek::Own(FlowKind::Probe) => self.reply_fits(Expect::Version, msg),
+                Peek::Own(FlowKind::RejoinFlush | FlowKind::Absorb { .. }) => {
+                    self.reply_fits(Expect::Ok, msg)
+                }
+                // Never stored out of line.
+                Peek::Own(FlowKind::Client(_)) => false,
             };
             if !fits {
                 // The request it answers is gone; the one holding its token is still owed
@@ -235,7 +240,7 @@ impl Core {
             }
         }
 
-        if let FlowKind::Client(cf) = &flow.kind {
+        if let Peek::Client(cf) = flow {
             // An error line is a whole reply, a retrieval's too: memcached sends it instead of
             // the values and their END (`SERVER_ERROR out of memory writing get response`).
             // Looked at only when nothing else completes the reply.
@@ -243,11 +248,11 @@ impl Core {
                 && (!cf.retrieval
                     || msg.ends_with(END)
                     || (header.sequence == 0 && is_error_reply(msg)));
-            return self.client_reply(now, frame, &u, token, from, complete, single);
+            return self.client_reply(now, frame, &u, token, backend, cf, complete, single);
         }
 
         // Replies kvlb consumes itself: one datagram, one line (or a small meta value).
-        let Some((sent, flow)) = self.flows.remove(now, token, from) else {
+        let Some((sent, flow)) = self.flows.remove(now, token, backend) else {
             return self.drop(DropReason::UnmatchedResponse);
         };
         let latency = now.saturating_duration_since(sent);
@@ -318,23 +323,17 @@ impl Core {
         frame: &mut F,
         u: &UdpFrame,
         token: Token,
-        from: SocketAddrV4,
+        backend: BackendId,
+        flow: ClientPeek,
         complete: bool,
         single: bool,
     ) -> Verdict {
-        let Some(flow) = self.flows.get(token, from) else {
-            return self.drop(DropReason::UnmatchedResponse);
-        };
-        let FlowKind::Client(ClientFlow {
+        let ClientPeek {
             client,
             learn,
             group,
             ..
-        }) = &flow.kind
-        else {
-            return self.drop(DropReason::UnmatchedResponse);
-        };
-        let (client, learn, group) = (*client, *learn, *group);
+        } = flow;
         let payload = u.payload(frame.bytes());
         let msg = &payload[mc_header::HEADER_LEN..];
 
@@ -370,23 +369,11 @@ impl Core {
                 }
                 ok
             }
-            None => match self.flows.get_mut(token, from) {
-                Some(super::Flow {
-                    kind: FlowKind::Client(cf),
-                    ..
-                }) => {
-                    let ok = cf.cap_left >= len;
-                    if ok {
-                        cf.cap_left -= len;
-                    }
-                    ok
-                }
-                _ => false,
-            },
+            None => self.flows.take_cap(token, backend, len),
         };
 
         if complete {
-            self.complete_client_flow(now, token, from, payload_len, error);
+            self.complete_client_flow(now, token, backend, payload_len, error);
             if let (Some(g), false) = (group, strip_end) {
                 self.release_group(g);
             }
@@ -456,11 +443,11 @@ impl Core {
         &mut self,
         now: Instant,
         token: Token,
-        from: SocketAddrV4,
+        backend: BackendId,
         bytes: usize,
         error: bool,
     ) {
-        let Some((sent, flow)) = self.flows.remove(now, token, from) else {
+        let Some((sent, flow)) = self.flows.remove(now, token, backend) else {
             return;
         };
         if let FlowKind::Client(cf) = &flow.kind {

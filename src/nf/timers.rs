@@ -56,7 +56,7 @@ impl Core {
         }
 
         // Unanswered requests.
-        while let Some((_, _, sent, flow)) = self.flows.pop_expired(now) {
+        while let Some((sent, flow)) = self.flows.pop_expired(now) {
             self.expired(now, flow.backend, sent, flow.kind);
         }
 
