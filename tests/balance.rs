@@ -5,6 +5,11 @@
 //! cached and answered from kvlb's caches; with it off, the same load must be visibly
 //! skewed, so the test measures what kvlb removes and not a load that was even anyway.
 //! Every value kvbench reads is checked: 0 stale or corrupt reads.
+//!
+//! The same for hot keys that are not stored (`hot_keys_that_miss_are_balanced_too`): with
+//! GETs only on empty servers every hot key misses, and only kvlb's cached misses
+//! (`--cache-misses`) can balance them; then with SETs mixed in, no GET after an
+//! acknowledged SET misses (a cached miss is dropped before a write leaves).
 
 mod common;
 mod kvlb_stats;
@@ -35,11 +40,16 @@ fn max_over_mean(v: &[u64]) -> f64 {
 /// One kvbench run through the VIP; its JSON summary. Fails the test on stale or corrupt
 /// reads (exit status 3) or any other failure.
 fn kvbench(vip: &str, seconds: u32, seed: u32, extra: &[&str]) -> Value {
+    kvbench_gets(vip, seconds, seed, "0.95", extra)
+}
+
+/// [`kvbench`] with `get_ratio` GETs.
+fn kvbench_gets(vip: &str, seconds: u32, seed: u32, get_ratio: &str, extra: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
         .args(["--server", vip, "--keys", KEYS, "--dist", "zipf:1.2"])
         .args([
             "--get-ratio",
-            "0.95",
+            get_ratio,
             "--value-size",
             "100",
             "--threads",
@@ -132,5 +142,72 @@ fn hot_key_handling_balances_eight_servers_under_zipf_1_2() {
         on_ratio <= TARGET,
         "busiest server at {on_ratio:.3}x the mean with hot-key handling on (target \
          {TARGET}x; off: {off_ratio:.3}x); per server {on_window:?}"
+    );
+}
+
+/// GETs only on empty servers (every key misses): a warm-up, then the servers' load over a
+/// measured window.
+fn measure_misses(ms: &[Memcached], vip: &str) -> (f64, Vec<u64>) {
+    kvbench_gets(vip, 3, 1, "1.0", &[]);
+    let before = loads(ms);
+    kvbench_gets(vip, 6, 2, "1.0", &[]);
+    let after = loads(ms);
+    let window: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    (max_over_mean(&window), window)
+}
+
+#[test]
+fn hot_keys_that_miss_are_balanced_too() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without cached misses: the hot keys' misses all land on their servers.
+    let ms: Vec<Memcached> = (0..SERVERS).map(|_| Memcached::start()).collect();
+    let refs: Vec<&Memcached> = ms.iter().collect();
+    let off = Kvlb::serve(&refs, &["--cache-misses", "off"]);
+    let (off_ratio, off_window) = measure_misses(&ms, &off.vip.to_string());
+    drop(off);
+    eprintln!("cached misses off: max/mean {off_ratio:.3}, per server {off_window:?}");
+
+    drop(ms);
+    let ms: Vec<Memcached> = (0..SERVERS).map(|_| Memcached::start()).collect();
+    let refs: Vec<&Memcached> = ms.iter().collect();
+    let stats = dir.path().join("kvlb.jsonl");
+    let stats_arg = stats.to_str().unwrap();
+    let on = Kvlb::serve(
+        &refs,
+        &["--stats-interval", "1s", "--stats-json", stats_arg],
+    );
+    let vip = on.vip.to_string();
+    let (on_ratio, on_window) = measure_misses(&ms, &vip);
+    eprintln!("cached misses on: max/mean {on_ratio:.3}, per server {on_window:?}");
+
+    // Now SETs too, on the same servers and kvlb (hot keys' misses are cached): a GET sent
+    // after a key's SET was acknowledged never misses, and never reads an old value.
+    let summary = kvbench_gets(&vip, 6, 3, "0.9", &[]);
+    let v = |f: &str| u(&summary, &["validation", f]);
+    assert_eq!(
+        (v("stale"), v("corrupt"), v("lost")),
+        (0, 0, 0),
+        "stale, corrupt, lost: {summary}"
+    );
+    assert!(u(&summary, &["sets"]) > 500, "too few sets: {summary}");
+    std::thread::sleep(Duration::from_millis(1200));
+    let report = kvlb_stats::last_report(&stats);
+    let cache = &report["cache"];
+    assert!(
+        cache["learned_absent"].as_u64().unwrap_or(0) > 0
+            && cache["absent_hits"].as_u64().unwrap_or(0) > 0,
+        "no miss was cached and answered: {cache}"
+    );
+
+    assert!(
+        off_ratio > 1.3,
+        "hot keys' misses did not skew the load without cached misses (max/mean \
+         {off_ratio:.3}): the test would not show anything"
+    );
+    assert!(
+        on_ratio <= TARGET,
+        "busiest server at {on_ratio:.3}x the mean with cached misses (target {TARGET}x; \
+         off: {off_ratio:.3}x); per server {on_window:?}"
     );
 }

@@ -433,6 +433,9 @@ struct Model {
     sending: Option<usize>,
     /// The reply being fed to kvlb.
     answering: Option<Answering>,
+    /// The core's cached-absence hits before the frame now being fed (an END kvlb answers
+    /// itself is a cached absence when the count moved, else a fenced key's miss).
+    absent_hits: u64,
     /// Which backends kvlb holds up, as of the last step.
     kvlb_up: Vec<bool>,
     /// The last step at which every key's value could have been lost (a restart, a flush, a
@@ -515,6 +518,7 @@ impl Model {
             cas_seen: HashMap::new(),
             sending: None,
             answering: None,
+            absent_hits: 0,
             kvlb_up: vec![true; BACKENDS as usize],
             disrupted_all: 0,
             disrupted: [0; KEYS],
@@ -621,6 +625,7 @@ impl Model {
         if trace() {
             eprintln!("  in   {}", show(&frame));
         }
+        self.absent_hits = self.core.cache_counters().absent_hits;
         let v = self.core.process_frame(now, 0, &mut frame);
         if trace() && !matches!(v, Verdict::Out(_)) {
             eprintln!("  -> {v:?}");
@@ -763,9 +768,11 @@ impl Model {
                 _ => panic!("kvlb answered {what} itself: {text:?}"),
             };
             assert_eq!(text, absent, "kvlb's answer to {what}");
-            // Legitimate once kvlb has fenced a key (fences end when their delete is
-            // acknowledged); before, judged as any miss.
-            if self.core.stats().replication.fenced == 0 {
+            // A cached absence (the key's miss, learned) must be a legitimate miss, always.
+            // A fenced key's miss is legitimate once kvlb has fenced a key (fences end when
+            // their delete is acknowledged); before, judged as any miss.
+            let cached_absence = self.core.cache_counters().absent_hits > self.absent_hits;
+            if cached_absence || self.core.stats().replication.fenced == 0 {
                 self.check_miss(k, sent, want, &format!("{what}, answered by kvlb"));
             }
             return;

@@ -126,6 +126,10 @@ pub struct Counters {
     pub stale: u64,
     pub corrupt: u64,
     pub foreign: u64,
+    /// GETs that missed a key whose SET had been acknowledged before the GET was sent
+    /// (kvbench deletes nothing: a lost write, a miss answered from a stale cache, or an
+    /// eviction by a server short of memory).
+    pub lost: u64,
     /// SETs drawn for a key whose previous SET was still in flight, sent as GETs instead.
     pub set_collisions: u64,
     /// SETs whose drawn value size exceeded the transport's cap.
@@ -169,6 +173,7 @@ impl Counters {
             stale,
             corrupt,
             foreign,
+            lost,
             set_collisions,
             values_capped,
             reconnects
@@ -268,6 +273,11 @@ impl Books {
                         self.counters.hits += u64::from(p.hits);
                         self.counters.misses +=
                             (p.keys.len() as u64).saturating_sub(u64::from(p.hits));
+                        self.counters.lost += p
+                            .keys
+                            .iter()
+                            .filter(|k| !k.seen && k.acked_at_send > 0)
+                            .count() as u64;
                     }
                     Kind::Set => {
                         if p.stored {
@@ -638,6 +648,16 @@ mod tests {
         assert_eq!(p.hits, 1);
         books.complete(&p, 10, &sh);
         assert_eq!((books.counters.hits, books.counters.misses), (1, 1));
+        assert_eq!(
+            books.counters.lost, 0,
+            "the miss was of a key never acknowledged"
+        );
+        // A miss of a key acknowledged stored before the GET left is lost.
+        let mut p = get(&[1]);
+        p.keys[0].acked_at_send = 2;
+        assert_eq!(feed(&mut p, b"END\r\n", &sh, &mut books), Step::Done);
+        books.complete(&p, 11, &sh);
+        assert_eq!((books.counters.misses, books.counters.lost), (2, 1));
 
         // Meta single get: corrupt value.
         let sh = shared(true);

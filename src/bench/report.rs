@@ -287,6 +287,9 @@ pub struct Validation {
     pub corrupt: u64,
     pub foreign: u64,
     pub set_collisions: u64,
+    /// Misses of keys acknowledged stored before the GET was sent (see
+    /// `Counters::lost`): 0 where no server evicts.
+    pub lost: u64,
 }
 
 /// How well kvbench kept an open-loop schedule.
@@ -509,6 +512,7 @@ impl Summary {
                 corrupt: c.corrupt,
                 foreign: c.foreign,
                 set_collisions: c.set_collisions,
+                lost: c.lost,
             },
             schedule,
             values_capped: c.values_capped,
@@ -619,6 +623,12 @@ impl Summary {
                 "validation: {} values checked: {} fresh, {} stale, {} corrupt, {} foreign; {} sets sent as gets (set of the key in flight)\n",
                 v.checked, v.fresh, v.stale, v.corrupt, v.foreign, v.set_collisions
             );
+            if v.lost > 0 {
+                s += &format!(
+                    "validation: {} gets missed a key acknowledged stored before they were sent (lost writes, or evictions)\n",
+                    v.lost
+                );
+            }
         }
         if self.values_capped > 0 {
             s += &format!(

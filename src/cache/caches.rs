@@ -139,6 +139,11 @@ pub struct CacheCounters {
     pub l2_turned_off: u64,
     /// `write_done` calls without a write in flight on the slot (a caller bug).
     pub unmatched_write_done: u64,
+    /// Misses (`END`) of hot or warm keys learned as cached absences (counted in
+    /// `learned_l1`/`learned_l2` too).
+    pub learned_absent: u64,
+    /// Hits on a cached absence (counted in `l1_hits`/`l2_hits` too), answered `END`.
+    pub absent_hits: u64,
 }
 
 /// Memory held by the caches, in bytes.
@@ -162,6 +167,7 @@ struct LookupCounters {
     l2_hits: Cell<u64>,
     misses: Cell<u64>,
     expired: Cell<u64>,
+    absent_hits: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -216,6 +222,9 @@ impl Caches {
         if let Some(value) = self.l1.get(h, key) {
             if self.fresh_at(value, now) {
                 bump(&self.lookups.l1_hits);
+                if value.is_absent() {
+                    bump(&self.lookups.absent_hits);
+                }
                 return Some(Hit {
                     layer: Layer::L1,
                     value,
@@ -225,6 +234,9 @@ impl Caches {
         } else if let Some(value) = self.l2.get(h, key) {
             if self.fresh_at(value, now) {
                 bump(&self.lookups.l2_hits);
+                if value.is_absent() {
+                    bump(&self.lookups.absent_hits);
+                }
                 return Some(Hit {
                     layer: Layer::L2,
                     value,
@@ -234,6 +246,13 @@ impl Caches {
         }
         bump(&self.lookups.misses);
         None
+    }
+
+    /// Whether `key` is hot and its L1 entry holds no fresh value or absence (a write
+    /// dropped it, or the key just turned hot): its next GET reply should teach it.
+    #[inline]
+    pub fn awaits_value(&self, h: KeyHash, key: &[u8]) -> bool {
+        self.l1.entry(h, key).is_some_and(|e| e.value.is_none())
     }
 
     /// A GET for `key` is being forwarded: the ticket to keep in its flow entry.
@@ -298,8 +317,51 @@ impl Caches {
         now: Instant,
         warm_estimate: Option<u64>,
     ) -> Learned {
-        let key = r.key;
-        if !self.stamps.may_learn(h, r.ticket) {
+        let (data, flags, cas) = (r.data, r.flags, r.cas);
+        self.learn_with(
+            h,
+            r.key,
+            r.ring_hash,
+            r.ticket,
+            warm_estimate,
+            data.len(),
+            |version| CachedValue::new(data, flags, cas, now, version),
+        )
+    }
+
+    /// A GET of `key` answered `END`: its absence is cached as a value would be (see
+    /// [`CachedValue::absent`]), under the same write-stamp rule and the same choice of
+    /// layer. `ring_hash` and `ticket` as in [`GetResponse`].
+    pub fn learn_absent(
+        &mut self,
+        h: KeyHash,
+        key: &[u8],
+        ring_hash: u32,
+        ticket: ReadTicket,
+        now: Instant,
+        warm_estimate: Option<u64>,
+    ) -> Learned {
+        let learned = self.learn_with(h, key, ring_hash, ticket, warm_estimate, 0, |version| {
+            CachedValue::absent(now, version)
+        });
+        if matches!(learned, Learned::L1 | Learned::L2 { .. }) {
+            self.counters.learned_absent += 1;
+        }
+        learned
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn learn_with(
+        &mut self,
+        h: KeyHash,
+        key: &[u8],
+        ring_hash: u32,
+        ticket: ReadTicket,
+        warm_estimate: Option<u64>,
+        len: usize,
+        value: impl FnOnce(u64) -> CachedValue,
+    ) -> Learned {
+        if !self.stamps.may_learn(h, ticket) {
             self.counters.stale_responses += 1;
             return Learned::Stale;
         }
@@ -308,11 +370,11 @@ impl Caches {
         if !hot && !warm {
             return Learned::NotCached;
         }
-        if r.data.len() > self.max_value {
+        if len > self.max_value {
             self.counters.too_large += 1;
             return Learned::TooLarge;
         }
-        let cached = CachedValue::new(r.data, r.flags, r.cas, now, self.stamps.version(h));
+        let cached = value(self.stamps.version(h));
         if hot {
             return match self.l1.fill(h, key, cached) {
                 Ok(()) => {
@@ -323,7 +385,7 @@ impl Caches {
             };
         }
         let estimate = warm_estimate.unwrap_or(0);
-        match self.l2.insert(h, key, r.ring_hash, cached, estimate) {
+        match self.l2.insert(h, key, ring_hash, cached, estimate) {
             Ok(r) => {
                 self.counters.l2_evictions += r.evicted as u64;
                 if r.stored {
@@ -437,6 +499,7 @@ impl Caches {
             l2_hits: self.lookups.l2_hits.get(),
             misses: self.lookups.misses.get(),
             expired: self.lookups.expired.get(),
+            absent_hits: self.lookups.absent_hits.get(),
             ..self.counters
         }
     }

@@ -153,6 +153,9 @@ pub struct CachedValue {
     cas: Option<u64>,
     learned_at: Instant,
     version: u64,
+    /// The key was absent (its GET answered `END`): a hit answers `END` (see
+    /// [`CachedValue::absent`]).
+    absent: bool,
 }
 
 impl fmt::Debug for CachedValue {
@@ -162,6 +165,7 @@ impl fmt::Debug for CachedValue {
             .field("flags", &self.flags)
             .field("cas", &self.cas)
             .field("version", &self.version)
+            .field("absent", &self.absent)
             .finish()
     }
 }
@@ -181,7 +185,30 @@ impl CachedValue {
             cas,
             learned_at,
             version,
+            absent: false,
         }
+    }
+
+    /// The key's absence, learned at `learned_at`, at write-stamp `version`: a GET that
+    /// answered `END`. Kept and dropped exactly as a value is (a write to the key drops it
+    /// before the write leaves), so a hot key that is not stored (not yet, or never: a
+    /// thundering herd on an absent key) is answered from the cache and balanced too,
+    /// instead of loading its one server with every miss.
+    pub fn absent(learned_at: Instant, version: u64) -> CachedValue {
+        CachedValue {
+            data: Box::default(),
+            flags: 0,
+            cas: None,
+            learned_at,
+            version,
+            absent: true,
+        }
+    }
+
+    /// Whether this is a cached absence ([`CachedValue::absent`]).
+    #[inline]
+    pub fn is_absent(&self) -> bool {
+        self.absent
     }
 
     /// The value bytes (without the trailing `\r\n`).

@@ -265,6 +265,8 @@ pub struct Config {
     pub replica_select: ReplicaSelect,
     /// When a cached value answers a GET.
     pub cache_policy: CachePolicy,
+    /// Cache a hot key's miss (`END`) as its absence (`--cache-misses`).
+    pub cache_misses: bool,
 
     // --- failover ---
     pub request_timeout: Duration,
@@ -328,6 +330,7 @@ impl Default for Config {
             replicas: 3,
             replica_select: ReplicaSelect::LeastLoaded,
             cache_policy: CachePolicy::Balance,
+            cache_misses: true,
             request_timeout: Duration::from_millis(250),
             down_after: 3,
             probe_interval: Duration::from_millis(500),
@@ -538,6 +541,9 @@ pub static OPTIONS: &[OptSpec] = &[
             "always" => CachePolicy::Always,
             _ => return Err("expected balance or always".into()),
         }),
+    opt!("cache-misses", Some("on|off"), false,
+        "a hot key's GET that misses (END) is cached as the key's absence, under the same write-stamp rule as a value, so a hot key that is not stored is answered and balanced too [default: on]",
+        |c, v| c.cache_misses = flag(v)?),
     opt!("timeout", Some("DURATION"), false, "backend request timeout [default: 250ms]",
         |c, v| c.request_timeout = parse_duration(v)?),
     opt!("down-after", Some("K"), false, "consecutive timeouts (in send order) that mark a backend down [default: 3]",

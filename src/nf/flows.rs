@@ -87,6 +87,7 @@ enum Extra {
     Client {
         writes: Writes,
         hot_write: Option<Box<[u8]>>,
+        miss_key: Option<Box<[u8]>>,
         group: Option<GroupRef>,
     },
     /// One of kvlb's own requests.
@@ -291,6 +292,7 @@ impl Flows {
             learn,
             writes,
             hot_write,
+            miss_key,
             group,
             cap_left,
             expect,
@@ -341,10 +343,15 @@ impl Flows {
             }
             w => w,
         };
-        let extra = if writes != Writes::None || hot_write.is_some() || group.is_some() {
+        let extra = if writes != Writes::None
+            || hot_write.is_some()
+            || miss_key.is_some()
+            || group.is_some()
+        {
             self.store(Extra::Client {
                 writes,
                 hot_write,
+                miss_key,
                 group,
             })
         } else {
@@ -387,13 +394,14 @@ impl Flows {
                 _ => FlowKind::Probe,
             };
         }
-        let (mut writes, hot_write, group) = match extra {
+        let (mut writes, hot_write, miss_key, group) = match extra {
             Some(Extra::Client {
                 writes,
                 hot_write,
+                miss_key,
                 group,
-            }) => (writes, hot_write, group),
-            _ => (Writes::None, None, None),
+            }) => (writes, hot_write, miss_key, group),
+            _ => (Writes::None, None, None, None),
         };
         if p.flags & WRITES_ONE != 0 {
             writes = Writes::One(KeyHash::from_raw(p.key_hash));
@@ -405,6 +413,7 @@ impl Flows {
             learn: learn_of(&p),
             writes,
             hot_write,
+            miss_key,
             group,
             cap_left: if p.cap_left == u32::MAX {
                 usize::MAX

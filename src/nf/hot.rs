@@ -419,12 +419,16 @@ impl HotKeys {
 
     /// The primary answered the fetch taken at `seq` with a value (`found`), or not. Returns
     /// the replicas to write the value to (marked in flight), or nothing if a write happened
-    /// since the fetch (the value may be old) or the key had no value.
+    /// since the fetch (the value may be old), or the key had no value and `absent_too` is
+    /// false. With `absent_too` a key the primary does not hold is replicated as its
+    /// absence: the caller deletes it on the returned replicas, which then hold the key's
+    /// latest state (none) and may answer its reads, as they would hold a value.
     pub fn fetched(
         &mut self,
         key: &[u8],
         seq: u64,
         found: bool,
+        absent_too: bool,
         up: &dyn Fn(BackendId) -> bool,
     ) -> Vec<BackendId> {
         let Some(h) = self.get_mut(key) else {
@@ -434,7 +438,7 @@ impl HotKeys {
             return Vec::new();
         }
         h.fetching = None;
-        if !found || seq != h.write_seq {
+        if (!found && !absent_too) || seq != h.write_seq {
             return Vec::new();
         }
         let mut targets = Vec::new();
@@ -537,6 +541,33 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_key_is_replicated_as_its_absence_only_when_asked() {
+        let now = Instant::from_nanos(1);
+        for absent_too in [false, true] {
+            let mut h = HotKeys::new(Duration::from_millis(100), Duration::ZERO);
+            assert!(h.make_hot(K, &[0, 1, 2]));
+            let seq = h.fetch_sent(K, now).unwrap();
+            let targets = h.fetched(K, seq, false, absent_too, &all_up);
+            if !absent_too {
+                assert!(targets.is_empty(), "no value, nothing to copy");
+                continue;
+            }
+            assert_eq!(targets, vec![1, 2], "delete it on every replica");
+            h.replica_acked(K, 1, seq, true);
+            assert_eq!(
+                readable(&h),
+                vec![0, 1],
+                "a deleted replica reads as the primary"
+            );
+            // A write since the fetch: the absence may be old, nothing is replicated.
+            h.on_write(K, false, true, now);
+            let seq = h.fetch_sent(K, now).unwrap();
+            h.on_write(K, false, true, now);
+            assert!(h.fetched(K, seq, false, true, &all_up).is_empty());
+        }
+    }
+
+    #[test]
     fn replicas_become_readable_only_after_acking_the_latest_value() {
         let mut h = HotKeys::new(Duration::from_millis(100), Duration::ZERO);
         assert!(h.make_hot(K, &[0, 1, 2]));
@@ -545,7 +576,7 @@ mod tests {
         assert!(h.wants_fetch(K, now, &all_up));
         let seq = h.fetch_sent(K, now).unwrap();
         assert!(!h.wants_fetch(K, now, &all_up), "one fetch at a time");
-        assert_eq!(h.fetched(K, seq, true, &all_up), vec![1, 2]);
+        assert_eq!(h.fetched(K, seq, true, false, &all_up), vec![1, 2]);
         h.replica_acked(K, 1, seq, true);
         assert_eq!(readable(&h), vec![0, 1]);
         h.replica_acked(K, 2, seq, false);
@@ -579,7 +610,7 @@ mod tests {
         let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
         h.make_hot(K, &[0, 1]);
         let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
-        assert_eq!(h.fetched(K, seq, true, &all_up), vec![1]);
+        assert_eq!(h.fetched(K, seq, true, false, &all_up), vec![1]);
         // The key cools before replica 1 acknowledges; writes may reach the primary while
         // it is cold (kvlb does not track them); then it turns hot again.
         h.cool(K);
@@ -595,7 +626,7 @@ mod tests {
         h.make_hot(K, &[0, 1]);
         let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
         h.on_write(K, false, false, Instant::ZERO);
-        assert!(h.fetched(K, seq, true, &all_up).is_empty());
+        assert!(h.fetched(K, seq, true, false, &all_up).is_empty());
         assert!(h.wants_fetch(K, Instant::ZERO, &all_up));
     }
 
@@ -623,7 +654,7 @@ mod tests {
         let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
         h.make_hot(K, &[0, 1, 2]);
         let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
-        h.fetched(K, seq, true, &all_up);
+        h.fetched(K, seq, true, false, &all_up);
         h.replica_acked(K, 1, seq, true);
         // Server 0 dies; 1 (ready) becomes primary: no fence.
         assert!(h.reassign(|_| vec![1, 2, 3]).is_empty());
@@ -697,7 +728,7 @@ mod tests {
                     }
                     Op::FetchReply(found) => {
                         if let Some((seq, version)) = fetch.take() {
-                            for r in h.fetched(K, seq, found, &all_up) {
+                            for r in h.fetched(K, seq, found, false, &all_up) {
                                 in_flight.push((r, version, seq));
                             }
                         }

@@ -238,6 +238,9 @@ struct ClientFlow {
     writes: Writes,
     /// A write of a replicated hot key: its key, to report the primary's answer.
     hot_write: Option<Box<[u8]>>,
+    /// A one-key GET of a hot key whose L1 entry holds no value: the key, so that a miss
+    /// can be learned as its absence (an `END` reply names no key).
+    miss_key: Option<Box<[u8]>>,
     group: Option<GroupRef>,
     /// Reply bytes still allowed to the client (anti-amplification).
     cap_left: usize,
@@ -290,6 +293,9 @@ enum FlowKind {
         key: Box<[u8]>,
         seq: u64,
         opaque: Opaque,
+        /// The copy is the key's absence (`md <key> O<opaque>`): `HD` and `NF` both leave
+        /// the replica without the key.
+        delete: bool,
     },
     /// A replication fetch (`mg <key> v f t k O<opaque>`) to the primary.
     Fetch {
@@ -371,6 +377,7 @@ pub struct Core {
     replicas: usize,
     replica_select: ReplicaSelect,
     cache_policy: CachePolicy,
+    cache_misses: bool,
     rejoin_flush: bool,
     pass_other: bool,
 
@@ -517,6 +524,7 @@ impl Core {
             replicas: cfg.replicas,
             replica_select: cfg.replica_select,
             cache_policy: cfg.cache_policy,
+            cache_misses: cfg.cache_misses,
             rejoin_flush: cfg.rejoin_flush,
             pass_other: cfg.pass_other,
             detector,
@@ -559,6 +567,11 @@ impl Core {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The caches' counters now (the report snapshots them; this has no side effect).
+    pub fn cache_counters(&self) -> crate::cache::CacheCounters {
+        self.caches.counters()
     }
 
     /// kvlb's MAC on `port`.

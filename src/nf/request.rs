@@ -162,6 +162,7 @@ impl Core {
                     learn: None,
                     writes,
                     hot_write,
+                    miss_key: None,
                     group: None,
                     cap_left: self.guard.reply_cap(client.ip),
                     expect,
@@ -515,6 +516,13 @@ impl Core {
             };
         if self.hotkeys && balance_to.is_none() {
             if let Some(hit) = self.caches.lookup(h, k, now) {
+                if hit.value.is_absent() {
+                    // A cached miss: END, as the key's server would answer.
+                    return match proto::write_reply(frame, u, &[Response::End]) {
+                        Ok(_) => self.own_reply(frame, &client),
+                        Err(_) => self.drop(DropReason::RewriteFailed),
+                    };
+                }
                 // The reply is written over the frame the key lies in: copy the key out.
                 let key = KeyBuf::new(k);
                 let value = Value {
@@ -536,7 +544,7 @@ impl Core {
         let hash = match ring_hash {
             Some(rh) => rh,
             None => {
-                let Some(k) = frame.bytes().get(range) else {
+                let Some(k) = frame.bytes().get(range.clone()) else {
                     return self.drop(DropReason::RewriteFailed);
                 };
                 if self.hotkeys {
@@ -569,6 +577,12 @@ impl Core {
             key_hash: h,
             ring_hash: hash,
         });
+        // Keep the key only while its hot-key entry waits for a value (after a write, or
+        // when it turned hot): an END reply names no key.
+        let miss_key = match (learn, self.cache_misses, frame.bytes().get(range)) {
+            (Some(_), true, Some(k)) if self.caches.awaits_value(h, k) => Some(Box::from(k)),
+            _ => None,
+        };
         let kind = FlowKind::Client(ClientFlow {
             client,
             retrieval: true,
@@ -576,6 +590,7 @@ impl Core {
             learn,
             writes: Writes::None,
             hot_write: None,
+            miss_key,
             group: None,
             cap_left: self.guard.reply_cap(client.ip),
             expect: Expect::Value(h),
@@ -675,6 +690,9 @@ impl Core {
             let h = self.caches.key_hash(key);
             if cacheable {
                 if let Some(hit) = self.caches.lookup(h, key, now) {
+                    if hit.value.is_absent() {
+                        continue; // a cached miss: no VALUE for this key
+                    }
                     let mut msg = Vec::with_capacity(key.len() + hit.value.data().len() + 32);
                     Response::Value(Value {
                         key,
@@ -744,6 +762,7 @@ impl Core {
                         learn: None,
                         writes: part_writes.clone(),
                         hot_write: None,
+                        miss_key: None,
                         group: Some(g),
                         cap_left: cap,
                         expect: Expect::Values,
@@ -963,6 +982,37 @@ impl Core {
                 key: key.into(),
                 seq,
                 opaque,
+                delete: false,
+            },
+        );
+        if sent {
+            self.stats.replication.replica_writes += 1;
+        } else {
+            self.hot.replica_acked(key, to, seq, false);
+        }
+    }
+
+    /// Replicates a hot key's absence to replica `to`: `md <key> O<opaque>`, tracked for
+    /// its acknowledgement like a replica write (see [`super::hot::HotKeys::fetched`]).
+    pub(super) fn emit_replica_delete(
+        &mut self,
+        now: Instant,
+        to: BackendId,
+        key: &[u8],
+        seq: u64,
+    ) {
+        let sent = self.emit_own_meta(
+            now,
+            to,
+            Command::MetaDelete,
+            key,
+            format_args!(""),
+            None,
+            |opaque| FlowKind::Replica {
+                key: key.into(),
+                seq,
+                opaque,
+                delete: true,
             },
         );
         if sent {

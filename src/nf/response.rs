@@ -267,9 +267,13 @@ impl Core {
                 .on_response(backend, payload.len(), sent, latency, error, revive);
         match flow.kind {
             FlowKind::Client(_) => unreachable!("handled above"),
-            FlowKind::Replica { key, seq, .. } => {
+            FlowKind::Replica {
+                key, seq, delete, ..
+            } => {
                 self.stats.replication.replica_acks += 1;
-                let stored = meta_status(msg) == Some(MetaStatus::Hd);
+                let status = meta_status(msg);
+                let stored =
+                    status == Some(MetaStatus::Hd) || (delete && status == Some(MetaStatus::Nf));
                 self.hot.replica_acked(&key, backend, seq, stored);
             }
             FlowKind::Fetch {
@@ -372,8 +376,11 @@ impl Core {
             None => self.flows.take_cap(token, backend, len),
         };
 
+        // A one-key GET of a hot key that missed: its absence may be cached (the flow
+        // kept the key; see `Core::complete_client_flow`).
+        let missed = learn.is_some() && single && complete && msg == END;
         if complete {
-            self.complete_client_flow(now, token, backend, payload_len, error);
+            self.complete_client_flow(now, token, backend, payload_len, error, missed);
             if let (Some(g), false) = (group, strip_end) {
                 self.release_group(g);
             }
@@ -446,6 +453,7 @@ impl Core {
         backend: BackendId,
         bytes: usize,
         error: bool,
+        missed: bool,
     ) {
         let Some((sent, flow)) = self.flows.remove(now, token, backend) else {
             return;
@@ -455,6 +463,17 @@ impl Core {
                 self.hot.primary_write_done(key);
             }
             self.writes_done(&cf.writes);
+            if let (true, Some(key), Some(learn)) = (missed, &cf.miss_key, cf.learn) {
+                // L1 only (no warm estimate): hot keys' misses are what stays unbalanced.
+                self.caches.learn_absent(
+                    learn.key_hash,
+                    key,
+                    learn.ring_hash,
+                    learn.ticket,
+                    now,
+                    None,
+                );
+            }
         }
         let latency = now.saturating_duration_since(sent);
         if let Some(h) = self
@@ -485,12 +504,29 @@ impl Core {
                 return;
             }
         };
+        let absent_too = self.cache_misses;
         let targets = {
             let backends = &self.backends;
             self.hot
-                .fetched(key, seq, found, &|b: BackendId| backends.get(b).is_up())
+                .fetched(key, seq, found, absent_too, &|b: BackendId| {
+                    backends.get(b).is_up()
+                })
         };
         if !found {
+            // The key is absent: so are its replicas, once deleted there.
+            if absent_too {
+                self.caches.learn_absent(
+                    learn.key_hash,
+                    key,
+                    learn.ring_hash,
+                    learn.ticket,
+                    now,
+                    None,
+                );
+                for r in targets {
+                    self.emit_replica_delete(now, r, key, seq);
+                }
+            }
             return;
         }
         self.learn_value(now, learn, key, flags, data);
