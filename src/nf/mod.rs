@@ -48,6 +48,8 @@ use crate::flow::FlowTable;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
 use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
+
+pub use crate::stats::{DropReason, PassReason};
 use crate::wire::{self, Classified, VlanTag};
 
 pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
@@ -62,83 +64,6 @@ pub type PortId = u16;
 
 /// An ONVM service id.
 pub type ServiceId = u16;
-
-/// Why the core did not forward a frame. Every one is counted under [`DropReason::name`].
-/// Some are not errors: a replica's acknowledgement is absorbed, an ARP request answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    /// The frame failed validation.
-    Wire(wire::Error),
-    /// The memcached request or response failed validation.
-    Proto(crate::proto::Error),
-    /// The datapath caught a panic while the core handled this frame.
-    Panic,
-    /// Neither to the VIP nor an answer to kvlb, with `--other-traffic drop`.
-    NotForUs,
-    /// A source outside `--allow`.
-    AclDenied,
-    /// A source over `--rate-limit`.
-    RateLimited,
-    /// No backend is up.
-    NoBackend,
-    /// The backend's MAC is not resolved yet (an ARP request went out).
-    NoNeighbor,
-    /// The flow table is full.
-    FlowTableFull,
-    /// A response that matches no outstanding request (late, duplicate or spoofed).
-    UnmatchedResponse,
-    /// A response whose token matches an outstanding request but whose shape (or key)
-    /// answers another request: a reply so late that its token was reused.
-    MismatchedResponse,
-    /// A reply datagram beyond the per-request bound for an untrusted source.
-    AmplificationGuard,
-    /// A backend reply kvlb consumed itself (replica acks, probes, broadcast extras).
-    Absorbed,
-    /// An ARP frame for kvlb, handled.
-    Arp,
-    /// `quit` over UDP means nothing.
-    Quit,
-    /// The frame could not be rewritten (no room to grow, or too short).
-    RewriteFailed,
-}
-
-impl DropReason {
-    /// Whether this is a frame kvlb consumed on purpose (an answered ARP, a replica's
-    /// acknowledgement, a split multi-get) rather than one it refused. Consumed frames are
-    /// counted apart from drops.
-    pub fn is_consumed(self) -> bool {
-        matches!(self, DropReason::Absorbed | DropReason::Arp)
-    }
-
-    /// Stable name used as the key in stats output.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Wire(e) => e.name(),
-            DropReason::Proto(e) => e.name(),
-            DropReason::Panic => "panic",
-            DropReason::NotForUs => "not_for_us",
-            DropReason::AclDenied => "acl_denied",
-            DropReason::RateLimited => "rate_limited",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NoNeighbor => "no_neighbor",
-            DropReason::FlowTableFull => "flow_table_full",
-            DropReason::UnmatchedResponse => "unmatched_response",
-            DropReason::MismatchedResponse => "mismatched_response",
-            DropReason::AmplificationGuard => "amplification_guard",
-            DropReason::Absorbed => "absorbed",
-            DropReason::Arp => "arp",
-            DropReason::Quit => "quit",
-            DropReason::RewriteFailed => "rewrite_failed",
-        }
-    }
-}
-
-impl fmt::Display for DropReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Where a frame goes after the core has handled it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -576,9 +501,9 @@ impl Core {
     }
 
     /// Frames that are not kvlb's: passed on (counted by reason) or dropped.
-    fn other(&mut self, reason: &'static str) -> Verdict {
+    fn other(&mut self, reason: PassReason) -> Verdict {
         if self.pass_other {
-            *self.stats.passed.entry(reason).or_insert(0) += 1;
+            self.stats.count_pass(reason);
             Verdict::Next
         } else {
             self.drop(DropReason::NotForUs)
@@ -783,10 +708,10 @@ impl Pipeline for Core {
                 } else if u.dst_ip == self.local_ip {
                     match self.source_ports.iter().position(|&p| p == u.dst_port) {
                         Some(ix) => self.on_response(now, frame, u, ix as u16),
-                        None => self.other("udp_not_for_us"),
+                        None => self.other(PassReason::UdpNotForUs),
                     }
                 } else {
-                    self.other("udp_not_for_us")
+                    self.other(PassReason::UdpNotForUs)
                 }
             }
             Ok(Classified::Arp(a)) => self.on_arp(in_port, &a),
@@ -794,9 +719,9 @@ impl Pipeline for Core {
                 if let Some(dead) = self.icmp_unreachable(frame.bytes()) {
                     self.on_unreachable(now, dead);
                 }
-                self.other("not_udp")
+                self.other(PassReason::NotUdp)
             }
-            Err(wire::Error::NotIpv4) => self.other("not_ipv4"),
+            Err(wire::Error::NotIpv4) => self.other(PassReason::NotIpv4),
             Err(e) => self.drop(DropReason::Wire(e)),
         };
         if !matches!(verdict, Verdict::Drop(_) | Verdict::Next) {
@@ -840,7 +765,7 @@ impl Core {
         let ours = a.arp.target_ip == *self.vip.ip() || a.arp.target_ip == self.local_ip;
         if !ours && a.arp.sender_ip != a.arp.target_ip {
             // Learn neighbours that talk to us only; pass other ARP on.
-            return self.other("arp_not_for_us");
+            return self.other(PassReason::ArpNotForUs);
         }
         if self.neighbors.learn(a.arp.sender_ip, a.arp.sender_mac) {
             self.backend_macs = backend_macs(&self.backends, &self.neighbors);
