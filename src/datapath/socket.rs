@@ -33,7 +33,7 @@ use nix::sys::socket::{
 
 use crate::clock::Instant;
 use crate::config::Config;
-use crate::nf::{Core, Dest, Pipeline, Verdict};
+use crate::nf::{Core, CoreError, Dest, Pipeline, PortInfo, Verdict};
 use crate::stats::Report;
 use crate::wire::{self, Classified, FrameBuf, NoRoom, UdpEndpoints};
 
@@ -125,6 +125,21 @@ impl Sockets {
             local_ip,
             source_ports,
         })
+    }
+
+    /// A core for these sockets: one pseudo-port with kvlb's synthetic MAC, and every
+    /// backend a neighbour at the peers' synthetic MAC (the frames the core sees here are
+    /// built by this datapath, so ARP never resolves anything).
+    pub fn core(&self, cfg: &Config) -> Result<Core, CoreError> {
+        let mut cfg = cfg.clone();
+        let backends: Vec<Ipv4Addr> = cfg.backends.iter().map(|b| *b.addr.ip()).collect();
+        cfg.neighbors
+            .extend(backends.into_iter().map(|ip| (ip, PEER_MAC)));
+        let port = PortInfo {
+            id: 0,
+            mac: KVLB_MAC,
+        };
+        Core::for_sockets(&cfg, port, &self.source_ports)
     }
 
     /// The address clients send to.

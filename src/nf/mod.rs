@@ -370,20 +370,18 @@ impl Core {
         Core::build(cfg, ports, source_ports, Mode::Frames)
     }
 
-    /// Builds a core for the socket datapath: one pseudo-port, `source_ports` as bound.
-    pub fn for_sockets(cfg: &Config, source_ports: &[u16]) -> Result<Core, CoreError> {
-        use crate::datapath::socket::{KVLB_MAC, PEER_MAC};
+    /// Builds a core for the socket datapath: its one pseudo-port `port` (both the client
+    /// and the server port), `source_ports` as bound. The datapath puts the neighbour
+    /// entries of its synthetic frames into `cfg`.
+    pub fn for_sockets(
+        cfg: &Config,
+        port: PortInfo,
+        source_ports: &[u16],
+    ) -> Result<Core, CoreError> {
         let mut cfg = cfg.clone();
-        cfg.client_port = 0;
-        cfg.server_port = 0;
-        for b in &cfg.backends.clone() {
-            cfg.neighbors.push((*b.addr.ip(), PEER_MAC));
-        }
-        let ports = [PortInfo {
-            id: 0,
-            mac: KVLB_MAC,
-        }];
-        Core::build(&cfg, &ports, source_ports.to_vec(), Mode::Sockets)
+        cfg.client_port = port.id;
+        cfg.server_port = port.id;
+        Core::build(&cfg, &[port], source_ports.to_vec(), Mode::Sockets)
     }
 
     fn build(
