@@ -220,7 +220,7 @@ fn replay_from<P: Pipeline, R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nf::{DropReason, FrameBuf};
+    use crate::nf::{DropReason, FrameBuf, ServiceId};
 
     /// Swaps MACs and sends everything back out of port 1; frames starting with 0xff are
     /// dropped; every frame also emits a copy to NF 7, and every tick one frame to port 2.
@@ -242,16 +242,16 @@ mod tests {
             if b.first() == Some(&0xff) {
                 return Verdict::Drop(DropReason::NotForUs);
             }
-            self.emitted.push((Dest::Nf(7), b.to_vec()));
+            self.emitted.push((Dest::Nf(ServiceId(7)), b.to_vec()));
             if b.len() >= 12 {
                 let (dst, src) = b[..12].split_at_mut(6);
                 dst.swap_with_slice(src);
             }
-            Verdict::Out(1)
+            Verdict::Out(PortId(1))
         }
         fn on_tick(&mut self, now: Instant) {
             self.ticks.push(now);
-            self.emitted.push((Dest::Port(2), vec![0xee; 20]));
+            self.emitted.push((Dest::Port(PortId(2)), vec![0xee; 20]));
         }
         fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {
             for (d, f) in self.emitted.drain(..) {
@@ -301,7 +301,7 @@ mod tests {
         );
         let out = dir.path().join("out");
         let mut p = Swap::default();
-        let s = replay(&mut p, &input, 0, &out).unwrap();
+        let s = replay(&mut p, &input, PortId(0), &out).unwrap();
         assert_eq!(s.frames_in, 3);
         // Ticks at 1.000, 2.000, 3.000 ms of virtual time.
         assert_eq!(
@@ -329,12 +329,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.pcap");
         std::fs::write(&input, b"definitely not a pcap").unwrap();
-        let e = replay(&mut Swap::default(), &input, 0, dir.path()).unwrap_err();
+        let e = replay(&mut Swap::default(), &input, PortId(0), dir.path()).unwrap_err();
         assert!(e.to_string().contains("in.pcap"), "{e}");
         let e = replay(
             &mut Swap::default(),
             &dir.path().join("missing.pcap"),
-            0,
+            PortId(0),
             dir.path(),
         )
         .unwrap_err();

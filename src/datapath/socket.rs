@@ -33,7 +33,7 @@ use nix::sys::socket::{
 
 use crate::clock::Instant;
 use crate::config::Config;
-use crate::nf::{Core, CoreError, Dest, Pipeline, PortInfo, Verdict};
+use crate::nf::{Core, CoreError, Dest, Pipeline, PortId, PortInfo, Verdict};
 use crate::stats::Report;
 use crate::wire::{self, Classified, FrameBuf, NoRoom, UdpEndpoints};
 
@@ -47,6 +47,8 @@ pub const BATCH: usize = 64;
 /// The MAC addresses of the synthetic frames (locally administered).
 pub const KVLB_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x01];
 pub const PEER_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x02];
+/// The one pseudo-port every datagram arrives on and leaves by.
+const PORT: PortId = PortId(0);
 /// Timer granularity.
 const TICK: Duration = Duration::from_millis(1);
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -136,7 +138,7 @@ impl Sockets {
         cfg.neighbors
             .extend(backends.into_iter().map(|ip| (ip, PEER_MAC)));
         let port = PortInfo {
-            id: 0,
+            id: PORT,
             mac: KVLB_MAC,
         };
         Core::for_sockets(&cfg, port, &self.source_ports)
@@ -522,7 +524,7 @@ pub fn serve(
                     continue;
                 };
                 let mut frame = SliceFrame { buf, len: flen };
-                match core.process_frame(now, 0, &mut frame) {
+                match core.process_frame(now, PORT, &mut frame) {
                     Verdict::Out(_) | Verdict::ToNf(_) | Verdict::Next => {
                         out.push(sockets, frame.bytes(), &mut counters)
                     }

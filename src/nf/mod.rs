@@ -44,6 +44,8 @@ use crate::backend::{BackendId, BackendPool, Health};
 use crate::cache::{CacheSettings, Caches, KeyHash, KeyHasher, ReadTicket};
 use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
+
+pub use crate::config::{PortId, ServiceId};
 use crate::flow::FlowTable;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
 use crate::ring::{KetamaRing, RingHashMemo};
@@ -58,12 +60,6 @@ use guard::SourceGuard;
 use hot::{HotKeys, Readers};
 use neighbors::Neighbors;
 use outbox::Outbox;
-
-/// A datapath port, as numbered by the datapath (DPDK port id, ONVM port id, pcap "0").
-pub type PortId = u16;
-
-/// An ONVM service id.
-pub type ServiceId = u16;
 
 /// Where a frame goes after the core has handled it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -408,7 +404,7 @@ impl Core {
             if !ports.iter().any(|p| p.id == id) {
                 return Err(CoreError::Invalid(format!(
                     "port {id} (--client-port/--server-port) is not one of the datapath's ports {:?}",
-                    ports.iter().map(|p| p.id).collect::<Vec<_>>()
+                    ports.iter().map(|p| p.id.0).collect::<Vec<_>>()
                 )));
             }
         }
