@@ -92,13 +92,46 @@ pub struct PortInfo {
 /// What a packet datapath drives: [`Core`] in production; tests of a datapath's mechanics
 /// may plug in something simpler.
 pub trait Pipeline {
-    /// Handles one frame that arrived on `in_port`, possibly rewriting it in place.
+    /// Handles one frame that arrived on `in_port`, possibly rewriting it in place: a burst
+    /// of one, for tests and callers that get frames one at a time.
     fn process_frame<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
         in_port: PortId,
         frame: &mut F,
     ) -> Verdict;
+
+    /// Handles a burst of frames that arrived together on `in_port`, at `now`, possibly
+    /// rewriting each in place: what packet datapaths call on their fast path.
+    ///
+    /// The contract:
+    /// - `frames` and `verdicts` have the same length, and `verdicts[i]` is the verdict on
+    ///   `frames[i]`. The frames are decided as if handed to
+    ///   [`process_frame`](Pipeline::process_frame) one by one, in order; an
+    ///   implementation may work in stages over the whole burst, but must not reorder
+    ///   decisions.
+    /// - The pipeline writes `verdicts[i]` once it has decided `frames[i]`. A verdict it
+    ///   never wrote keeps what the caller put there: the datapath driver fills the slice
+    ///   with `Drop(Panic)` first, so if the pipeline panics mid-burst, the frames it had
+    ///   not decided are dropped and counted as panics, and the decided ones keep their
+    ///   verdicts.
+    /// - Frames the pipeline emits while handling the burst are queued; the caller drains
+    ///   them ([`drain_emitted`](Pipeline::drain_emitted)) after the burst.
+    ///
+    /// The default loops over [`process_frame`](Pipeline::process_frame).
+    fn process_burst<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        debug_assert_eq!(frames.len(), verdicts.len());
+        for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = self.process_frame(now, in_port, frame);
+        }
+    }
+
     /// Runs timers due at `now`.
     fn on_tick(&mut self, now: Instant);
     /// Hands every queued emitted frame to `send`, oldest first, and empties the outbox.

@@ -951,3 +951,31 @@ fn a_reply_of_another_shape_or_key_is_dropped_and_the_real_one_still_matches() {
     let report = core.report(ms(2));
     assert_eq!(report.stats.drops.get("mismatched_response"), Some(&3));
 }
+
+/// A burst is decided as its frames one by one: same verdicts, same rewritten frames, same
+/// emitted frames.
+#[test]
+fn a_burst_is_decided_as_its_frames_one_by_one() {
+    let frames: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| request(i, format!("get k{i}\r\n").as_bytes()))
+        .chain([vec![0u8; 10], request(9, b"bogus\r\n")])
+        .collect();
+    let (mut one, mut burst) = (core_with(&[]), core_with(&[]));
+    let mut singly = frames.clone();
+    let want: Vec<Verdict> = singly
+        .iter_mut()
+        .map(|f| one.process_frame(ms(1), PortId(0), f))
+        .collect();
+    let mut together = frames;
+    let mut got = vec![Verdict::Next; together.len()];
+    burst.process_burst(ms(1), PortId(0), &mut together, &mut got);
+    assert_eq!(got, want);
+    assert_eq!(together, singly);
+    let drain = |c: &mut Core| {
+        let mut v = Vec::new();
+        c.drain_emitted(&mut |d, f| v.push((d, f.to_vec())));
+        v
+    };
+    assert_eq!(drain(&mut burst), drain(&mut one));
+    assert_eq!(burst.stats().frames_in, one.stats().frames_in);
+}
