@@ -134,6 +134,12 @@ pub trait Pipeline {
 
     /// Runs timers due at `now`.
     fn on_tick(&mut self, now: Instant);
+    /// When the pipeline next needs [`on_tick`](Pipeline::on_tick) (see
+    /// [`Core::poll_timeout`]); `None`: not until something else happens. The default,
+    /// `Instant::ZERO`, asks for every tick the datapath offers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(Instant::ZERO)
+    }
     /// Hands every queued emitted frame to `send`, oldest first, and empties the outbox.
     fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8]));
     /// Counts a frame the datapath dropped on the pipeline's behalf (e.g. after a panic).
@@ -762,6 +768,10 @@ impl Pipeline for Core {
             self.started = Some(now);
         }
         self.tick(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Core::poll_timeout(self)
     }
 
     fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {

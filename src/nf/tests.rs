@@ -979,3 +979,50 @@ fn a_burst_is_decided_as_its_frames_one_by_one() {
     assert_eq!(drain(&mut burst), drain(&mut one));
     assert_eq!(burst.stats().frames_in, one.stats().frames_in);
 }
+
+/// `poll_timeout` is due at once for a new core, and no later than the work it announces:
+/// a core ticked only when it says so decides, emits and counts exactly what a core ticked
+/// every millisecond does (lost requests time backends out, probes go out, hot keys
+/// replicate). Idle and without a detector, it skips the milliseconds with nothing due.
+#[test]
+fn ticking_only_at_the_poll_timeout_changes_nothing() {
+    let fresh = core_with(&[]);
+    assert_eq!(fresh.poll_timeout(), Some(Instant::ZERO));
+    ticked_lazily(&[], 1000);
+    ticked_lazily(&["--hotkeys", "off"], 1000);
+    let idle = ticked_lazily(&["--hotkeys", "off"], 0);
+    assert!(idle < 100, "{idle} ticks in 3 s");
+}
+
+/// Runs two cores built with `extra` over 3 s with GETs nobody answers for the first
+/// `gets_for` ms, one ticked every millisecond and one only when its `poll_timeout` is
+/// due; checks they agree, and returns how many ticks the second took.
+fn ticked_lazily(extra: &[&str], gets_for: u64) -> usize {
+    let (mut every, mut lazy) = (core_with(extra), core_with(extra));
+    let (mut out_every, mut out_lazy) = (Vec::new(), Vec::new());
+    let mut lazy_ticks = 0;
+    for t in 0..3000u64 {
+        let now = ms(t);
+        if t % 7 == 0 && t < gets_for {
+            let msg = format!("get k{}\r\n", t % 3);
+            let mut a = request(t as u16, msg.as_bytes());
+            let mut b = a.clone();
+            let va = every.process_frame(now, PortId(0), &mut a);
+            let vb = lazy.process_frame(now, PortId(0), &mut b);
+            assert_eq!((va, &a), (vb, &b), "at {t} ms");
+        }
+        every.on_tick(now);
+        if lazy.poll_timeout().is_some_and(|due| due <= now) {
+            lazy.on_tick(now);
+            lazy_ticks += 1;
+        }
+        every.drain_emitted(&mut |d, f| out_every.push((t, d, f.to_vec())));
+        lazy.drain_emitted(&mut |d, f| out_lazy.push((t, d, f.to_vec())));
+    }
+    assert_eq!(out_lazy, out_every);
+    assert_eq!(out_every.is_empty(), gets_for == 0);
+    let (a, b) = (every.report(ms(3000)), lazy.report(ms(3000)));
+    assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+    assert_eq!(a.backends, b.backends);
+    lazy_ticks
+}
