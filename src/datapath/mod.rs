@@ -9,6 +9,7 @@ pub mod dpdk;
 #[cfg(feature = "onvm")]
 pub mod onvm;
 
+pub mod driver;
 pub mod replay;
 pub mod socket;
 
