@@ -49,9 +49,9 @@ const FINE_PERIOD: Duration = Duration::from_millis(1);
 impl Core {
     /// When [`Pipeline::on_tick`](super::Pipeline::on_tick) next has work: the earliest of
     /// the periodic rounds (L2 switch, cache sweep, ARP on frame datapaths, replication
-    /// while keys are hot), the first flow deadline, the next probe of a down backend, and,
-    /// while load meters still age or a hot-key detector runs, a millisecond after the last
-    /// tick. Conservative: a tick then may find nothing to do, but nothing falls due
+    /// while keys are hot), the next probe of a down backend, and, while requests are
+    /// outstanding, load meters still age or a hot-key detector runs, a millisecond after
+    /// the last tick. Conservative: a tick then may find nothing to do, but nothing falls due
     /// earlier. Before the first tick it is already due (`Instant::ZERO`).
     ///
     /// A datapath may skip ticks until then (as quinn-proto's `poll_timeout`); ticking
@@ -68,14 +68,13 @@ impl Core {
         if !self.hot.is_empty() {
             next = next.min(t.next_replication);
         }
-        if self.detector.is_some() || self.backends.loads_decaying() {
+        // Outstanding requests: their expiry is looked for every millisecond, as before
+        // (the flow table's exact next deadline can cost a walk over answered entries).
+        if self.detector.is_some() || self.backends.loads_decaying() || !self.flows.is_empty() {
             next = next.min(last + FINE_PERIOD);
         }
-        for deadline in [self.flows.next_deadline(), self.backends.next_probe()]
-            .into_iter()
-            .flatten()
-        {
-            next = next.min(deadline);
+        if let Some(probe) = self.backends.next_probe() {
+            next = next.min(probe);
         }
         Some(next)
     }

@@ -92,7 +92,8 @@ pub struct DatapathCounters {
     pub unknown_port: u64,
     /// Multi-segment frames (larger than one mbuf), dropped before the pipeline.
     pub multi_segment: u64,
-    /// Pipeline calls that panicked (their frame is dropped).
+    /// Frames dropped because the pipeline panicked before deciding them, and panics in
+    /// its ticks and drains.
     pub panics: u64,
 }
 
