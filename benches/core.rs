@@ -29,7 +29,7 @@ use rand_distr::{Distribution, Zipf};
 
 use kvlb::clock::Instant;
 use kvlb::config::Config;
-use kvlb::nf::{Core, Pipeline, PortInfo, Verdict};
+use kvlb::nf::{Core, Pipeline, PortId, PortInfo, Verdict};
 use kvlb::proto::{self, Response, Value};
 use kvlb::wire::{self, checksum, Classified, McHeader, Retarget, UdpEndpoints};
 
@@ -65,7 +65,7 @@ fn core(hotkeys: bool) -> Core {
     Core::new(
         &cfg,
         &[PortInfo {
-            id: 0,
+            id: PortId(0),
             mac: KVLB_MAC,
         }],
     )
@@ -223,11 +223,11 @@ fn core_pass(core: &mut Core, frames: &[Req], t: &mut u64, buf: &mut Vec<u8>) ->
         let now = Instant::from_nanos(*t);
         buf.clear();
         buf.extend_from_slice(&r.frame);
-        let v = core.process_frame(now, 0, buf);
-        if v == Verdict::Out(0) && to_backend(buf) {
+        let v = core.process_frame(now, PortId(0), buf);
+        if v == Verdict::Out(PortId(0)) && to_backend(buf) {
             craft_reply(buf, &r.reply);
             crafted += 1;
-            black_box(core.process_frame(now, 0, buf));
+            black_box(core.process_frame(now, PortId(0), buf));
         }
     }
     core.on_tick(Instant::from_nanos(*t));
@@ -291,9 +291,11 @@ fn bench(c: &mut Criterion) {
                 let now = Instant::from_nanos(t);
                 buf.clear();
                 buf.extend_from_slice(&r.frame);
-                if core.process_frame(now, 0, &mut buf) == Verdict::Out(0) && to_backend(&buf) {
+                if core.process_frame(now, PortId(0), &mut buf) == Verdict::Out(PortId(0))
+                    && to_backend(&buf)
+                {
                     craft_reply(&mut buf, &r.reply);
-                    core.process_frame(now, 0, &mut buf);
+                    core.process_frame(now, PortId(0), &mut buf);
                 }
                 if t % 1_000_000 < 1000 {
                     core.on_tick(now);

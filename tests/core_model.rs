@@ -74,7 +74,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use kvlb::clock::Instant;
 use kvlb::config::Config;
-use kvlb::nf::{Core, Dest, Pipeline, PortInfo, Verdict};
+use kvlb::nf::{Core, Dest, Pipeline, PortId, PortInfo, Verdict};
 use kvlb::proto::{Command, Request};
 use kvlb::wire::{self, Classified, McHeader, UdpEndpoints};
 use proptest::prelude::*;
@@ -498,7 +498,7 @@ impl Model {
         let core = Core::new(
             &cfg,
             &[PortInfo {
-                id: 0,
+                id: PortId(0),
                 mac: KVLB_MAC,
             }],
         )
@@ -626,12 +626,12 @@ impl Model {
             eprintln!("  in   {}", show(&frame));
         }
         self.absent_hits = self.core.cache_counters().absent_hits;
-        let v = self.core.process_frame(now, 0, &mut frame);
+        let v = self.core.process_frame(now, PortId(0), &mut frame);
         if trace() && !matches!(v, Verdict::Out(_)) {
             eprintln!("  -> {v:?}");
         }
         match v {
-            Verdict::Out(0) => self.route(frame, false),
+            Verdict::Out(PortId(0)) => self.route(frame, false),
             Verdict::Out(p) => panic!("frame sent out of port {p}, the only port is 0"),
             Verdict::Drop(_) => {}
             v => panic!("unexpected verdict {v:?}"),
@@ -642,7 +642,7 @@ impl Model {
     fn drain(&mut self) {
         let mut out = Vec::new();
         self.core.drain_emitted(&mut |d, f| {
-            assert_eq!(d, Dest::Port(0), "emitted to {d:?}");
+            assert_eq!(d, Dest::Port(PortId(0)), "emitted to {d:?}");
             out.push(f.to_vec());
         });
         for f in out {

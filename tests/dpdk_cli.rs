@@ -183,12 +183,12 @@ mod with_dpdk {
         write_pcap(&pcap, &input);
         let cfg = kvlb::config::Config::from_args(KVLB.iter().copied()).unwrap();
         let ports = [kvlb::nf::PortInfo {
-            id: 0,
+            id: kvlb::nf::PortId(0),
             mac: cfg.mac.unwrap(),
         }];
         let mut core = kvlb::nf::Core::new(&cfg, &ports).unwrap();
         let out = dir.path().join("replay");
-        kvlb::datapath::replay::replay(&mut core, &pcap, 0, &out).unwrap();
+        kvlb::datapath::replay::replay(&mut core, &pcap, kvlb::nf::PortId(0), &out).unwrap();
         let frames_of = |name: &str| -> Vec<Vec<u8>> {
             let p = out.join(name);
             if p.exists() {

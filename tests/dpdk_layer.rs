@@ -19,7 +19,7 @@ use kvlb::clock::Instant;
 use kvlb::datapath::dpdk::{
     ClockSource, DpdkDatapath, DpdkOptions, Eal, Mempool, Port, PortConfig, TscClock,
 };
-use kvlb::nf::{Dest, DropReason, FrameBuf, Pipeline, PortId, Verdict};
+use kvlb::nf::{Dest, DropReason, FrameBuf, Pipeline, PortId, ServiceId, Verdict};
 
 struct Dpdk {
     eal: Eal,
@@ -192,7 +192,8 @@ impl Pipeline for Scripted {
                 Verdict::Out(self.out_port)
             }
             b'T' => {
-                self.outbox.push((Dest::Nf(7), frame.bytes().to_vec()));
+                self.outbox
+                    .push((Dest::Nf(ServiceId(7)), frame.bytes().to_vec()));
                 Verdict::Drop(DropReason::NotForUs)
             }
             b'G' => {
@@ -341,7 +342,7 @@ fn pcap_frames_pass_in_order_with_their_capture_times() {
     let (eal, _g) = dpdk();
     let frames: Vec<Vec<u8>> = (0..100).map(|i| frame_with_op(i, b'F')).collect();
     let input = records(&frames);
-    let mut p = Scripted::new(0, 0);
+    let mut p = Scripted::new(PortId(0), PortId(0));
     let (out, c) = run_pcap(
         eal,
         "order",
@@ -381,7 +382,7 @@ fn verdicts_emits_growth_and_panics() {
         .enumerate()
         .map(|(i, &op)| frame_with_op(i as u16, op))
         .collect();
-    let mut p = Scripted::new(0, 0);
+    let mut p = Scripted::new(PortId(0), PortId(0));
     let opts = DpdkOptions {
         pass_port: None,
         ..pcap_opts(ClockSource::RxTimestamp)
@@ -421,7 +422,7 @@ fn pass_port_takes_next_verdicts() {
     let frames: Vec<Vec<u8>> = (0..10)
         .map(|i| frame_with_op(i, if i % 2 == 0 { b'N' } else { b'F' }))
         .collect();
-    let mut p = Scripted::new(0, 0);
+    let mut p = Scripted::new(PortId(0), PortId(0));
     let opts = pcap_opts(ClockSource::Tsc);
     let (out, c) = run_pcap(eal, "pass", &records(&frames), 1, &mut p, opts, true);
     let port1: Vec<Vec<u8>> = out[1].iter().map(|r| r.data.clone()).collect();
@@ -442,7 +443,7 @@ fn oversized_frames_are_counted_not_handled() {
     let mut big = frame_with_op(0, b'F');
     big.resize(3000, 0xab);
     let frames = vec![frame_with_op(1, b'F'), big, frame_with_op(2, b'F')];
-    let mut p = Scripted::new(0, 0);
+    let mut p = Scripted::new(PortId(0), PortId(0));
     let (out, c) = run_pcap(
         eal,
         "big",
@@ -487,12 +488,12 @@ fn replay_and_dpdk_make_the_same_decisions() {
     let pcap = dir.path().join("in.pcap");
     write_pcap(&pcap, &input);
 
-    let mut replayed = Scripted::new(0, 0);
+    let mut replayed = Scripted::new(PortId(0), PortId(0));
     replayed.tick_emit_every = 997;
     let out_dir = dir.path().join("replay");
-    kvlb::datapath::replay::replay(&mut replayed, &pcap, 0, &out_dir).unwrap();
+    kvlb::datapath::replay::replay(&mut replayed, &pcap, PortId(0), &out_dir).unwrap();
 
-    let mut live = Scripted::new(0, 0);
+    let mut live = Scripted::new(PortId(0), PortId(0));
     live.tick_emit_every = 997;
     let (out, c) = run_pcap(
         eal,

@@ -19,7 +19,7 @@ fn onvm_chain() {
 #[cfg(feature = "onvm")]
 #[test]
 fn onvm_chain() {
-    use kvlb::nf::Verdict;
+    use kvlb::nf::{PortId, Verdict};
     use onvm_support::*;
 
     if let Some(reason) = skip_reason() {
@@ -29,7 +29,7 @@ fn onvm_chain() {
     let mut m = Manager::start("ch");
     m.start_example("simple_forward", 1, &["-d", "2"]);
     let payloads: Vec<Vec<u8>> = (0..20).map(|i| format!("A{i:03}").into_bytes()).collect();
-    let run = relay_run(&m, 2, 8, Verdict::Out(1), true, &payloads);
+    let run = relay_run(&m, 2, 8, Verdict::Out(PortId(1)), true, &payloads);
     let mut want: Vec<Vec<u8>> = payloads.clone();
     want.extend(payloads.iter().map(|p| {
         let mut e = p.clone();

@@ -18,7 +18,7 @@ fn onvm_tonf() {
 #[cfg(feature = "onvm")]
 #[test]
 fn onvm_tonf() {
-    use kvlb::nf::Verdict;
+    use kvlb::nf::{ServiceId, Verdict};
     use onvm_support::*;
 
     if let Some(reason) = skip_reason() {
@@ -28,7 +28,7 @@ fn onvm_tonf() {
     let mut m = Manager::start("tn");
     m.start_example("bridge", 2, &[]);
     let payloads: Vec<Vec<u8>> = (0..20).map(|i| format!("T{i:03}").into_bytes()).collect();
-    let run = relay_run(&m, 1, 8, Verdict::ToNf(2), false, &payloads);
+    let run = relay_run(&m, 1, 8, Verdict::ToNf(ServiceId(2)), false, &payloads);
     let mut got = run.got;
     got.sort();
     assert_eq!(

@@ -184,6 +184,21 @@ impl BackendPool {
         self.backends.iter().map(|b| b.up).collect()
     }
 
+    /// Whether some load still shrinks when aged ([`decay_loads`](Self::decay_loads));
+    /// conservative: it may say yes when no single load would change.
+    pub fn loads_decaying(&self) -> bool {
+        self.load_sum >> LOAD_DECAY_SHIFT > 0
+    }
+
+    /// When the next probe of a down backend is due, if any backend is down.
+    pub fn next_probe(&self) -> Option<Instant> {
+        self.backends
+            .iter()
+            .filter(|b| !b.up)
+            .map(|b| b.next_probe)
+            .min()
+    }
+
     pub fn live_count(&self) -> usize {
         self.backends.iter().filter(|b| b.up).count()
     }

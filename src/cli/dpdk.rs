@@ -151,6 +151,7 @@ mod imp {
         ] {
             if let Some(id) = id {
                 if !ids.contains(&id) {
+                    let ids: Vec<u16> = ids.iter().map(|p| p.0).collect();
                     bail!("{what} {id} is not one of EAL's ports {ids:?}");
                 }
             }
@@ -264,6 +265,7 @@ mod imp {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::nf::PortId;
 
         fn args(v: &[&str]) -> Vec<OsString> {
             v.iter().map(OsString::from).collect()
@@ -287,7 +289,7 @@ mod imp {
             .unwrap();
             assert_eq!(s.eal_args, ["--no-huge", "--vdev", "net_null0"]);
             assert_eq!(s.opts.clock, ClockSource::RxTimestamp);
-            assert_eq!(s.opts.pass_port, Some(1));
+            assert_eq!(s.opts.pass_port, Some(PortId(1)));
             assert!(s.opts.exit_when_idle);
             assert_eq!(s.config.backends.len(), 1);
         }

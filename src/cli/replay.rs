@@ -9,7 +9,7 @@ use lexopt::ValueExt;
 use crate::clock::Instant;
 use crate::config::Config;
 use crate::datapath::replay;
-use crate::nf::{Core, PortInfo};
+use crate::nf::{Core, PortId, PortInfo};
 
 const HELP: &str = "\
 kvlb replay: run every frame of a pcap file through kvlb's core, offline
@@ -35,7 +35,7 @@ replay options:
 
 pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut cfg = Config::default();
-    let (mut input, mut out, mut in_port): (Option<PathBuf>, Option<PathBuf>, Option<u16>) =
+    let (mut input, mut out, mut in_port): (Option<PathBuf>, Option<PathBuf>, Option<PortId>) =
         (None, None, None);
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {

@@ -10,7 +10,6 @@ use lexopt::ValueExt;
 
 use crate::config::Config;
 use crate::datapath::socket::{self, Sockets};
-use crate::nf::Core;
 
 const HELP: &str = "\
 kvlb serve: balance memcached UDP traffic with plain kernel sockets (no privileges needed)
@@ -62,7 +61,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     if cfg.vip.is_none() {
         cfg.vip = Some(sockets.vip());
     }
-    let mut core = Core::for_sockets(&cfg, sockets.source_ports()).context("invalid settings")?;
+    let mut core = sockets.core(&cfg).context("invalid settings")?;
     log::info!(
         "kvlb serve: VIP {} → {} backends ({}), source ports {:?}",
         sockets.vip(),

@@ -20,6 +20,49 @@ use std::time::Duration;
 /// An Ethernet address as six bytes.
 pub type Mac = [u8; 6];
 
+/// A datapath port, as numbered by the datapath (DPDK port id, ONVM port id, pcap "0").
+/// Displays as the bare number, as port ids appear in kvlb's flags and outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortId(pub u16);
+
+/// An ONVM service id. Displays as the bare number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceId(pub u16);
+
+macro_rules! id_conversions {
+    ($id:ident) => {
+        impl From<u16> for $id {
+            #[inline]
+            fn from(n: u16) -> $id {
+                $id(n)
+            }
+        }
+
+        impl From<$id> for u16 {
+            #[inline]
+            fn from(id: $id) -> u16 {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $id {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> Result<$id, Self::Err> {
+                s.parse().map($id)
+            }
+        }
+    };
+}
+
+id_conversions!(PortId);
+id_conversions!(ServiceId);
+
 /// What can go wrong while reading settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -216,9 +259,9 @@ pub struct Config {
     /// Static neighbour entries (IP → MAC), used instead of ARP for those addresses.
     pub neighbors: Vec<(Ipv4Addr, Mac)>,
     /// Port facing clients (packet datapaths).
-    pub client_port: u16,
+    pub client_port: PortId,
     /// Port facing backends (packet datapaths); may equal `client_port`.
-    pub server_port: u16,
+    pub server_port: PortId,
     /// First UDP source port kvlb uses toward backends (0: kernel-chosen, socket mode only).
     pub source_port_base: u16,
     /// How many source ports kvlb uses toward backends (each adds 65536 request ids).
@@ -307,8 +350,8 @@ impl Default for Config {
             local_ip: None,
             mac: None,
             neighbors: Vec::new(),
-            client_port: 0,
-            server_port: 0,
+            client_port: PortId(0),
+            server_port: PortId(0),
             source_port_base: 40000,
             source_ports: 8,
             exit_when_idle: false,

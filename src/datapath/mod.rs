@@ -1,6 +1,10 @@
 //! Datapaths: the thin I/O shells around [`crate::nf::Core`]. Each owns its I/O, clock and
 //! threads; none makes a balancing decision.
 //!
+//! What they all do around the core (hand it bursts, tick it, contain its panics, count its
+//! verdicts, drain what it emits) is written once, in [`driver`]; ONVM's loop still has its
+//! own copy until it moves to bursts from its rings.
+//!
 //! `dpdk` and `onvm` are the only places (with the `onvm-sys` crate) where kvlb uses
 //! `unsafe`; each of their `unsafe` blocks says why it is sound.
 
@@ -9,6 +13,7 @@ pub mod dpdk;
 #[cfg(feature = "onvm")]
 pub mod onvm;
 
+pub mod driver;
 pub mod replay;
 pub mod socket;
 

@@ -12,6 +12,13 @@
 //! - `emitted-port<N>.pcap` / `emitted-nf<S>.pcap`: frames the pipeline emitted itself
 //!   (replica writes, probes, ARP), stamped with the time of the frame or tick that caused
 //!   them.
+//!
+//! Frames go to the pipeline in bursts through the shared [`Driver`], with its capture-time
+//! tick rule ([`Ticking::Capture`]): before each frame, a tick at every [`TICK`] of capture
+//! time since the last one. The pipeline gets one `now` per burst, so a burst is a run of
+//! consecutive frames with the same capture time (at most 32): between two such frames no
+//! tick falls due, so the pipeline decides exactly what it would frame by frame, and the
+//! outputs are the same bytes.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -23,6 +30,7 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 
+use super::driver::{Driver, Ticking};
 use crate::clock::Instant;
 use crate::nf::{Dest, Pipeline, PortId, Verdict, MAX_FRAME};
 
@@ -97,21 +105,68 @@ impl Outputs {
         Ok(())
     }
 
-    fn drain<P: Pipeline>(&mut self, p: &mut P, ts: Duration) -> Result<(), ReplayError> {
+    /// Drains what the pipeline emitted into the `emitted-*` outputs, each frame stamped
+    /// with the time of the burst or tick that produced it.
+    fn drain<P: Pipeline>(
+        &mut self,
+        driver: &mut Driver<'_, P>,
+        at: Instant,
+    ) -> Result<(), ReplayError> {
         let mut err = None;
-        p.drain_emitted(&mut |dest, frame| {
-            if err.is_some() {
-                return;
-            }
-            let name = match dest {
-                Dest::Port(n) => format!("emitted-port{n}.pcap"),
-                Dest::Nf(s) => format!("emitted-nf{s}.pcap"),
-            };
-            if let Err(e) = self.write(name, ts, frame) {
-                err = Some(e);
-            }
+        driver.drain(at, &mut |at, dest, frame| {
+            self.emitted(at, dest, frame, &mut err)
         });
         err.map_or(Ok(()), Err)
+    }
+
+    /// Ticks due at `now` (capture time), their emitted frames written behind each.
+    fn tick<P: Pipeline>(
+        &mut self,
+        driver: &mut Driver<'_, P>,
+        now: Instant,
+    ) -> Result<(), ReplayError> {
+        let mut err = None;
+        driver.tick(now, &mut |at, dest, frame| {
+            self.emitted(at, dest, frame, &mut err)
+        });
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Writes one emitted frame unless an earlier write failed (then keeps that error).
+    fn emitted(&mut self, at: Instant, dest: Dest, frame: &[u8], err: &mut Option<ReplayError>) {
+        if err.is_some() {
+            return;
+        }
+        let name = match dest {
+            Dest::Port(n) => format!("emitted-port{n}.pcap"),
+            Dest::Nf(s) => format!("emitted-nf{s}.pcap"),
+        };
+        if let Err(e) = self.write(name, Duration::from_nanos(at.as_nanos()), frame) {
+            *err = Some(e);
+        }
+    }
+
+    /// Hands the burst `frames` (all captured at `now`) to the pipeline, writes each frame
+    /// to the output its verdict names, then what the pipeline emitted.
+    fn burst<P: Pipeline>(
+        &mut self,
+        driver: &mut Driver<'_, P>,
+        now: Instant,
+        ts: Duration,
+        in_port: PortId,
+        frames: &mut [Vec<u8>],
+    ) -> Result<(), ReplayError> {
+        let verdicts = driver.process_burst(now, in_port, frames);
+        for (frame, verdict) in frames.iter().zip(verdicts) {
+            let name = match verdict {
+                Verdict::Out(n) => format!("port{n}.pcap"),
+                Verdict::ToNf(s) => format!("nf{s}.pcap"),
+                Verdict::Next => "next.pcap".to_string(),
+                Verdict::Drop(_) => continue,
+            };
+            self.write(name, ts, frame)?;
+        }
+        self.drain(driver, now)
     }
 
     fn finish(mut self) -> Result<ReplaySummary, ReplayError> {
@@ -128,6 +183,9 @@ impl Outputs {
 
 /// How often virtual time ticks the pipeline's timers between frames.
 pub const TICK: Duration = Duration::from_millis(1);
+
+/// Most frames handed to the pipeline at once.
+const BURST: usize = 32;
 
 /// Replays `input` through `pipeline`, with every frame arriving on `in_port`, writing
 /// outputs under `out_dir`.
@@ -172,28 +230,21 @@ fn replay_from<P: Pipeline, R: Read>(
         writers: BTreeMap::new(),
         summary: ReplaySummary::default(),
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_FRAME);
-    let mut next_tick: Option<Instant> = None;
+    let mut driver = Driver::new(pipeline, Ticking::Capture(TICK), BURST);
+    // The burst being gathered: frames captured at one time (see the module doc).
+    let mut frames: Vec<Vec<u8>> = (0..BURST).map(|_| Vec::with_capacity(MAX_FRAME)).collect();
+    let mut n = 0;
+    let (mut burst_now, mut burst_ts) = (Instant::ZERO, Duration::ZERO);
     while let Some(pkt) = reader.next_packet() {
         let pkt = pkt.map_err(|e| bad(e.to_string()))?;
         let ts = pkt.timestamp;
         let now = Instant::from_nanos(u64::try_from(ts.as_nanos()).unwrap_or(u64::MAX));
-        // Timers first, at every TICK of virtual time that passed since the last frame
-        // (bounded so a capture with a gap of hours does not spin).
-        let mut t = next_tick.unwrap_or(now);
-        let mut ticks = 0;
-        while t <= now && ticks < 10_000 {
-            pipeline.on_tick(t);
-            out.drain(pipeline, Duration::from_nanos(t.as_nanos()))?;
-            t = t + TICK;
-            ticks += 1;
+        if n > 0 && (now != burst_now || n == BURST) {
+            out.burst(&mut driver, burst_now, burst_ts, in_port, &mut frames[..n])?;
+            n = 0;
         }
-        if t <= now {
-            pipeline.on_tick(now);
-            out.drain(pipeline, ts)?;
-            t = now + TICK;
-        }
-        next_tick = Some(t);
+        // Timers first, at every TICK of virtual time that passed since the last tick.
+        out.tick(&mut driver, now)?;
 
         out.summary.frames_in += 1;
         out.summary.last_timestamp_ns = now.as_nanos();
@@ -201,18 +252,13 @@ fn replay_from<P: Pipeline, R: Read>(
             out.summary.oversized += 1;
             continue;
         }
-        buf.clear();
-        buf.extend_from_slice(&pkt.data);
-        let name = match pipeline.process_frame(now, in_port, &mut buf) {
-            Verdict::Out(n) => Some(format!("port{n}.pcap")),
-            Verdict::ToNf(s) => Some(format!("nf{s}.pcap")),
-            Verdict::Next => Some("next.pcap".to_string()),
-            Verdict::Drop(_) => None,
-        };
-        if let Some(name) = name {
-            out.write(name, ts, &buf)?;
-        }
-        out.drain(pipeline, ts)?;
+        frames[n].clear();
+        frames[n].extend_from_slice(&pkt.data);
+        n += 1;
+        (burst_now, burst_ts) = (now, ts);
+    }
+    if n > 0 {
+        out.burst(&mut driver, burst_now, burst_ts, in_port, &mut frames[..n])?;
     }
     out.finish()
 }
@@ -220,7 +266,7 @@ fn replay_from<P: Pipeline, R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nf::{DropReason, FrameBuf};
+    use crate::nf::{DropReason, FrameBuf, ServiceId};
 
     /// Swaps MACs and sends everything back out of port 1; frames starting with 0xff are
     /// dropped; every frame also emits a copy to NF 7, and every tick one frame to port 2.
@@ -242,16 +288,16 @@ mod tests {
             if b.first() == Some(&0xff) {
                 return Verdict::Drop(DropReason::NotForUs);
             }
-            self.emitted.push((Dest::Nf(7), b.to_vec()));
+            self.emitted.push((Dest::Nf(ServiceId(7)), b.to_vec()));
             if b.len() >= 12 {
                 let (dst, src) = b[..12].split_at_mut(6);
                 dst.swap_with_slice(src);
             }
-            Verdict::Out(1)
+            Verdict::Out(PortId(1))
         }
         fn on_tick(&mut self, now: Instant) {
             self.ticks.push(now);
-            self.emitted.push((Dest::Port(2), vec![0xee; 20]));
+            self.emitted.push((Dest::Port(PortId(2)), vec![0xee; 20]));
         }
         fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {
             for (d, f) in self.emitted.drain(..) {
@@ -301,7 +347,7 @@ mod tests {
         );
         let out = dir.path().join("out");
         let mut p = Swap::default();
-        let s = replay(&mut p, &input, 0, &out).unwrap();
+        let s = replay(&mut p, &input, PortId(0), &out).unwrap();
         assert_eq!(s.frames_in, 3);
         // Ticks at 1.000, 2.000, 3.000 ms of virtual time.
         assert_eq!(
@@ -329,12 +375,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.pcap");
         std::fs::write(&input, b"definitely not a pcap").unwrap();
-        let e = replay(&mut Swap::default(), &input, 0, dir.path()).unwrap_err();
+        let e = replay(&mut Swap::default(), &input, PortId(0), dir.path()).unwrap_err();
         assert!(e.to_string().contains("in.pcap"), "{e}");
         let e = replay(
             &mut Swap::default(),
             &dir.path().join("missing.pcap"),
-            0,
+            PortId(0),
             dir.path(),
         )
         .unwrap_err();

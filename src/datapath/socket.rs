@@ -31,9 +31,10 @@ use nix::sys::socket::{
     MsgFlags, MultiHeaders, SockaddrIn,
 };
 
+use super::driver::{Driver, Ticking};
 use crate::clock::Instant;
 use crate::config::Config;
-use crate::nf::{Core, Dest, Pipeline, Verdict};
+use crate::nf::{Core, CoreError, PortId, PortInfo, Verdict};
 use crate::stats::Report;
 use crate::wire::{self, Classified, FrameBuf, NoRoom, UdpEndpoints};
 
@@ -47,6 +48,8 @@ pub const BATCH: usize = 64;
 /// The MAC addresses of the synthetic frames (locally administered).
 pub const KVLB_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x01];
 pub const PEER_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x02];
+/// The one pseudo-port every datagram arrives on and leaves by.
+const PORT: PortId = PortId(0);
 /// Timer granularity.
 const TICK: Duration = Duration::from_millis(1);
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -127,6 +130,21 @@ impl Sockets {
         })
     }
 
+    /// A core for these sockets: one pseudo-port with kvlb's synthetic MAC, and every
+    /// backend a neighbour at the peers' synthetic MAC (the frames the core sees here are
+    /// built by this datapath, so ARP never resolves anything).
+    pub fn core(&self, cfg: &Config) -> Result<Core, CoreError> {
+        let mut cfg = cfg.clone();
+        let backends: Vec<Ipv4Addr> = cfg.backends.iter().map(|b| *b.addr.ip()).collect();
+        cfg.neighbors
+            .extend(backends.into_iter().map(|ip| (ip, PEER_MAC)));
+        let port = PortInfo {
+            id: PORT,
+            mac: KVLB_MAC,
+        };
+        Core::for_sockets(&cfg, port, &self.source_ports)
+    }
+
     /// The address clients send to.
     pub fn vip(&self) -> SocketAddrV4 {
         self.vip
@@ -172,13 +190,14 @@ pub struct SocketCounters {
     pub gso_fallbacks: u64,
 }
 
-/// A frame in a fixed buffer: the receive buffer, with its headroom and tailroom.
-struct SliceFrame<'a> {
-    buf: &'a mut [u8],
+/// A frame in a receive buffer, with its headroom and tailroom: the datagram is received
+/// after [`HEADROOM`] bytes and its synthetic headers written in front of it.
+struct DatagramFrame {
+    buf: Vec<u8>,
     len: usize,
 }
 
-impl FrameBuf for SliceFrame<'_> {
+impl FrameBuf for DatagramFrame {
     fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -418,13 +437,16 @@ pub fn serve(
     let clock = || Instant::from_nanos(start.elapsed().as_nanos() as u64);
     let mut counters = SocketCounters::default();
     let n_sockets = 1 + sockets.backends.len();
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH)
-        .map(|_| vec![0u8; HEADROOM + MAX_DATAGRAM])
+    let mut frames: Vec<DatagramFrame> = (0..BATCH)
+        .map(|_| DatagramFrame {
+            buf: vec![0u8; HEADROOM + MAX_DATAGRAM],
+            len: 0,
+        })
         .collect();
     let mut recv_headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
     let mut out = SendQueue::new(n_sockets, cfg.udp_gso);
     let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
-    let mut next_tick = clock();
+    let mut driver = Driver::new(core, Ticking::Interval(TICK), BATCH);
     let mut next_report = clock() + cfg.stats_interval;
 
     while !stop.load(Ordering::Relaxed) {
@@ -449,6 +471,7 @@ pub fn serve(
         let now = clock();
         for (ix, &(readable, error)) in ready.iter().enumerate() {
             if error && ix > 0 {
+                let core = driver.pipeline_mut();
                 drain_errors(sockets.socket(ix), &mut cmsg, core, now, &mut counters);
             }
             if !readable {
@@ -461,9 +484,9 @@ pub fn serve(
             };
             // One batch per socket per round keeps the sockets fair.
             let received: Vec<(usize, SocketAddrV4)> = {
-                let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> = frames
                     .iter_mut()
-                    .map(|b| [IoSliceMut::new(&mut b[HEADROOM..])])
+                    .map(|f| [IoSliceMut::new(&mut f.buf[HEADROOM..])])
                     .collect();
                 counters.recv_calls += 1;
                 match recvmmsg(
@@ -481,12 +504,16 @@ pub fn serve(
                         .collect(),
                     Err(Errno::EAGAIN | Errno::EINTR) => Vec::new(),
                     Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => {
+                        let core = driver.pipeline_mut();
                         drain_errors(sockets.socket(ix), &mut cmsg, core, now, &mut counters);
                         Vec::new()
                     }
                     Err(e) => return Err(io("recvmmsg")(e)),
                 }
             };
+            // Frames from the datagrams, handed to the core as bursts: a datagram whose
+            // frame cannot be built ends one.
+            let mut first = 0;
             for (i, &(len, peer)) in received.iter().enumerate() {
                 counters.datagrams_in += 1;
                 let len = len.min(MAX_DATAGRAM);
@@ -501,34 +528,53 @@ pub fn serve(
                     dst_port: local.port(),
                     ttl: 64,
                 };
-                let buf = &mut bufs[i];
-                let Ok(flen) = ep.emit_headers(buf, len, 0) else {
-                    counters.unsendable += 1;
-                    continue;
-                };
-                let mut frame = SliceFrame { buf, len: flen };
-                match core.process_frame(now, 0, &mut frame) {
-                    Verdict::Out(_) | Verdict::ToNf(_) | Verdict::Next => {
-                        out.push(sockets, frame.bytes(), &mut counters)
+                match ep.emit_headers(&mut frames[i].buf, len, 0) {
+                    Ok(flen) => frames[i].len = flen,
+                    Err(_) => {
+                        counters.unsendable += 1;
+                        let burst = &mut frames[first..i];
+                        handle_burst(&mut driver, now, burst, &mut out, sockets, &mut counters);
+                        first = i + 1;
                     }
-                    Verdict::Drop(_) => {}
                 }
             }
-            core.drain_emitted(&mut |_: Dest, f: &[u8]| out.push(sockets, f, &mut counters));
+            let burst = &mut frames[first..received.len()];
+            handle_burst(&mut driver, now, burst, &mut out, sockets, &mut counters);
+            driver.drain(now, &mut |_, _, f| out.push(sockets, f, &mut counters));
         }
-        if now >= next_tick {
-            core.on_tick(now);
-            core.drain_emitted(&mut |_: Dest, f: &[u8]| out.push(sockets, f, &mut counters));
-            next_tick = now + TICK;
-        }
+        driver.tick(now, &mut |_, _, f| out.push(sockets, f, &mut counters));
         out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
-            report(core.report(now), &counters);
+            report(driver.pipeline_mut().report(now), &counters);
             next_report = now + cfg.stats_interval;
         }
     }
-    report(core.report(clock()), &counters);
+    report(driver.pipeline_mut().report(clock()), &counters);
     Ok(counters)
+}
+
+/// Hands a burst of frames to the core and queues the ones it sends on (every verdict but
+/// a drop: the frame's addresses say which socket sends it where).
+fn handle_burst(
+    driver: &mut Driver<'_, Core>,
+    now: Instant,
+    frames: &mut [DatagramFrame],
+    out: &mut SendQueue,
+    sockets: &Sockets,
+    counters: &mut SocketCounters,
+) {
+    if frames.is_empty() {
+        return;
+    }
+    let verdicts = driver.process_burst(now, PORT, frames);
+    for (frame, verdict) in frames.iter().zip(verdicts) {
+        match verdict {
+            Verdict::Out(_) | Verdict::ToNf(_) | Verdict::Next => {
+                out.push(sockets, frame.bytes(), counters)
+            }
+            Verdict::Drop(_) => {}
+        }
+    }
 }
 
 /// Reads queued ICMP errors of a backend socket and tells the core which backend is

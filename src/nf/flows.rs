@@ -378,7 +378,7 @@ impl Flows {
             mac: client.mac,
             port: client.port,
             request_id: client.request_id,
-            in_port: client.in_port,
+            in_port: client.in_port.into(),
             vlan_tci,
             flags,
             shape,
@@ -439,7 +439,7 @@ fn client_of(p: &Packed) -> Client {
         ip: p.ip.into(),
         port: p.port,
         request_id: p.request_id,
-        in_port: p.in_port as PortId,
+        in_port: PortId(p.in_port),
     }
 }
 

@@ -45,9 +45,13 @@ use crate::backend::{BackendId, BackendPool, Health};
 use crate::cache::{CacheSettings, Caches, KeyHash, KeyHasher, ReadTicket};
 use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
+
+pub use crate::config::{PortId, ServiceId};
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
 use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
+
+pub use crate::stats::{DropReason, PassReason};
 use crate::wire::{self, Classified, VlanTag};
 
 pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
@@ -56,89 +60,6 @@ use guard::SourceGuard;
 use hot::{HotKeys, Readers};
 use neighbors::Neighbors;
 use outbox::Outbox;
-
-/// A datapath port, as numbered by the datapath (DPDK port id, ONVM port id, pcap "0").
-pub type PortId = u16;
-
-/// An ONVM service id.
-pub type ServiceId = u16;
-
-/// Why the core did not forward a frame. Every one is counted under [`DropReason::name`].
-/// Some are not errors: a replica's acknowledgement is absorbed, an ARP request answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    /// The frame failed validation.
-    Wire(wire::Error),
-    /// The memcached request or response failed validation.
-    Proto(crate::proto::Error),
-    /// The datapath caught a panic while the core handled this frame.
-    Panic,
-    /// Neither to the VIP nor an answer to kvlb, with `--other-traffic drop`.
-    NotForUs,
-    /// A source outside `--allow`.
-    AclDenied,
-    /// A source over `--rate-limit`.
-    RateLimited,
-    /// No backend is up.
-    NoBackend,
-    /// The backend's MAC is not resolved yet (an ARP request went out).
-    NoNeighbor,
-    /// The flow table is full.
-    FlowTableFull,
-    /// A response that matches no outstanding request (late, duplicate or spoofed).
-    UnmatchedResponse,
-    /// A response whose token matches an outstanding request but whose shape (or key)
-    /// answers another request: a reply so late that its token was reused.
-    MismatchedResponse,
-    /// A reply datagram beyond the per-request bound for an untrusted source.
-    AmplificationGuard,
-    /// A backend reply kvlb consumed itself (replica acks, probes, broadcast extras).
-    Absorbed,
-    /// An ARP frame for kvlb, handled.
-    Arp,
-    /// `quit` over UDP means nothing.
-    Quit,
-    /// The frame could not be rewritten (no room to grow, or too short).
-    RewriteFailed,
-}
-
-impl DropReason {
-    /// Whether this is a frame kvlb consumed on purpose (an answered ARP, a replica's
-    /// acknowledgement, a split multi-get) rather than one it refused. Consumed frames are
-    /// counted apart from drops.
-    pub fn is_consumed(self) -> bool {
-        matches!(self, DropReason::Absorbed | DropReason::Arp)
-    }
-
-    /// Stable name used as the key in stats output.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Wire(e) => e.name(),
-            DropReason::Proto(e) => e.name(),
-            DropReason::Panic => "panic",
-            DropReason::NotForUs => "not_for_us",
-            DropReason::AclDenied => "acl_denied",
-            DropReason::RateLimited => "rate_limited",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NoNeighbor => "no_neighbor",
-            DropReason::FlowTableFull => "flow_table_full",
-            DropReason::UnmatchedResponse => "unmatched_response",
-            DropReason::MismatchedResponse => "mismatched_response",
-            DropReason::AmplificationGuard => "amplification_guard",
-            DropReason::Absorbed => "absorbed",
-            DropReason::Arp => "arp",
-            DropReason::Quit => "quit",
-            DropReason::RewriteFailed => "rewrite_failed",
-        }
-    }
-}
-
-impl fmt::Display for DropReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Where a frame goes after the core has handled it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,15 +92,54 @@ pub struct PortInfo {
 /// What a packet datapath drives: [`Core`] in production; tests of a datapath's mechanics
 /// may plug in something simpler.
 pub trait Pipeline {
-    /// Handles one frame that arrived on `in_port`, possibly rewriting it in place.
+    /// Handles one frame that arrived on `in_port`, possibly rewriting it in place: a burst
+    /// of one, for tests and callers that get frames one at a time.
     fn process_frame<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
         in_port: PortId,
         frame: &mut F,
     ) -> Verdict;
+
+    /// Handles a burst of frames that arrived together on `in_port`, at `now`, possibly
+    /// rewriting each in place: what packet datapaths call on their fast path.
+    ///
+    /// The contract:
+    /// - `frames` and `verdicts` have the same length, and `verdicts[i]` is the verdict on
+    ///   `frames[i]`. The frames are decided as if handed to
+    ///   [`process_frame`](Pipeline::process_frame) one by one, in order; an
+    ///   implementation may work in stages over the whole burst, but must not reorder
+    ///   decisions.
+    /// - The pipeline writes `verdicts[i]` once it has decided `frames[i]`. A verdict it
+    ///   never wrote keeps what the caller put there: the datapath driver fills the slice
+    ///   with `Drop(Panic)` first, so if the pipeline panics mid-burst, the frames it had
+    ///   not decided are dropped and counted as panics, and the decided ones keep their
+    ///   verdicts.
+    /// - Frames the pipeline emits while handling the burst are queued; the caller drains
+    ///   them ([`drain_emitted`](Pipeline::drain_emitted)) after the burst.
+    ///
+    /// The default loops over [`process_frame`](Pipeline::process_frame).
+    fn process_burst<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        debug_assert_eq!(frames.len(), verdicts.len());
+        for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = self.process_frame(now, in_port, frame);
+        }
+    }
+
     /// Runs timers due at `now`.
     fn on_tick(&mut self, now: Instant);
+    /// When the pipeline next needs [`on_tick`](Pipeline::on_tick) (see
+    /// [`Core::poll_timeout`]); `None`: not until something else happens. The default,
+    /// `Instant::ZERO`, asks for every tick the datapath offers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(Instant::ZERO)
+    }
     /// Hands every queued emitted frame to `send`, oldest first, and empties the outbox.
     fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8]));
     /// Counts a frame the datapath dropped on the pipeline's behalf (e.g. after a panic).
@@ -452,20 +412,18 @@ impl Core {
         Core::build(cfg, ports, source_ports, Mode::Frames)
     }
 
-    /// Builds a core for the socket datapath: one pseudo-port, `source_ports` as bound.
-    pub fn for_sockets(cfg: &Config, source_ports: &[u16]) -> Result<Core, CoreError> {
-        use crate::datapath::socket::{KVLB_MAC, PEER_MAC};
+    /// Builds a core for the socket datapath: its one pseudo-port `port` (both the client
+    /// and the server port), `source_ports` as bound. The datapath puts the neighbour
+    /// entries of its synthetic frames into `cfg`.
+    pub fn for_sockets(
+        cfg: &Config,
+        port: PortInfo,
+        source_ports: &[u16],
+    ) -> Result<Core, CoreError> {
         let mut cfg = cfg.clone();
-        cfg.client_port = 0;
-        cfg.server_port = 0;
-        for b in &cfg.backends.clone() {
-            cfg.neighbors.push((*b.addr.ip(), PEER_MAC));
-        }
-        let ports = [PortInfo {
-            id: 0,
-            mac: KVLB_MAC,
-        }];
-        Core::build(&cfg, &ports, source_ports.to_vec(), Mode::Sockets)
+        cfg.client_port = port.id;
+        cfg.server_port = port.id;
+        Core::build(&cfg, &[port], source_ports.to_vec(), Mode::Sockets)
     }
 
     fn build(
@@ -492,7 +450,7 @@ impl Core {
             if !ports.iter().any(|p| p.id == id) {
                 return Err(CoreError::Invalid(format!(
                     "port {id} (--client-port/--server-port) is not one of the datapath's ports {:?}",
-                    ports.iter().map(|p| p.id).collect::<Vec<_>>()
+                    ports.iter().map(|p| p.id.0).collect::<Vec<_>>()
                 )));
             }
         }
@@ -589,9 +547,9 @@ impl Core {
     }
 
     /// Frames that are not kvlb's: passed on (counted by reason) or dropped.
-    fn other(&mut self, reason: &'static str) -> Verdict {
+    fn other(&mut self, reason: PassReason) -> Verdict {
         if self.pass_other {
-            *self.stats.passed.entry(reason).or_insert(0) += 1;
+            self.stats.count_pass(reason);
             Verdict::Next
         } else {
             self.drop(DropReason::NotForUs)
@@ -796,10 +754,10 @@ impl Pipeline for Core {
                 } else if u.dst_ip == self.local_ip {
                     match self.source_ports.iter().position(|&p| p == u.dst_port) {
                         Some(ix) => self.on_response(now, frame, u, ix as u16),
-                        None => self.other("udp_not_for_us"),
+                        None => self.other(PassReason::UdpNotForUs),
                     }
                 } else {
-                    self.other("udp_not_for_us")
+                    self.other(PassReason::UdpNotForUs)
                 }
             }
             Ok(Classified::Arp(a)) => self.on_arp(in_port, &a),
@@ -807,9 +765,9 @@ impl Pipeline for Core {
                 if let Some(dead) = self.icmp_unreachable(frame.bytes()) {
                     self.on_unreachable(now, dead);
                 }
-                self.other("not_udp")
+                self.other(PassReason::NotUdp)
             }
-            Err(wire::Error::NotIpv4) => self.other("not_ipv4"),
+            Err(wire::Error::NotIpv4) => self.other(PassReason::NotIpv4),
             Err(e) => self.drop(DropReason::Wire(e)),
         };
         if !matches!(verdict, Verdict::Drop(_) | Verdict::Next) {
@@ -823,6 +781,10 @@ impl Pipeline for Core {
             self.started = Some(now);
         }
         self.tick(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Core::poll_timeout(self)
     }
 
     fn drain_emitted(&mut self, send: &mut dyn FnMut(Dest, &[u8])) {
@@ -853,7 +815,7 @@ impl Core {
         let ours = a.arp.target_ip == *self.vip.ip() || a.arp.target_ip == self.local_ip;
         if !ours && a.arp.sender_ip != a.arp.target_ip {
             // Learn neighbours that talk to us only; pass other ARP on.
-            return self.other("arp_not_for_us");
+            return self.other(PassReason::ArpNotForUs);
         }
         if self.neighbors.learn(a.arp.sender_ip, a.arp.sender_mac) {
             self.backend_macs = backend_macs(&self.backends, &self.neighbors);

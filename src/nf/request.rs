@@ -7,7 +7,7 @@ use super::hot::Readers;
 use super::response::Expect;
 use super::{
     Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, MetaFlags,
-    Opaque, Verdict, Writes,
+    Opaque, PortId, Verdict, Writes,
 };
 use crate::backend::BackendId;
 use crate::cache::KeyHash;
@@ -106,7 +106,7 @@ impl Core {
     pub(super) fn on_request<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
-        in_port: u16,
+        in_port: PortId,
         frame: &mut F,
         u: UdpFrame,
     ) -> Verdict {

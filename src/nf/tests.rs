@@ -34,7 +34,7 @@ fn core_with(extra: &[&str]) -> Core {
     Core::new(
         &cfg,
         &[PortInfo {
-            id: 0,
+            id: PortId(0),
             mac: KVLB_MAC,
         }],
     )
@@ -136,7 +136,10 @@ fn opaque_of(frame: &[u8]) -> String {
 /// Sends one GET of `k` that kvlb forwards and no backend answers.
 fn lost_get(core: &mut Core, now: Instant, rid: u16) {
     let mut f = request(rid, b"get k\r\n");
-    assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(now, PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
 }
 
 /// Drives one GET through kvlb and a backend that answers `value`; returns the reply frame.
@@ -154,12 +157,18 @@ fn get_via_backend_from(
     value: &str,
 ) -> Vec<u8> {
     let mut f = request_from(src, rid, format!("get {key}\r\n").as_bytes());
-    assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(now, PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     let mut r = reply_to(
         &f,
         format!("VALUE {key} 0 {}\r\n{value}\r\nEND\r\n", value.len()).as_bytes(),
     );
-    assert_eq!(core.process_frame(now, 0, &mut r), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(now, PortId(0), &mut r),
+        Verdict::Out(PortId(0))
+    );
     r
 }
 
@@ -167,7 +176,10 @@ fn get_via_backend_from(
 fn a_request_goes_to_its_ketama_server_and_the_reply_back_to_the_client() {
     let mut core = core_with(&["--no-hotkeys"]);
     let mut f = request(0x1234, b"get alpha\r\n");
-    assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(0), PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     // Valid checksums after the rewrite (classify verifies them), addressed to the ring's
     // server from kvlb's address and a source port, with kvlb's request id.
     let u = udp(&f);
@@ -182,7 +194,10 @@ fn a_request_goes_to_its_ketama_server_and_the_reply_back_to_the_client() {
     assert_eq!(message(&f), b"get alpha\r\n");
 
     let mut r = reply_to(&f, b"END\r\n");
-    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(1), PortId(0), &mut r),
+        Verdict::Out(PortId(0))
+    );
     let u = udp(&r);
     assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), CLIENT);
     assert_eq!(SocketAddrV4::new(u.src_ip, u.src_port), VIP);
@@ -192,7 +207,7 @@ fn a_request_goes_to_its_ketama_server_and_the_reply_back_to_the_client() {
     // The same reply again matches nothing.
     let mut again = reply_to(&f, b"END\r\n");
     assert_eq!(
-        core.process_frame(ms(2), 0, &mut again),
+        core.process_frame(ms(2), PortId(0), &mut again),
         Verdict::Drop(DropReason::UnmatchedResponse)
     );
 }
@@ -220,7 +235,10 @@ fn a_hot_key_is_answered_in_place_and_a_write_invalidates_it() {
     // One more miss learns the value (it was hot before this request left).
     get_via_backend(&mut core, ms(301), 9000, "hot", "v1");
     let mut f = request(9001, b"get hot\r\n");
-    assert_eq!(core.process_frame(ms(302), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(302), PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     let u = udp(&f);
     assert_eq!(
         SocketAddrV4::new(u.dst_ip, u.dst_port),
@@ -237,9 +255,12 @@ fn a_hot_key_is_answered_in_place_and_a_write_invalidates_it() {
 
     // A set goes to the backend and drops the cached value before it leaves.
     let mut s = request(9002, b"set hot 0 0 2\r\nv2\r\n");
-    assert_eq!(core.process_frame(ms(304), 0, &mut s), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(304), PortId(0), &mut s),
+        Verdict::Out(PortId(0))
+    );
     let mut g = request(9003, b"get hot\r\n");
-    core.process_frame(ms(305), 0, &mut g);
+    core.process_frame(ms(305), PortId(0), &mut g);
     assert_ne!(
         udp(&g).dst_ip,
         *CLIENT.ip(),
@@ -247,11 +268,11 @@ fn a_hot_key_is_answered_in_place_and_a_write_invalidates_it() {
     );
     // The GET sent while the write was in flight must not be learned, even after the ack.
     let mut ack = reply_to(&s, b"STORED\r\n");
-    core.process_frame(ms(306), 0, &mut ack);
+    core.process_frame(ms(306), PortId(0), &mut ack);
     let mut old = reply_to(&g, b"VALUE hot 0 2\r\nv1\r\nEND\r\n");
-    core.process_frame(ms(307), 0, &mut old);
+    core.process_frame(ms(307), PortId(0), &mut old);
     let mut g2 = request(9004, b"get hot\r\n");
-    core.process_frame(ms(308), 0, &mut g2);
+    core.process_frame(ms(308), PortId(0), &mut g2);
     assert_ne!(
         udp(&g2).dst_ip,
         *CLIENT.ip(),
@@ -272,7 +293,7 @@ fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
     let mut core = Core::new(
         &cfg,
         &[PortInfo {
-            id: 0,
+            id: PortId(0),
             mac: KVLB_MAC,
         }],
     )
@@ -280,7 +301,7 @@ fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
     // A request before the backend's MAC is known: dropped, and an ARP request goes out.
     let mut f = request(1, b"get k\r\n");
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut f),
+        core.process_frame(ms(0), PortId(0), &mut f),
         Verdict::Drop(DropReason::NoNeighbor)
     );
     core.on_tick(ms(0));
@@ -309,11 +330,14 @@ fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
     let n = wire::emit_arp(&mut buf, BACKEND_MAC, KVLB_MAC, None, &reply).unwrap();
     buf.truncate(n);
     assert_eq!(
-        core.process_frame(ms(1), 0, &mut buf),
+        core.process_frame(ms(1), PortId(0), &mut buf),
         Verdict::Drop(DropReason::Arp)
     );
     let mut f = request(2, b"get k\r\n");
-    assert_eq!(core.process_frame(ms(2), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(2), PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     assert_eq!(
         f[0..6],
         BACKEND_MAC,
@@ -331,7 +355,7 @@ fn arp_for_kvlb_is_answered_and_backends_are_resolved() {
     let mut buf = vec![0u8; 64];
     let n = wire::emit_arp(&mut buf, CLIENT_MAC, ethernet::BROADCAST, None, &who).unwrap();
     buf.truncate(n);
-    core.process_frame(ms(3), 0, &mut buf);
+    core.process_frame(ms(3), PortId(0), &mut buf);
     let mut out = vec![];
     core.drain_emitted(&mut |d, f| out.push((d, f.to_vec())));
     let Ok(Classified::Arp(a)) = wire::classify(&out[0].1) else {
@@ -354,23 +378,26 @@ fn frames_that_are_not_kvlbs_pass_or_drop_as_configured() {
         w.set_dst_ip(Ipv4Addr::new(192, 0, 2, 1));
     }
     let before = other.clone();
-    assert_eq!(core.process_frame(ms(0), 0, &mut other), Verdict::Next);
+    assert_eq!(
+        core.process_frame(ms(0), PortId(0), &mut other),
+        Verdict::Next
+    );
     assert_eq!(other, before, "passed on unchanged");
     let mut core = core_with(&["--other-traffic", "drop"]);
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut other),
+        core.process_frame(ms(0), PortId(0), &mut other),
         Verdict::Drop(DropReason::NotForUs)
     );
     // Malformed frames are dropped by reason, whatever the setting.
     let mut bad = request(1, b"get k\r\n");
     bad[14 + 10] ^= 0xff; // IPv4 header checksum
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut bad),
+        core.process_frame(ms(0), PortId(0), &mut bad),
         Verdict::Drop(DropReason::Wire(wire::Error::BadIpChecksum))
     );
     let mut garbage = request(2, b"\x00\x01\x02 nonsense\r\n");
     assert!(matches!(
-        core.process_frame(ms(0), 0, &mut garbage),
+        core.process_frame(ms(0), PortId(0), &mut garbage),
         Verdict::Drop(DropReason::Proto(_))
     ));
     let r = core.report(ms(1));
@@ -390,16 +417,19 @@ fn admission_and_amplification_guards() {
     let outsider = SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), 1);
     let mut f = request_from(outsider, 1, b"get k\r\n");
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut f),
+        core.process_frame(ms(0), PortId(0), &mut f),
         Verdict::Drop(DropReason::AclDenied)
     );
     for i in 0..2 {
         let mut f = request(i, b"get k\r\n");
-        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(0), PortId(0), &mut f),
+            Verdict::Out(PortId(0))
+        );
     }
     let mut f = request(3, b"get k\r\n");
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut f),
+        core.process_frame(ms(0), PortId(0), &mut f),
         Verdict::Drop(DropReason::RateLimited)
     );
 
@@ -411,14 +441,14 @@ fn admission_and_amplification_guards() {
         "192.168.0.0/16",
     ]);
     let mut f = request(1, b"get big\r\n");
-    core.process_frame(ms(0), 0, &mut f);
+    core.process_frame(ms(0), PortId(0), &mut f);
     let big = "x".repeat(500);
     let mut r = reply_to(
         &f,
         format!("VALUE big 0 500\r\n{big}\r\nEND\r\n").as_bytes(),
     );
     assert_eq!(
-        core.process_frame(ms(1), 0, &mut r),
+        core.process_frame(ms(1), PortId(0), &mut r),
         Verdict::Drop(DropReason::AmplificationGuard)
     );
 }
@@ -448,7 +478,10 @@ fn a_reply_kvlb_writes_itself_leaves_from_its_own_mac() {
     make_hot(&mut core, CLIENT, "hot", "v1");
     let mut f = request(1, b"get hot\r\n");
     f[0..6].copy_from_slice(&ethernet::BROADCAST);
-    assert_eq!(core.process_frame(ms(302), 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(302), PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     assert_eq!(
         message(&f),
         b"VALUE hot 0 2\r\nv1\r\nEND\r\n",
@@ -492,12 +525,15 @@ fn a_multi_datagram_reply_to_an_untrusted_source_is_cut_at_the_cap() {
             "10.0.0.200/32",
         ]);
         let mut f = request_from(src, 0x77, b"get big\r\n");
-        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(0), PortId(0), &mut f),
+            Verdict::Out(PortId(0))
+        );
         let mut got = vec![];
         for (seq, chunk) in (0u16..).zip(&chunks) {
             let mut r = reply_part(&f, seq, 3, chunk);
-            match core.process_frame(ms(1), 0, &mut r) {
-                Verdict::Out(0) => {
+            match core.process_frame(ms(1), PortId(0), &mut r) {
+                Verdict::Out(PortId(0)) => {
                     let u = udp(&r);
                     assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), src);
                     let header = McHeader::parse(u.payload(&r)).unwrap();
@@ -546,7 +582,7 @@ fn a_split_multi_get_is_capped_in_total_toward_an_untrusted_source() {
         let get = format!("get {}\r\n", keys.join(" "));
         let mut f = request_from(src, 0x55, get.as_bytes());
         assert_eq!(
-            core.process_frame(ms(0), 0, &mut f),
+            core.process_frame(ms(0), PortId(0), &mut f),
             Verdict::Drop(DropReason::Absorbed)
         );
         let mut parts = vec![];
@@ -558,8 +594,8 @@ fn a_split_multi_get_is_capped_in_total_toward_an_untrusted_source() {
             let key = sub.strip_prefix("get ").unwrap().trim_end();
             let value = format!("VALUE {key} 0 600\r\n{}\r\n", "v".repeat(600));
             let mut r = reply_to(p, format!("{value}END\r\n").as_bytes());
-            match core.process_frame(ms(1), 0, &mut r) {
-                Verdict::Out(0) => {
+            match core.process_frame(ms(1), PortId(0), &mut r) {
+                Verdict::Out(PortId(0)) => {
                     let u = udp(&r);
                     assert_eq!(SocketAddrV4::new(u.dst_ip, u.dst_port), src);
                     got.push(payload_len(&r));
@@ -613,9 +649,9 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
         let before = core.report(ms(302)).stats.frames_out;
 
         let mut f = request(1, b"get hot\r\n");
-        let v = core.process_frame(ms(303), 0, &mut f);
+        let v = core.process_frame(ms(303), PortId(0), &mut f);
         if untrusted_gets_it {
-            assert_eq!(v, Verdict::Out(0), "cap {cap}");
+            assert_eq!(v, Verdict::Out(PortId(0)), "cap {cap}");
             assert_eq!(udp(&f).dst_ip, *CLIENT.ip());
             assert_eq!((payload_len(&f), message(&f)), (232, hit.clone()));
         } else {
@@ -629,7 +665,10 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
         core.drain_emitted(&mut |_, _| emitted += 1);
         assert_eq!(emitted, 0, "no backend is asked instead");
         let mut t = request_from(TRUSTED, 2, b"get hot\r\n");
-        assert_eq!(core.process_frame(ms(304), 0, &mut t), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(304), PortId(0), &mut t),
+            Verdict::Out(PortId(0))
+        );
         assert_eq!(udp(&t).dst_ip, *TRUSTED.ip(), "answered by kvlb");
         assert_eq!((payload_len(&t), message(&t)), (232, hit.clone()));
         let r = core.report(ms(305));
@@ -648,7 +687,7 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
             // key goes to its backend, whose END reaches the client.
             let mut m = request(3, b"get hot other\r\n");
             assert_eq!(
-                core.process_frame(ms(306), 0, &mut m),
+                core.process_frame(ms(306), PortId(0), &mut m),
                 Verdict::Drop(DropReason::Absorbed)
             );
             let mut out = vec![];
@@ -657,7 +696,10 @@ fn a_cache_hit_larger_than_the_cap_is_not_sent_to_an_untrusted_source() {
             assert_eq!(message(&out[0]), b"get other\r\n");
             assert_eq!(guard_drops(&mut core, ms(306)), 2);
             let mut end = reply_to(&out[0], b"END\r\n");
-            assert_eq!(core.process_frame(ms(307), 0, &mut end), Verdict::Out(0));
+            assert_eq!(
+                core.process_frame(ms(307), PortId(0), &mut end),
+                Verdict::Out(PortId(0))
+            );
             assert_eq!(udp(&end).dst_ip, *CLIENT.ip());
             assert_eq!(message(&end), b"END\r\n");
             assert_eq!(core.report(ms(308)).stats.cache.l1_hits, 3);
@@ -675,7 +717,7 @@ fn timeouts_mark_a_backend_down_and_keys_move() {
     core.on_tick(ms(50));
     assert!(!core.backends.get(owner).is_up());
     let mut f = request(10, b"get k\r\n");
-    core.process_frame(ms(51), 0, &mut f);
+    core.process_frame(ms(51), PortId(0), &mut f);
     let u = udp(&f);
     assert_ne!(
         SocketAddrV4::new(u.dst_ip, u.dst_port),
@@ -714,7 +756,7 @@ fn lost_datagrams_of_a_backend_that_answers_later_requests_do_not_mark_it_down()
 fn an_icmp_port_unreachable_marks_a_backend_down_at_once() {
     let mut core = core_with(&["--no-hotkeys"]);
     let mut f = request(1, b"get k\r\n");
-    core.process_frame(ms(0), 0, &mut f);
+    core.process_frame(ms(0), PortId(0), &mut f);
     let owner = core.ring.server_for_key(b"k").unwrap();
     // The backend's host answers with ICMP port unreachable quoting kvlb's datagram.
     let quoted = &f[14..14 + 28];
@@ -733,7 +775,10 @@ fn an_icmp_port_unreachable_marks_a_backend_down_at_once() {
     frame[30..34].copy_from_slice(&VIP.ip().octets());
     wire::ipv4::Packet::new_unchecked(&mut frame[14..34]).fill_checksum();
     frame.extend_from_slice(&icmp);
-    assert_eq!(core.process_frame(ms(1), 0, &mut frame), Verdict::Next);
+    assert_eq!(
+        core.process_frame(ms(1), PortId(0), &mut frame),
+        Verdict::Next
+    );
     assert!(!core.backends.get(owner).is_up());
 }
 
@@ -748,11 +793,14 @@ fn a_full_flow_table_is_a_counted_drop() {
     ]);
     for i in 0..2 {
         let mut f = request(i, b"get k\r\n");
-        assert_eq!(core.process_frame(ms(0), 0, &mut f), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(0), PortId(0), &mut f),
+            Verdict::Out(PortId(0))
+        );
     }
     let mut f = request(3, b"get k\r\n");
     assert_eq!(
-        core.process_frame(ms(0), 0, &mut f),
+        core.process_frame(ms(0), PortId(0), &mut f),
         Verdict::Drop(DropReason::FlowTableFull)
     );
 }
@@ -799,14 +847,14 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
     ] {
         let mut f = reply_to(fetch, late.as_bytes());
         assert_eq!(
-            core.process_frame(ms(301), 0, &mut f),
+            core.process_frame(ms(301), PortId(0), &mut f),
             Verdict::Drop(DropReason::MismatchedResponse),
             "{late}"
         );
     }
     let mut va = reply_to(fetch, format!("VA 1 f0 t-1 khk {o}\r\nv\r\n").as_bytes());
     assert_eq!(
-        core.process_frame(ms(301), 0, &mut va),
+        core.process_frame(ms(301), PortId(0), &mut va),
         Verdict::Drop(DropReason::Absorbed)
     );
     let mut sets = vec![];
@@ -821,17 +869,20 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
         // An acknowledgement of an earlier write to this replica does not count.
         let mut stale = reply_to(s, b"HD O0\r\n");
         assert_eq!(
-            core.process_frame(ms(302), 0, &mut stale),
+            core.process_frame(ms(302), PortId(0), &mut stale),
             Verdict::Drop(DropReason::MismatchedResponse)
         );
         let mut ack = reply_to(s, format!("HD {o}\r\n").as_bytes());
-        core.process_frame(ms(302), 0, &mut ack);
+        core.process_frame(ms(302), PortId(0), &mut ack);
     }
     assert_eq!(core.hot.get(b"hk").unwrap().ready_replicas(), 2);
 
     // A client set: to the primary and copied to both replicas; one reply to the client.
     let mut s = request(7, b"set hk 0 0 2\r\nv2\r\n");
-    assert_eq!(core.process_frame(ms(303), 0, &mut s), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(303), PortId(0), &mut s),
+        Verdict::Out(PortId(0))
+    );
     let mut copies = vec![];
     core.drain_emitted(&mut |_, f| copies.push(f.to_vec()));
     assert_eq!(copies.len(), 2);
@@ -844,10 +895,10 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
             format!("ms hk 2 F0 T0 {o}\r\nv2\r\n")
         );
         let mut ack = reply_to(c, format!("HD {o}\r\n").as_bytes());
-        verdicts.push(core.process_frame(ms(304), 0, &mut ack));
+        verdicts.push(core.process_frame(ms(304), PortId(0), &mut ack));
     }
     let mut ack = reply_to(&s, b"STORED\r\n");
-    verdicts.push(core.process_frame(ms(304), 0, &mut ack));
+    verdicts.push(core.process_frame(ms(304), PortId(0), &mut ack));
     assert_eq!(
         verdicts
             .iter()
@@ -864,9 +915,15 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
 fn a_reply_of_another_shape_or_key_is_dropped_and_the_real_one_still_matches() {
     let mut core = core_with(&[]);
     let mut get = request(1, b"get k1\r\n");
-    assert_eq!(core.process_frame(ms(0), 0, &mut get), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(0), PortId(0), &mut get),
+        Verdict::Out(PortId(0))
+    );
     let mut set = request(2, b"set k2 0 0 1\r\nv\r\n");
-    assert_eq!(core.process_frame(ms(0), 0, &mut set), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(0), PortId(0), &mut set),
+        Verdict::Out(PortId(0))
+    );
     // Late replies to earlier requests that reused these tokens: another key's value,
     // and a write's answer to the GET; a value to the SET.
     for (to, msg) in [
@@ -876,15 +933,21 @@ fn a_reply_of_another_shape_or_key_is_dropped_and_the_real_one_still_matches() {
     ] {
         let mut late = reply_to(to, msg);
         assert_eq!(
-            core.process_frame(ms(1), 0, &mut late),
+            core.process_frame(ms(1), PortId(0), &mut late),
             Verdict::Drop(DropReason::MismatchedResponse)
         );
     }
     let mut r = reply_to(&get, b"VALUE k1 0 1\r\nv\r\nEND\r\n");
-    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(1), PortId(0), &mut r),
+        Verdict::Out(PortId(0))
+    );
     assert_eq!(message(&r), b"VALUE k1 0 1\r\nv\r\nEND\r\n");
     let mut r = reply_to(&set, b"STORED\r\n");
-    assert_eq!(core.process_frame(ms(1), 0, &mut r), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(ms(1), PortId(0), &mut r),
+        Verdict::Out(PortId(0))
+    );
     let report = core.report(ms(2));
     assert_eq!(report.stats.drops.get("mismatched_response"), Some(&3));
 }
@@ -892,10 +955,16 @@ fn a_reply_of_another_shape_or_key_is_dropped_and_the_real_one_still_matches() {
 /// Drives one GET of `key` through kvlb to a backend that answers END (a miss).
 fn miss_via_backend(core: &mut Core, now: Instant, rid: u16, key: &str) -> Vec<u8> {
     let mut f = request(rid, format!("get {key}\r\n").as_bytes());
-    assert_eq!(core.process_frame(now, 0, &mut f), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(now, PortId(0), &mut f),
+        Verdict::Out(PortId(0))
+    );
     assert_ne!(udp(&f).dst_ip, *CLIENT.ip(), "forwarded");
     let mut r = reply_to(&f, b"END\r\n");
-    assert_eq!(core.process_frame(now, 0, &mut r), Verdict::Out(0));
+    assert_eq!(
+        core.process_frame(now, PortId(0), &mut r),
+        Verdict::Out(PortId(0))
+    );
     r
 }
 
@@ -915,7 +984,10 @@ fn a_hot_keys_miss_is_cached_and_a_write_ends_it() {
         // One more miss teaches its absence (it was hot before this request left).
         miss_via_backend(&mut core, ms(301), 9000, "absent");
         let mut g = request(9001, b"get absent\r\n");
-        assert_eq!(core.process_frame(ms(302), 0, &mut g), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(302), PortId(0), &mut g),
+            Verdict::Out(PortId(0))
+        );
         let report = core.report(ms(302));
         if cache_misses == "off" {
             assert_ne!(
@@ -938,9 +1010,12 @@ fn a_hot_keys_miss_is_cached_and_a_write_ends_it() {
         // A set drops the cached absence before it leaves: no GET after it is answered
         // with a miss from the cache, not while the set is in flight, nor after its ack.
         let mut s = request(9002, b"set absent 0 0 2\r\nv2\r\n");
-        assert_eq!(core.process_frame(ms(303), 0, &mut s), Verdict::Out(0));
+        assert_eq!(
+            core.process_frame(ms(303), PortId(0), &mut s),
+            Verdict::Out(PortId(0))
+        );
         let mut g = request(9003, b"get absent\r\n");
-        core.process_frame(ms(304), 0, &mut g);
+        core.process_frame(ms(304), PortId(0), &mut g);
         assert_ne!(
             udp(&g).dst_ip,
             *CLIENT.ip(),
@@ -948,11 +1023,11 @@ fn a_hot_keys_miss_is_cached_and_a_write_ends_it() {
         );
         // The GET sent while the set was in flight answers END late: not learned.
         let mut ack = reply_to(&s, b"STORED\r\n");
-        core.process_frame(ms(305), 0, &mut ack);
+        core.process_frame(ms(305), PortId(0), &mut ack);
         let mut late = reply_to(&g, b"END\r\n");
-        core.process_frame(ms(306), 0, &mut late);
+        core.process_frame(ms(306), PortId(0), &mut late);
         let mut g2 = request(9004, b"get absent\r\n");
-        core.process_frame(ms(307), 0, &mut g2);
+        core.process_frame(ms(307), PortId(0), &mut g2);
         assert_ne!(
             udp(&g2).dst_ip,
             *CLIENT.ip(),
@@ -960,11 +1035,84 @@ fn a_hot_keys_miss_is_cached_and_a_write_ends_it() {
         );
         // The value is learned from the next reply, and served.
         let mut r = reply_to(&g2, b"VALUE absent 0 2\r\nv2\r\nEND\r\n");
-        core.process_frame(ms(308), 0, &mut r);
+        core.process_frame(ms(308), PortId(0), &mut r);
         let mut g3 = request(9005, b"get absent\r\n");
-        core.process_frame(ms(309), 0, &mut g3);
+        core.process_frame(ms(309), PortId(0), &mut g3);
         assert_eq!(message(&g3), b"VALUE absent 0 2\r\nv2\r\nEND\r\n");
-        // A multi-get treats a cached absence as a miss (no VALUE line): covered by
-        // core_model's interpreter, which checks every reply against the model.
     }
+}
+
+/// A burst is decided as its frames one by one: same verdicts, same rewritten frames, same
+/// emitted frames.
+#[test]
+fn a_burst_is_decided_as_its_frames_one_by_one() {
+    let frames: Vec<Vec<u8>> = (0..8u16)
+        .map(|i| request(i, format!("get k{i}\r\n").as_bytes()))
+        .chain([vec![0u8; 10], request(9, b"bogus\r\n")])
+        .collect();
+    let (mut one, mut burst) = (core_with(&[]), core_with(&[]));
+    let mut singly = frames.clone();
+    let want: Vec<Verdict> = singly
+        .iter_mut()
+        .map(|f| one.process_frame(ms(1), PortId(0), f))
+        .collect();
+    let mut together = frames;
+    let mut got = vec![Verdict::Next; together.len()];
+    burst.process_burst(ms(1), PortId(0), &mut together, &mut got);
+    assert_eq!(got, want);
+    assert_eq!(together, singly);
+    let drain = |c: &mut Core| {
+        let mut v = Vec::new();
+        c.drain_emitted(&mut |d, f| v.push((d, f.to_vec())));
+        v
+    };
+    assert_eq!(drain(&mut burst), drain(&mut one));
+    assert_eq!(burst.stats().frames_in, one.stats().frames_in);
+}
+
+/// `poll_timeout` is due at once for a new core, and no later than the work it announces:
+/// a core ticked only when it says so decides, emits and counts exactly what a core ticked
+/// every millisecond does (lost requests time backends out, probes go out, hot keys
+/// replicate). Idle and without a detector, it skips the milliseconds with nothing due.
+#[test]
+fn ticking_only_at_the_poll_timeout_changes_nothing() {
+    let fresh = core_with(&[]);
+    assert_eq!(fresh.poll_timeout(), Some(Instant::ZERO));
+    ticked_lazily(&[], 1000);
+    ticked_lazily(&["--hotkeys", "off"], 1000);
+    let idle = ticked_lazily(&["--hotkeys", "off"], 0);
+    assert!(idle < 100, "{idle} ticks in 3 s");
+}
+
+/// Runs two cores built with `extra` over 3 s with GETs nobody answers for the first
+/// `gets_for` ms, one ticked every millisecond and one only when its `poll_timeout` is
+/// due; checks they agree, and returns how many ticks the second took.
+fn ticked_lazily(extra: &[&str], gets_for: u64) -> usize {
+    let (mut every, mut lazy) = (core_with(extra), core_with(extra));
+    let (mut out_every, mut out_lazy) = (Vec::new(), Vec::new());
+    let mut lazy_ticks = 0;
+    for t in 0..3000u64 {
+        let now = ms(t);
+        if t % 7 == 0 && t < gets_for {
+            let msg = format!("get k{}\r\n", t % 3);
+            let mut a = request(t as u16, msg.as_bytes());
+            let mut b = a.clone();
+            let va = every.process_frame(now, PortId(0), &mut a);
+            let vb = lazy.process_frame(now, PortId(0), &mut b);
+            assert_eq!((va, &a), (vb, &b), "at {t} ms");
+        }
+        every.on_tick(now);
+        if lazy.poll_timeout().is_some_and(|due| due <= now) {
+            lazy.on_tick(now);
+            lazy_ticks += 1;
+        }
+        every.drain_emitted(&mut |d, f| out_every.push((t, d, f.to_vec())));
+        lazy.drain_emitted(&mut |d, f| out_lazy.push((t, d, f.to_vec())));
+    }
+    assert_eq!(out_lazy, out_every);
+    assert_eq!(out_every.is_empty(), gets_for == 0);
+    let (a, b) = (every.report(ms(3000)), lazy.report(ms(3000)));
+    assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+    assert_eq!(a.backends, b.backends);
+    lazy_ticks
 }

@@ -42,7 +42,43 @@ impl Timers {
     }
 }
 
+/// How long after a tick the next is due while load meters age or a detector runs: they
+/// work per millisecond of elapsed time.
+const FINE_PERIOD: Duration = Duration::from_millis(1);
+
 impl Core {
+    /// When [`Pipeline::on_tick`](super::Pipeline::on_tick) next has work: the earliest of
+    /// the periodic rounds (L2 switch, cache sweep, ARP on frame datapaths, replication
+    /// while keys are hot), the next probe of a down backend, and, while requests are
+    /// outstanding, load meters still age or a hot-key detector runs, a millisecond after
+    /// the last tick. Conservative: a tick then may find nothing to do, but nothing falls due
+    /// earlier. Before the first tick it is already due (`Instant::ZERO`).
+    ///
+    /// A datapath may skip ticks until then (as quinn-proto's `poll_timeout`); ticking
+    /// more often changes nothing.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.timers;
+        let Some(last) = t.last_decay else {
+            return Some(Instant::ZERO);
+        };
+        let mut next = t.next_gate.min(t.next_sweep);
+        if self.mode == Mode::Frames {
+            next = next.min(t.next_arp);
+        }
+        if !self.hot.is_empty() {
+            next = next.min(t.next_replication);
+        }
+        // Outstanding requests: their expiry is looked for every millisecond, as before
+        // (the flow table's exact next deadline can cost a walk over answered entries).
+        if self.detector.is_some() || self.backends.loads_decaying() || !self.flows.is_empty() {
+            next = next.min(last + FINE_PERIOD);
+        }
+        if let Some(probe) = self.backends.next_probe() {
+            next = next.min(probe);
+        }
+        Some(next)
+    }
+
     pub(super) fn tick(&mut self, now: Instant) {
         // Load meters age once per elapsed millisecond (catching up on slow ticks; after
         // a long gap a few hundred rounds leave them at zero anyway).

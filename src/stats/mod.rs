@@ -1,19 +1,362 @@
-//! Counters and the periodic report (human lines and JSON lines).
+//! Counters and the periodic report (human and JSON lines).
 //!
-//! Owns: what is counted and how it is printed. Must not: do I/O except through the writer
-//! it is handed.
+//! Owns: what is counted and how it is printed, and the reasons frames are counted under
+//! ([`DropReason`], [`PassReason`]). Must not: do I/O except through the writer it is
+//! handed.
 //!
 //! The core keeps cumulative [`Stats`] and builds a [`Report`] on demand. A [`Reporter`]
 //! turns consecutive reports into per-interval figures (rates, hit ratios, load imbalance
 //! over the interval) and writes them as one human line and/or one JSON object per line.
+//!
+//! Frames are counted by reason in fixed arrays ([`ReasonCounts`]) indexed by the reason's
+//! dense index: counting is one add, with no hashing and no allocation. Reports show only
+//! the reasons counted at least once, ordered by name.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Write};
+use std::marker::PhantomData;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
-use crate::nf::DropReason;
+use crate::{proto, wire};
+
+/// Why the core did not forward a frame. Every one is counted under [`DropReason::name`].
+/// Some are not errors: a replica's acknowledgement is absorbed, an ARP request answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The frame failed validation.
+    Wire(wire::Error),
+    /// The memcached request or response failed validation.
+    Proto(proto::Error),
+    /// The datapath caught a panic while the core handled this frame.
+    Panic,
+    /// Neither to the VIP nor an answer to kvlb, with `--other-traffic drop`.
+    NotForUs,
+    /// A source outside `--allow`.
+    AclDenied,
+    /// A source over `--rate-limit`.
+    RateLimited,
+    /// No backend is up.
+    NoBackend,
+    /// The backend's MAC is not resolved yet (an ARP request went out).
+    NoNeighbor,
+    /// The flow table is full.
+    FlowTableFull,
+    /// A response that matches no outstanding request (late, duplicate or spoofed).
+    UnmatchedResponse,
+    /// A response whose token matches an outstanding request but whose shape (or key)
+    /// answers another request: a reply so late that its token was reused.
+    MismatchedResponse,
+    /// A reply datagram beyond the per-request bound for an untrusted source.
+    AmplificationGuard,
+    /// A backend reply kvlb consumed itself (replica acks, probes, broadcast extras).
+    Absorbed,
+    /// An ARP frame for kvlb, handled.
+    Arp,
+    /// `quit` over UDP means nothing.
+    Quit,
+    /// The frame could not be rewritten (no room to grow, or too short).
+    RewriteFailed,
+}
+
+/// The reasons of the core's own (neither wire nor proto), in index order after them.
+const OWN_DROPS: [DropReason; 14] = [
+    DropReason::Panic,
+    DropReason::NotForUs,
+    DropReason::AclDenied,
+    DropReason::RateLimited,
+    DropReason::NoBackend,
+    DropReason::NoNeighbor,
+    DropReason::FlowTableFull,
+    DropReason::UnmatchedResponse,
+    DropReason::MismatchedResponse,
+    DropReason::AmplificationGuard,
+    DropReason::Absorbed,
+    DropReason::Arp,
+    DropReason::Quit,
+    DropReason::RewriteFailed,
+];
+
+/// `proto::Error` variants with a name of their own (not a wire error's), by index.
+const PROTO_OWN: usize = proto::Error::ALL.len() - 1;
+
+impl DropReason {
+    /// Whether this is a frame kvlb consumed on purpose (an answered ARP, a replica's
+    /// acknowledgement, a split multi-get) rather than one it refused. Consumed frames are
+    /// counted apart from drops.
+    pub fn is_consumed(self) -> bool {
+        matches!(self, DropReason::Absorbed | DropReason::Arp)
+    }
+
+    /// Stable name used as the key in stats output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Wire(e) => e.name(),
+            DropReason::Proto(e) => e.name(),
+            DropReason::Panic => "panic",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NoNeighbor => "no_neighbor",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::UnmatchedResponse => "unmatched_response",
+            DropReason::MismatchedResponse => "mismatched_response",
+            DropReason::AmplificationGuard => "amplification_guard",
+            DropReason::Absorbed => "absorbed",
+            DropReason::Arp => "arp",
+            DropReason::Quit => "quit",
+            DropReason::RewriteFailed => "rewrite_failed",
+        }
+    }
+}
+
+impl Reason for DropReason {
+    const COUNT: usize = wire::Error::COUNT + PROTO_OWN + OWN_DROPS.len();
+
+    /// Reasons with the same name share an index (a proto error wrapping a wire error,
+    /// and the truncated frame header both layers report), so they are counted together
+    /// as they are named together.
+    #[inline]
+    fn index(self) -> usize {
+        const P: usize = wire::Error::COUNT;
+        const O: usize = P + PROTO_OWN;
+        match self {
+            DropReason::Wire(e) | DropReason::Proto(proto::Error::Wire(e)) => e.index(),
+            DropReason::Proto(e) => match e {
+                proto::Error::Wire(_) | proto::Error::TruncatedFrameHeader => {
+                    wire::Error::TruncatedFrameHeader.index()
+                }
+                proto::Error::SplitRequest => P,
+                proto::Error::EmptyRequest => P + 1,
+                proto::Error::TruncatedRequest => P + 2,
+                proto::Error::Garbage => P + 3,
+                proto::Error::UnknownCommand => P + 4,
+                proto::Error::BadFormat => P + 5,
+                proto::Error::KeyTooLong => P + 6,
+                proto::Error::IllegalKey => P + 7,
+                proto::Error::BadNumber => P + 8,
+                proto::Error::BadDataLength => P + 9,
+                proto::Error::TrailingData => P + 10,
+                proto::Error::BadBinary => P + 11,
+                proto::Error::BadResponse => P + 12,
+                proto::Error::TruncatedResponse => P + 13,
+                proto::Error::BadSequence => P + 14,
+                proto::Error::RequestIdMismatch => P + 15,
+                proto::Error::ResponseTooLarge => P + 16,
+                proto::Error::NoRoom => P + 17,
+                proto::Error::ReplyTooLarge => P + 18,
+            },
+            DropReason::Panic => O,
+            DropReason::NotForUs => O + 1,
+            DropReason::AclDenied => O + 2,
+            DropReason::RateLimited => O + 3,
+            DropReason::NoBackend => O + 4,
+            DropReason::NoNeighbor => O + 5,
+            DropReason::FlowTableFull => O + 6,
+            DropReason::UnmatchedResponse => O + 7,
+            DropReason::MismatchedResponse => O + 8,
+            DropReason::AmplificationGuard => O + 9,
+            DropReason::Absorbed => O + 10,
+            DropReason::Arp => O + 11,
+            DropReason::Quit => O + 12,
+            DropReason::RewriteFailed => O + 13,
+        }
+    }
+
+    fn name_at(index: usize) -> &'static str {
+        let p = wire::Error::COUNT;
+        if index < p {
+            wire::Error::ALL[index].name()
+        } else if index < p + PROTO_OWN {
+            // ALL[0] is the truncated frame header, counted with the wire error.
+            proto::Error::ALL[index - p + 1].name()
+        } else {
+            OWN_DROPS[index - p - PROTO_OWN].name()
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the core passed a frame on unchanged (`--other-traffic pass`): it is not kvlb's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PassReason {
+    /// UDP to neither the VIP nor one of kvlb's source ports.
+    UdpNotForUs,
+    /// IPv4 that is not UDP.
+    NotUdp,
+    /// Neither IPv4 nor ARP.
+    NotIpv4,
+    /// ARP that neither asks for nor announces one of kvlb's addresses.
+    ArpNotForUs,
+}
+
+impl PassReason {
+    const ALL: [PassReason; 4] = [
+        PassReason::UdpNotForUs,
+        PassReason::NotUdp,
+        PassReason::NotIpv4,
+        PassReason::ArpNotForUs,
+    ];
+
+    /// Stable name used as the key in stats output.
+    pub fn name(self) -> &'static str {
+        match self {
+            PassReason::UdpNotForUs => "udp_not_for_us",
+            PassReason::NotUdp => "not_udp",
+            PassReason::NotIpv4 => "not_ipv4",
+            PassReason::ArpNotForUs => "arp_not_for_us",
+        }
+    }
+}
+
+impl Reason for PassReason {
+    const COUNT: usize = PassReason::ALL.len();
+
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name_at(index: usize) -> &'static str {
+        PassReason::ALL[index].name()
+    }
+}
+
+impl fmt::Display for PassReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something frames are counted by: a dense index below `COUNT` per distinct name.
+pub trait Reason: Copy {
+    /// How many indices there are.
+    const COUNT: usize;
+    /// The reason's index, below [`Reason::COUNT`]; reasons with one name share one.
+    fn index(self) -> usize;
+    /// The name counted at `index`.
+    fn name_at(index: usize) -> &'static str;
+}
+
+/// Counts by reason: one slot per reason index. Reads as a map from name to count that
+/// holds only the reasons counted at least once (what stats output shows), in name order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReasonCounts<R, const N: usize> {
+    counts: [u64; N],
+    reason: PhantomData<R>,
+}
+
+/// Frames refused or consumed, by [`DropReason`].
+pub type DropCounts = ReasonCounts<DropReason, { DropReason::COUNT }>;
+/// Frames passed on, by [`PassReason`].
+pub type PassCounts = ReasonCounts<PassReason, { PassReason::COUNT }>;
+
+impl<R: Reason, const N: usize> Default for ReasonCounts<R, N> {
+    fn default() -> Self {
+        ReasonCounts {
+            counts: [0; N],
+            reason: PhantomData,
+        }
+    }
+}
+
+impl<R: Reason, const N: usize> ReasonCounts<R, N> {
+    /// Counts one frame for `reason`.
+    #[inline]
+    pub fn count(&mut self, reason: R) {
+        self.add(reason, 1);
+    }
+
+    /// Counts `n` frames for `reason`.
+    #[inline]
+    pub fn add(&mut self, reason: R, n: u64) {
+        self.counts[reason.index()] += n;
+    }
+
+    /// The count of `reason`.
+    #[inline]
+    pub fn of(&self, reason: R) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// The count under `name`, if it was counted at all.
+    pub fn get(&self, name: &str) -> Option<&u64> {
+        (0..N)
+            .find(|&i| R::name_at(i) == name)
+            .map(|i| &self.counts[i])
+            .filter(|&&n| n > 0)
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(|&n| n == 0)
+    }
+
+    /// Every count together.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// (name, count) of every reason counted at least once, in name order.
+    pub fn iter(&self) -> std::vec::IntoIter<(&'static str, u64)> {
+        let mut v: Vec<(&'static str, u64)> = (0..N)
+            .filter(|&i| self.counts[i] > 0)
+            .map(|i| (R::name_at(i), self.counts[i]))
+            .collect();
+        v.sort_unstable_by_key(|&(name, _)| name);
+        v.into_iter()
+    }
+
+    /// The counts of [`iter`](Self::iter).
+    pub fn values(&self) -> impl Iterator<Item = u64> {
+        self.iter().map(|(_, n)| n)
+    }
+}
+
+impl<R: Reason, const N: usize> IntoIterator for &ReasonCounts<R, N> {
+    type Item = (&'static str, u64);
+    type IntoIter = std::vec::IntoIter<(&'static str, u64)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// `counts["name"]`: the count under a name counted at least once (panics otherwise, as a
+/// map does for a missing key).
+impl<R: Reason, const N: usize> std::ops::Index<&str> for ReasonCounts<R, N> {
+    type Output = u64;
+    fn index(&self, name: &str) -> &u64 {
+        self.get(name)
+            .unwrap_or_else(|| panic!("nothing counted under {name:?}"))
+    }
+}
+
+impl<R: Reason, const N: usize> fmt::Debug for ReasonCounts<R, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A JSON object of the reasons counted at least once, in name order.
+impl<R: Reason, const N: usize> Serialize for ReasonCounts<R, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let entries = self.iter();
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (name, n) in entries {
+            map.serialize_entry(name, &n)?;
+        }
+        map.end()
+    }
+}
 
 /// The core's cumulative counters.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -28,27 +371,31 @@ pub struct Stats {
     /// Replication activity.
     pub replication: ReplicationCounters,
     /// Frames refused, by reason.
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: DropCounts,
     /// Frames kvlb consumed on purpose (answered ARP, absorbed replica acknowledgements,
     /// probe answers, split multi-gets), by reason.
-    pub consumed: BTreeMap<&'static str, u64>,
+    pub consumed: DropCounts,
     /// Frames passed on unchanged because they are not kvlb's, by reason.
-    pub passed: BTreeMap<&'static str, u64>,
+    pub passed: PassCounts,
 }
 
 impl Stats {
     #[inline]
     pub fn count_drop(&mut self, reason: DropReason) {
-        let map = if reason.is_consumed() {
-            &mut self.consumed
+        if reason.is_consumed() {
+            self.consumed.count(reason);
         } else {
-            &mut self.drops
-        };
-        *map.entry(reason.name()).or_insert(0) += 1;
+            self.drops.count(reason);
+        }
+    }
+
+    #[inline]
+    pub fn count_pass(&mut self, reason: PassReason) {
+        self.passed.count(reason);
     }
 
     pub fn total_drops(&self) -> u64 {
-        self.drops.values().sum()
+        self.drops.total()
     }
 }
 
@@ -342,7 +689,9 @@ mod tests {
         let mut h = Vec::new();
         let mut j = Vec::new();
         let mut r = report(1.0, &[10, 30], 5, 35);
-        r.stats.drops.insert("truncated", 2);
+        r.stats
+            .drops
+            .add(DropReason::Wire(wire::Error::Truncated), 2);
         rep.write(r, Some(&mut h), Some(&mut j)).unwrap();
         let line = String::from_utf8(h).unwrap();
         assert!(line.contains("imbalance 1.50"), "{line}");
@@ -351,5 +700,63 @@ mod tests {
         assert_eq!(v["drops"]["truncated"], 2);
         assert_eq!(v["interval"]["backend_requests"][1], 30);
         assert_eq!(v["backends"][0]["up"], true);
+    }
+
+    /// Every index has one name and every name one index; the wrapped forms of a reason
+    /// count where its plain form does.
+    #[test]
+    fn reason_indices_are_dense_and_named_once() {
+        let mut reasons: Vec<DropReason> = OWN_DROPS.to_vec();
+        reasons.extend(wire::Error::ALL.iter().map(|&e| DropReason::Wire(e)));
+        reasons.extend(
+            wire::Error::ALL
+                .iter()
+                .map(|&e| DropReason::Proto(e.into())),
+        );
+        reasons.extend(proto::Error::ALL.iter().map(|&e| DropReason::Proto(e)));
+        let mut seen = [false; DropReason::COUNT];
+        for r in reasons {
+            let i = r.index();
+            assert!(i < DropReason::COUNT, "{r:?}");
+            assert_eq!(DropReason::name_at(i), r.name(), "{r:?}");
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "every index is some reason's");
+        let mut names: Vec<&str> = (0..DropReason::COUNT).map(DropReason::name_at).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT, "names are unique");
+        for r in PassReason::ALL {
+            assert_eq!(PassReason::name_at(r.index()), r.name());
+        }
+    }
+
+    /// Counts read, print and serialize as the map of names they replaced.
+    #[test]
+    fn reason_counts_read_as_a_map_of_what_was_counted() {
+        let mut s = Stats::default();
+        assert!(s.drops.is_empty());
+        s.count_drop(DropReason::NoBackend);
+        s.count_drop(DropReason::Proto(proto::Error::Garbage));
+        s.count_drop(DropReason::NoBackend);
+        s.count_drop(DropReason::Arp);
+        s.count_pass(PassReason::NotIpv4);
+        assert_eq!(s.drops["no_backend"], 2);
+        assert_eq!(s.drops.get("quit"), None);
+        assert_eq!(s.consumed.get("arp"), Some(&1));
+        assert_eq!(s.total_drops(), 3);
+        assert_eq!(
+            s.drops.iter().collect::<Vec<_>>(),
+            [("garbage", 1), ("no_backend", 2)]
+        );
+        assert_eq!(
+            format!("{:?}", s.drops),
+            r#"{"garbage": 1, "no_backend": 2}"#
+        );
+        let v = serde_json::to_string(&s).unwrap();
+        assert!(
+            v.contains(r#""drops":{"garbage":1,"no_backend":2},"consumed":{"arp":1},"passed":{"not_ipv4":1}"#),
+            "{v}"
+        );
     }
 }

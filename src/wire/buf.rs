@@ -19,6 +19,22 @@ pub struct NoRoom;
 /// Largest frame any datapath hands the core or receives from it.
 pub const MAX_FRAME: usize = 9216;
 
+/// A borrowed frame is a frame: bursts may be slices of owned buffers or of borrows.
+impl<T: FrameBuf + ?Sized> FrameBuf for &mut T {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        (**self).bytes()
+    }
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        (**self).bytes_mut()
+    }
+    #[inline]
+    fn set_len(&mut self, len: usize) -> Result<(), NoRoom> {
+        (**self).set_len(len)
+    }
+}
+
 impl FrameBuf for Vec<u8> {
     fn bytes(&self) -> &[u8] {
         self

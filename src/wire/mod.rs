@@ -124,6 +124,15 @@ impl Error {
         Error::TruncatedFrameHeader,
     ];
 
+    /// How many variants there are: [`index`](Error::index) is below it.
+    pub const COUNT: usize = Error::ALL.len();
+
+    /// A dense index (`ALL[e.index()] == e`), for counter arrays.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable snake_case name for stats.
     pub const fn name(self) -> &'static str {
         match self {
@@ -161,5 +170,12 @@ mod tests {
             );
         }
         assert_eq!(size_of::<Error>(), 1);
+    }
+
+    #[test]
+    fn indices_are_dense() {
+        for (i, e) in Error::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+        }
     }
 }

@@ -38,7 +38,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use kvlb::clock::Instant;
 use kvlb::config::Config;
-use kvlb::nf::{Core, Dest, DropReason, Pipeline, PortInfo, Verdict};
+use kvlb::nf::{Core, Dest, DropReason, Pipeline, PortId, PortInfo, Verdict};
 use kvlb::proto::{Command, Request};
 use kvlb::stats::Report;
 use kvlb::wire::{self, ArpRepr, Classified, McHeader, UdpEndpoints};
@@ -428,7 +428,7 @@ impl Harness {
         let core = Core::new(
             &cfg,
             &[PortInfo {
-                id: 0,
+                id: PortId(0),
                 mac: KVLB_MAC,
             }],
         )
@@ -474,12 +474,12 @@ impl Harness {
         if trace() {
             eprintln!("in   {}", show(&frame));
         }
-        let verdict = self.core.process_frame(now, 0, &mut frame);
+        let verdict = self.core.process_frame(now, PortId(0), &mut frame);
         if trace() && !matches!(verdict, Verdict::Out(_)) {
             eprintln!("  -> {verdict:?}");
         }
         match verdict {
-            Verdict::Out(0) => {
+            Verdict::Out(PortId(0)) => {
                 self.tally.frames_out += 1;
                 self.route(frame);
             }
@@ -493,7 +493,7 @@ impl Harness {
     fn drain(&mut self) {
         let mut out = Vec::new();
         self.core.drain_emitted(&mut |d, f| {
-            assert_eq!(d, Dest::Port(0), "emitted to {d:?}");
+            assert_eq!(d, Dest::Port(PortId(0)), "emitted to {d:?}");
             out.push(f.to_vec());
         });
         self.tally.frames_out += out.len() as u64;

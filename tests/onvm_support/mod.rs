@@ -505,7 +505,7 @@ impl kvlb::nf::Pipeline for Relay {
     fn on_tick(&mut self, _now: kvlb::clock::Instant) {}
     fn drain_emitted(&mut self, send: &mut dyn FnMut(kvlb::nf::Dest, &[u8])) {
         for f in self.outbox.drain(..) {
-            send(kvlb::nf::Dest::Port(1), &f);
+            send(kvlb::nf::Dest::Port(kvlb::nf::PortId(1)), &f);
         }
     }
     fn count_drop(&mut self, _reason: kvlb::nf::DropReason) {}
@@ -570,7 +570,10 @@ pub fn relay_run(
     .expect("kvlb registers with the manager");
     assert_eq!(nf.service_id(), service);
     let ports = nf.ports();
-    assert_eq!(ports.iter().map(|p| p.id).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(
+        ports.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [kvlb::nf::PortId(0), kvlb::nf::PortId(1)]
+    );
     let mut relay = Relay::new(7777, server_mac, ports[1].mac, verdict, emit);
     let mut receiver = m.udp_receiver(7777, ttl_s.saturating_sub(1).max(1));
     let mut ready = String::new();

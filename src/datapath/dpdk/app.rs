@@ -1,25 +1,28 @@
-//! The standalone DPDK datapath: burst receive on every port, each frame through the
-//! pipeline, burst transmit per verdict; frames the pipeline emits are copied into fresh
-//! mbufs and queued behind the frame whose handling produced them.
+//! The standalone DPDK datapath: burst receive on every port, each burst through the
+//! pipeline at once (the shared [`Driver`]), burst transmit per verdict; frames the
+//! pipeline emits are copied into fresh mbufs and queued behind the burst whose handling
+//! produced them.
 //!
 //! Ordering (what makes runs over the same input reproducible): ports are polled in the
 //! order given; frames are handled in arrival order; per port, transmitted frames keep the
 //! order in which they were queued, and everything queued in one poll round is sent before
-//! the next round. With [`ClockSource::RxTimestamp`] the pipeline's clock is the frames'
-//! capture time and timers follow the replay datapath's rule
-//! ([`crate::datapath::replay`]): before each frame, `on_tick` runs at every tick interval
-//! of capture time since the previous tick (at most 10 000 in a row, then once at the frame's
-//! time); then `process_frame`; emitted frames are drained after each call. No wall-clock
-//! time enters the pipeline, so a pcap gives the same decisions on every run, and the same
-//! as the replay datapath.
+//! the next round. With [`ClockSource::Tsc`] a received burst is one pipeline burst (a
+//! multi-segment frame, dropped before the pipeline, splits it). With
+//! [`ClockSource::RxTimestamp`] the pipeline's clock is the frames' capture time and timers
+//! follow the replay datapath's rule ([`Ticking::Capture`], as [`crate::datapath::replay`]):
+//! before each frame, `on_tick` runs at every tick interval of capture time since the
+//! previous tick (at most 10 000 in a row, then once at the frame's time); a pipeline burst
+//! is a run of frames with the same capture time (no tick falls between them); emitted
+//! frames are drained after each burst. No wall-clock time enters the pipeline, so a pcap
+//! gives the same decisions on every run, and the same as the replay datapath.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{free_bulk, Mbuf, Mempool, Port, TscClock};
 use crate::clock::Instant;
-use crate::nf::{Dest, DropReason, Pipeline, PortId, Verdict};
+use crate::datapath::driver::{Driver, Ticking};
+use crate::nf::{Dest, Pipeline, PortId, Verdict};
 
 /// Where the pipeline's `now` comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +92,8 @@ pub struct DatapathCounters {
     pub unknown_port: u64,
     /// Multi-segment frames (larger than one mbuf), dropped before the pipeline.
     pub multi_segment: u64,
-    /// Pipeline calls that panicked (their frame is dropped).
+    /// Frames dropped because the pipeline panicked before deciding them, and panics in
+    /// its ticks and drains.
     pub panics: u64,
 }
 
@@ -99,7 +103,7 @@ pub type Report<'a, P> = dyn FnMut(&mut P, Instant, &DatapathCounters, &[Port]) 
 
 /// The standalone DPDK datapath over a set of started ports.
 pub struct DpdkDatapath<'p, P> {
-    pipeline: &'p mut P,
+    driver: Driver<'p, P>,
     ports: Vec<Port>,
     pool: Mempool,
     clock: TscClock,
@@ -109,14 +113,13 @@ pub struct DpdkDatapath<'p, P> {
     discarded: Vec<Mbuf>,
     /// Per port (same index as `ports`): frames waiting for the next transmit burst.
     tx: Vec<Vec<Mbuf>>,
+    /// The datapath's own counters; the verdict counts are the driver's, copied in after
+    /// each round.
     counters: DatapathCounters,
-    next_tick: Instant,
+    /// Emitted frames toward an NF (counted as passed).
+    emitted_passed: u64,
     /// The receive time of the latest frame ([`ClockSource::RxTimestamp`]).
     frame_time: Instant,
-    /// The next tick in capture time ([`ClockSource::RxTimestamp`]); none before the first
-    /// frame.
-    next_capture_tick: Option<Instant>,
-    panic_logged: bool,
 }
 
 impl<P> std::fmt::Debug for DpdkDatapath<'_, P> {
@@ -143,8 +146,12 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             .iter()
             .map(|_| Vec::with_capacity(burst * 2))
             .collect();
+        let ticking = match opts.clock {
+            ClockSource::Tsc => Ticking::Interval(opts.tick_interval),
+            ClockSource::RxTimestamp => Ticking::Capture(opts.tick_interval),
+        };
         DpdkDatapath {
-            pipeline,
+            driver: Driver::new(pipeline, ticking, burst),
             ports,
             pool,
             clock,
@@ -153,10 +160,8 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
             discarded: Vec::with_capacity(burst * 2),
             tx,
             counters: DatapathCounters::default(),
-            next_tick: Instant::ZERO,
+            emitted_passed: 0,
             frame_time: Instant::ZERO,
-            next_capture_tick: None,
-            panic_logged: false,
         }
     }
 
@@ -169,7 +174,7 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
     }
 
     pub fn pipeline(&self) -> &P {
-        self.pipeline
+        self.driver.pipeline()
     }
 
     /// Gives the ports back (dropping them stops and closes them).
@@ -191,19 +196,19 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
                 last_rx = now;
             } else if self.opts.exit_when_idle
                 && now - last_rx >= self.opts.idle_grace
-                && (self.opts.clock == ClockSource::RxTimestamp || self.pipeline.is_idle())
+                && (self.opts.clock == ClockSource::RxTimestamp || self.driver.is_idle())
             {
                 break;
             }
             if !interval.is_zero() && now >= next_report {
                 let t = self.pipeline_time(now);
-                report(self.pipeline, t, &self.counters, &self.ports);
+                report(self.driver.pipeline_mut(), t, &self.counters, &self.ports);
                 next_report = now + interval;
             }
         }
         self.flush();
         let t = self.pipeline_time(self.clock.now());
-        report(self.pipeline, t, &self.counters, &self.ports);
+        report(self.driver.pipeline_mut(), t, &self.counters, &self.ports);
     }
 
     /// The pipeline's clock at TSC time `now`.
@@ -222,176 +227,143 @@ impl<'p, P: Pipeline> DpdkDatapath<'p, P> {
         for i in 0..self.ports.len() {
             let n = self.ports[i].rx_burst(&mut rx, self.opts.burst);
             received += n;
+            self.counters.rx += n as u64;
             let in_port = self.ports[i].id();
-            for m in rx.drain(..) {
-                self.handle(in_port, m, now);
+            while !rx.is_empty() {
+                self.handle_run(in_port, &mut rx, now);
             }
             self.drain_emitted();
         }
         self.rx = rx;
         free_bulk(&mut self.discarded);
-        if self.opts.clock == ClockSource::Tsc && now >= self.next_tick {
+        if self.opts.clock == ClockSource::Tsc {
             self.tick(now);
-            self.next_tick = now + self.opts.tick_interval;
         }
         self.flush();
+        self.sync_counters();
         received
     }
 
-    fn handle(&mut self, in_port: PortId, mut m: Mbuf, loop_now: Instant) {
-        self.counters.rx += 1;
+    /// Handles the longest run at the front of `rx` that is one pipeline burst (see the
+    /// module doc), and removes it: a multi-segment frame alone is a run, dropped before
+    /// the pipeline; with the capture clock, a run is the frames of one capture time, after
+    /// the ticks due at that time.
+    fn handle_run(&mut self, in_port: PortId, rx: &mut Vec<Mbuf>, loop_now: Instant) {
         let now = match self.opts.clock {
             ClockSource::Tsc => loop_now,
             ClockSource::RxTimestamp => {
-                // net_pcap reports microseconds; a frame without a timestamp keeps the
-                // previous frame's time.
-                if let Some(us) = m.rx_timestamp() {
-                    self.frame_time = Instant::from_nanos(us.saturating_mul(1000));
-                }
-                self.tick_capture_time(self.frame_time);
+                self.frame_time = frame_time(&rx[0], self.frame_time);
+                self.tick(self.frame_time);
                 self.frame_time
             }
         };
-        if !m.is_contiguous() {
+        if !rx[0].is_contiguous() {
             // The core sees frames as one slice; a frame larger than one mbuf is not
             // memcached UDP kvlb could handle anyway.
             self.counters.multi_segment += 1;
+            let m = rx.remove(0);
             self.discard(m);
             return;
         }
-        let pipeline = &mut *self.pipeline;
-        let verdict = catch_unwind(AssertUnwindSafe(|| {
-            pipeline.process_frame(now, in_port, &mut *m)
-        }));
-        match verdict {
-            Ok(Verdict::Out(port)) => {
-                self.counters.out += 1;
-                self.queue(port, m);
-            }
-            Ok(Verdict::Next | Verdict::ToNf(_)) => {
-                self.counters.passed += 1;
-                match self.opts.pass_port {
-                    Some(port) => self.queue(port, m),
-                    None => self.discard(m),
-                }
-            }
-            Ok(Verdict::Drop(_)) => {
-                self.counters.dropped += 1;
-                self.discard(m);
-            }
-            Err(_) => {
-                self.panicked();
-                self.discard(m);
+        let len = rx
+            .iter()
+            .position(|m| {
+                !m.is_contiguous()
+                    || (self.opts.clock == ClockSource::RxTimestamp && frame_time(m, now) != now)
+            })
+            .unwrap_or(rx.len());
+        let verdicts = self.driver.process_burst(now, in_port, &mut rx[..len]);
+        let pass_port = self.opts.pass_port;
+        for (m, &verdict) in rx.drain(..len).zip(verdicts) {
+            let to = match verdict {
+                Verdict::Out(port) => Some(port),
+                Verdict::Next | Verdict::ToNf(_) => pass_port,
+                Verdict::Drop(_) => None,
+            };
+            match to {
+                Some(port) => queue(
+                    &mut self.ports,
+                    &mut self.tx,
+                    &mut self.discarded,
+                    &mut self.counters,
+                    self.opts.burst,
+                    port,
+                    m,
+                ),
+                None => discard(&mut self.discarded, self.opts.burst, m),
             }
         }
         if self.opts.clock == ClockSource::RxTimestamp {
-            // Reproducible runs: emitted frames right behind the frame that caused them.
-            // (With the TSC clock they are drained once per burst, which is cheaper.)
+            // Reproducible runs: emitted frames right behind the burst that caused them.
+            // (With the TSC clock they are drained once per port burst.)
             self.drain_emitted();
         }
+    }
+
+    /// Copies the driver's verdict counts into the datapath's counters.
+    fn sync_counters(&mut self) {
+        let v = self.driver.counters();
+        self.counters.out = v.out;
+        self.counters.passed = v.next + v.to_nf + self.emitted_passed;
+        self.counters.dropped = v.dropped;
+        self.counters.panics = v.panics;
     }
 
     /// Frees `m` later, with the rest of this round's discarded frames in one bulk call.
     #[inline]
     fn discard(&mut self, m: Mbuf) {
-        self.discarded.push(m);
-        if self.discarded.len() >= 2 * usize::from(self.opts.burst) {
-            free_bulk(&mut self.discarded);
-        }
+        discard(&mut self.discarded, self.opts.burst, m);
     }
 
-    /// Runs the timers due up to `now` in capture time, as the replay datapath does.
-    fn tick_capture_time(&mut self, now: Instant) {
-        let interval = self.opts.tick_interval;
-        let mut t = self.next_capture_tick.unwrap_or(now);
-        let mut ticks = 0;
-        while t <= now && ticks < 10_000 {
-            self.tick(t);
-            t = t + interval;
-            ticks += 1;
-        }
-        if t <= now {
-            self.tick(now);
-            t = now + interval;
-        }
-        self.next_capture_tick = Some(t);
-    }
-
+    /// Runs the timers due at `now` by the clock's rule, queueing what they emit.
     fn tick(&mut self, now: Instant) {
-        let pipeline = &mut *self.pipeline;
-        if catch_unwind(AssertUnwindSafe(|| pipeline.on_tick(now))).is_err() {
-            self.panicked();
-        }
-        self.drain_emitted();
-    }
-
-    fn panicked(&mut self) {
-        self.counters.panics += 1;
-        // The pipeline's own counter, so its stats show the loss too.
-        let pipeline = &mut *self.pipeline;
-        let _ = catch_unwind(AssertUnwindSafe(|| pipeline.count_drop(DropReason::Panic)));
-        if !self.panic_logged {
-            self.panic_logged = true;
-            log::error!(
-                "the pipeline panicked; the frame was dropped (later panics are only counted)"
-            );
-        }
-    }
-
-    fn queue(&mut self, port: PortId, m: Mbuf) {
-        match self.ports.iter().position(|p| p.id() == port) {
-            Some(i) => {
-                self.tx[i].push(m);
-                if self.tx[i].len() >= usize::from(self.opts.burst) {
-                    flush_one(&mut self.ports[i], &mut self.tx[i], &mut self.counters);
-                }
-            }
-            None => {
-                self.counters.unknown_port += 1;
-                self.discard(m);
-            }
-        }
+        let mut sink = self.emit_sink();
+        let (driver, mut send) = (&mut sink.0, sink.1);
+        driver.tick(now, &mut send);
     }
 
     fn drain_emitted(&mut self) {
+        let mut sink = self.emit_sink();
+        let (driver, mut send) = (&mut sink.0, sink.1);
+        driver.drain(Instant::ZERO, &mut send);
+    }
+
+    /// The driver and a sink that copies emitted frames into mbufs queued on their ports.
+    fn emit_sink(&mut self) -> (&mut Driver<'p, P>, impl FnMut(Instant, Dest, &[u8]) + '_) {
         let pool = self.pool;
         let pass_port = self.opts.pass_port;
         let burst = usize::from(self.opts.burst);
         let ports = &mut self.ports;
         let tx = &mut self.tx;
         let counters = &mut self.counters;
-        let pipeline = &mut *self.pipeline;
-        let drained = catch_unwind(AssertUnwindSafe(|| {
-            pipeline.drain_emitted(&mut |dest, bytes| {
-                let port = match dest {
-                    Dest::Port(p) => p,
-                    Dest::Nf(_) => {
-                        counters.passed += 1;
-                        match pass_port {
-                            Some(p) => p,
-                            None => return,
-                        }
+        let emitted_passed = &mut self.emitted_passed;
+        let send = move |_: Instant, dest: Dest, bytes: &[u8]| {
+            let port = match dest {
+                Dest::Port(p) => p,
+                Dest::Nf(_) => {
+                    *emitted_passed += 1;
+                    match pass_port {
+                        Some(p) => p,
+                        None => return,
                     }
-                };
-                let Some(i) = ports.iter().position(|p| p.id() == port) else {
-                    counters.unknown_port += 1;
-                    return;
-                };
-                match pool.alloc_copy(bytes) {
-                    Ok(m) => {
-                        counters.emitted += 1;
-                        tx[i].push(m);
-                        if tx[i].len() >= burst {
-                            flush_one(&mut ports[i], &mut tx[i], counters);
-                        }
-                    }
-                    Err(_) => counters.emit_failed += 1,
                 }
-            })
-        }));
-        if drained.is_err() {
-            self.panicked();
-        }
+            };
+            let Some(i) = ports.iter().position(|p| p.id() == port) else {
+                counters.unknown_port += 1;
+                return;
+            };
+            match pool.alloc_copy(bytes) {
+                Ok(m) => {
+                    counters.emitted += 1;
+                    tx[i].push(m);
+                    if tx[i].len() >= burst {
+                        flush_one(&mut ports[i], &mut tx[i], counters);
+                    }
+                }
+                Err(_) => counters.emit_failed += 1,
+            }
+        };
+        (&mut self.driver, send)
     }
 
     fn flush(&mut self) {
@@ -410,6 +382,46 @@ impl<P> Drop for DpdkDatapath<'_, P> {
             if !queue.is_empty() {
                 flush_one(port, queue, &mut self.counters);
             }
+        }
+    }
+}
+
+/// A frame's capture time ([`ClockSource::RxTimestamp`]): net_pcap reports microseconds; a
+/// frame without a timestamp keeps `previous`.
+fn frame_time(m: &Mbuf, previous: Instant) -> Instant {
+    m.rx_timestamp()
+        .map_or(previous, |us| Instant::from_nanos(us.saturating_mul(1000)))
+}
+
+/// Frees `m` later, with the rest of the round's discarded frames in one bulk call.
+#[inline]
+fn discard(discarded: &mut Vec<Mbuf>, burst: u16, m: Mbuf) {
+    discarded.push(m);
+    if discarded.len() >= 2 * usize::from(burst) {
+        free_bulk(discarded);
+    }
+}
+
+/// Queues `m` for transmission on `port`, sending the queue once it holds a burst.
+fn queue(
+    ports: &mut [Port],
+    tx: &mut [Vec<Mbuf>],
+    discarded: &mut Vec<Mbuf>,
+    counters: &mut DatapathCounters,
+    burst: u16,
+    port: PortId,
+    m: Mbuf,
+) {
+    match ports.iter().position(|p| p.id() == port) {
+        Some(i) => {
+            tx[i].push(m);
+            if tx[i].len() >= usize::from(burst) {
+                flush_one(&mut ports[i], &mut tx[i], counters);
+            }
+        }
+        None => {
+            counters.unknown_port += 1;
+            discard(discarded, burst, m);
         }
     }
 }

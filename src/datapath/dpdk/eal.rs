@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{rte_errno, rte_strerror, DpdkError};
+use crate::config::PortId;
 
 /// Set by the first attempt to start EAL (DPDK refuses a second `rte_eal_init` anyway).
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -64,7 +65,7 @@ impl Eal {
     /// Creates a virtual device after start-up (`rte_dev_probe`), e.g.
     /// `net_ring7` or `net_pcap3,rx_pcap=in.pcap,tx_pcap=out.pcap`, and returns its port id.
     /// The same as an EAL `--vdev` argument, for code that creates ports as it goes (tests).
-    pub fn probe_vdev(self, devargs: &str) -> Result<u16, DpdkError> {
+    pub fn probe_vdev(self, devargs: &str) -> Result<PortId, DpdkError> {
         let name = devargs.split(',').next().unwrap_or(devargs);
         let cargs = CString::new(devargs).map_err(|_| DpdkError::BadName(devargs.into()))?;
         let cname = CString::new(name).map_err(|_| DpdkError::BadName(name.into()))?;
@@ -79,7 +80,7 @@ impl Eal {
         if ret != 0 {
             return Err(DpdkError::from_ret("rte_eth_dev_get_port_by_name", ret));
         }
-        Ok(port)
+        Ok(PortId(port))
     }
 
     /// The token for an EAL that something else (ONVM's `onvm_nflib_init`) started.

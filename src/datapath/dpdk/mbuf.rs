@@ -214,6 +214,23 @@ impl FrameBuf for RteMbuf {
     }
 }
 
+/// An owned mbuf is a frame too, so a received burst (`[Mbuf]`) goes to the pipeline as
+/// it is.
+impl FrameBuf for Mbuf {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+    #[inline]
+    fn set_len(&mut self, len: usize) -> Result<(), NoRoom> {
+        self.set_data_len(len)
+    }
+}
+
 impl fmt::Debug for RteMbuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RteMbuf")

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use onvm_sys::{rte_eth_conf, rte_eth_dev_info, rte_eth_stats, rte_ether_addr, rte_mbuf};
 
 use super::{DpdkError, Eal, Mbuf, Mempool};
-use crate::config::Mac;
+use crate::config::{Mac, PortId};
 
 /// How a port is set up.
 #[derive(Clone, Debug)]
@@ -61,18 +61,25 @@ pub struct Port {
 
 impl Port {
     /// The ids of the ports EAL created (from `--vdev` arguments or bound NICs).
-    pub fn ids(_eal: Eal) -> Vec<u16> {
+    pub fn ids(_eal: Eal) -> Vec<PortId> {
         (0..onvm_sys::RTE_MAX_ETHPORTS as u16)
             // SAFETY: EAL is up; the call only checks the port table.
             .filter(|&p| unsafe { onvm_sys::rte_eth_dev_is_valid_port(p) } == 1)
+            .map(PortId)
             .collect()
     }
 
     /// Configures port `id` with one queue each way, receiving into `pool`, and starts it.
-    pub fn start(eal: Eal, id: u16, pool: Mempool, cfg: &PortConfig) -> Result<Port, DpdkError> {
-        if !Self::ids(eal).contains(&id) {
-            return Err(DpdkError::NoSuchPort(id));
+    pub fn start(
+        eal: Eal,
+        port: PortId,
+        pool: Mempool,
+        cfg: &PortConfig,
+    ) -> Result<Port, DpdkError> {
+        if !Self::ids(eal).contains(&port) {
+            return Err(DpdkError::NoSuchPort(port.0));
         }
+        let PortId(id) = port;
         let mut info = rte_eth_dev_info::default();
         // SAFETY: id is a valid port; info is a writable rte_eth_dev_info.
         let ret = unsafe { onvm_sys::rte_eth_dev_info_get(id, &mut info) };
@@ -163,8 +170,8 @@ impl Port {
         Ok(port)
     }
 
-    pub fn id(&self) -> u16 {
-        self.id
+    pub fn id(&self) -> PortId {
+        PortId(self.id)
     }
 
     /// The driver's name for the port (e.g. `net_pcap0`).

@@ -31,7 +31,7 @@ use onvm_sys::{onvm_nf, onvm_nf_local_ctx, onvm_pkt_meta, rte_mbuf};
 
 use crate::clock::Instant;
 use crate::datapath::dpdk::{DpdkError, Eal, Mbuf, Mempool, RteMbuf, TscClock};
-use crate::nf::{Dest, DropReason, Pipeline, PortInfo, Verdict};
+use crate::nf::{Dest, DropReason, Pipeline, PortId, PortInfo, Verdict};
 
 /// What can go wrong starting the NF.
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,10 @@ impl OnvmNf {
                 .filter_map(|i| {
                     let id = u16::from(t.id[i]);
                     let mac = t.mac.get(usize::from(id))?.addr_bytes;
-                    Some(PortInfo { id, mac })
+                    Some(PortInfo {
+                        id: PortId(id),
+                        mac,
+                    })
                 })
                 .collect()
         }
@@ -354,7 +357,7 @@ impl<P: Pipeline> NfState<'_, P> {
             set_meta(meta, Action::Drop);
             return;
         }
-        let (now, in_port) = (self.now, m.port());
+        let (now, in_port) = (self.now, PortId(m.port()));
         let pipeline = &mut *self.pipeline;
         let verdict = catch_unwind(AssertUnwindSafe(|| pipeline.process_frame(now, in_port, m)));
         let action = match verdict {
@@ -367,12 +370,12 @@ impl<P: Pipeline> NfState<'_, P> {
                 }
                 None => {
                     self.counters.out += 1;
-                    Action::Out(p)
+                    Action::Out(p.0)
                 }
             },
             Ok(Verdict::ToNf(s)) => {
                 self.counters.to_nf += 1;
-                Action::ToNf(s)
+                Action::ToNf(s.0)
             }
             Ok(Verdict::Next) => {
                 self.counters.next += 1;
@@ -444,8 +447,8 @@ impl<P: Pipeline> NfState<'_, P> {
             pipeline.drain_emitted(&mut |dest, bytes| match pool.alloc_copy(bytes) {
                 Ok(mut m) => {
                     let action = match dest {
-                        Dest::Port(p) => out_to_nf.map_or(Action::Out(p), Action::ToNf),
-                        Dest::Nf(s) => Action::ToNf(s),
+                        Dest::Port(p) => out_to_nf.map_or(Action::Out(p.0), Action::ToNf),
+                        Dest::Nf(s) => Action::ToNf(s.0),
                     };
                     set_meta(meta_of(&mut m), action);
                     counters.emitted += 1;
