@@ -69,9 +69,18 @@
 //!
 //! # Heat of unsampled requests
 //! The core reads the returned [`Heat`] of every GET (to balance and learn hot and warm
-//! keys), so an unsampled request returns the wrapped detector's [`Detector::heat`] for
-//! the key (a hash and a table probe, no update): the key's heat is what the sample says,
-//! never a guess.
+//! keys), so an unsampled request returns the key's heat as the wrapped detector knows it,
+//! never a guess. Probing the detector's table for every unsampled request would cost a
+//! cache miss per request (the table holds `O((1/ε)·log(εN))` entries, most of them cold
+//! keys), so while sampling the wrapper keeps a 4 KiB bitset of the keys that may be hot
+//! or warm, indexed by a hash of the key: an unsampled request whose bit is clear is
+//! cold (one hash and one L1 read); only the others probe the table
+//! ([`Detector::heat`]). The filter has no false negatives: a key leaves "cold" only when
+//! the detector counts it (the sampled `observe` returns its heat, and the wrapper sets
+//! its bit) or at a rotation (the wrapper rebuilds the bitset from the hot and warm lists
+//! after every rotation while sampling, and when sampling starts). Threshold changes and
+//! refreshes only demote keys or move them between hot and warm. Bits of keys that cooled
+//! stay set until the next rebuild, which costs them a probe, never a wrong answer.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -84,6 +93,9 @@ use crate::clock::Instant;
 
 /// The largest skip drawn at once (the rate is re-measured long before it runs out).
 const MAX_SKIP: u64 = 1 << 40;
+
+/// Bits in the may-be-hot-or-warm filter (a power of two; 4 KiB).
+const FILTER_BITS: usize = 1 << 15;
 
 /// The sampling margin δ for support `s` and error `ε`: `min(ε, (s − ε)/2)`.
 pub fn sample_margin(support: f64, error: f64) -> f64 {
@@ -133,6 +145,10 @@ pub struct Sampled<D> {
     seen_mark: u64,
     /// Requests offered in the last completed epoch, per second.
     last_rate: f64,
+    /// While sampling: a bit per hash bucket, set for every key that may be hot or warm
+    /// (see "Heat of unsampled requests").
+    maybe: Vec<u64>,
+    hasher: ahash::RandomState,
 }
 
 impl<D: Detector> Sampled<D> {
@@ -159,6 +175,40 @@ impl<D: Detector> Sampled<D> {
             epoch_start: Instant::from_nanos(0),
             seen_mark: 0,
             last_rate: 0.0,
+            maybe: vec![0; FILTER_BITS / 64],
+            hasher: ahash::RandomState::with_seeds(
+                params.seed,
+                params.seed.rotate_left(17) ^ 0x6d61_7962_6568_6f74,
+                0x9e37_79b9_7f4a_7c15,
+                params.seed.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            ),
+        }
+    }
+
+    /// The filter word and bit of `key`.
+    #[inline]
+    fn filter_bit(&self, key: &[u8]) -> (usize, u64) {
+        let i = (self.hasher.hash_one(key) >> (64 - FILTER_BITS.trailing_zeros())) as usize;
+        (i >> 6, 1 << (i & 63))
+    }
+
+    /// The heat of a key that is not counted: cold if its filter bit is clear (valid while
+    /// sampling), else the wrapped detector's.
+    #[inline]
+    fn unsampled_heat(&self, key: &[u8]) -> Heat {
+        let (w, b) = self.filter_bit(key);
+        if self.maybe[w] & b == 0 {
+            return Heat::Cold;
+        }
+        self.inner.heat(key)
+    }
+
+    /// Rebuilds the filter from the wrapped detector's hot and warm keys.
+    fn rebuild_filter(&mut self) {
+        self.maybe.fill(0);
+        for item in self.inner.hot_items().into_iter().chain(self.inner.warm_items()) {
+            let (w, b) = self.filter_bit(&item.key);
+            self.maybe[w] |= b;
         }
     }
 
@@ -259,14 +309,20 @@ impl<D: Detector> Detector for Sampled<D> {
     #[inline]
     fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
         if self.skip != 0 {
+            // Only while sampling (p < 1).
             self.skip -= 1;
-            return self.inner.heat(key);
+            return self.unsampled_heat(key);
         }
         let g = self.gap();
         self.skip = g;
         self.issued = self.issued.saturating_add(g + 1);
         self.sampled += 1;
-        self.inner.observe(key, weight)
+        let heat = self.inner.observe(key, weight);
+        if heat != Heat::Cold && self.p < 1.0 {
+            let (w, b) = self.filter_bit(key);
+            self.maybe[w] |= b;
+        }
+        heat
     }
 
     #[inline]
@@ -283,6 +339,7 @@ impl<D: Detector> Detector for Sampled<D> {
         if self.above == 0 {
             return rotated;
         }
+        let was_exact = self.p >= 1.0;
         match self.next_epoch {
             None => {
                 self.next_epoch = Some(now + Duration::from_nanos(self.epoch_ns));
@@ -313,11 +370,17 @@ impl<D: Detector> Detector for Sampled<D> {
             }
             Some(_) => {}
         }
+        if self.p < 1.0 && (rotated || was_exact) {
+            self.rebuild_filter();
+        }
         rotated
     }
 
     fn rotate(&mut self) {
-        self.inner.rotate()
+        self.inner.rotate();
+        if self.p < 1.0 {
+            self.rebuild_filter();
+        }
     }
 
     fn report(&self, support: f64, rule: ReportRule) -> Vec<HotItem> {
@@ -515,6 +578,44 @@ mod tests {
                 last = now;
             }
             assert_eq!(d.seen(), 400_000);
+        }
+    }
+
+    /// While sampling, the filtered heat of unsampled requests is the detector's heat.
+    #[test]
+    fn the_filter_has_no_false_negatives() {
+        for algo in Algo::ALL {
+            for alpha in [0.99, 1.2] {
+                let (keys, s) = stream(11, alpha, 300_000);
+                let mut p = params(algo, 10_000);
+                p.hysteresis = 0.2;
+                let mut d = build_sampled(&p).unwrap();
+                let per_epoch = 20_000u64;
+                d.tick(Instant::from_nanos(0));
+                let mut probed = 0;
+                let mut filtered = 0;
+                for (i, &k) in s.iter().enumerate() {
+                    let key = keys.key(k);
+                    if d.skip != 0 {
+                        let want = d.inner().heat(key);
+                        assert_eq!(d.unsampled_heat(key), want, "{algo} α={alpha} at {i}");
+                        let (w, b) = d.filter_bit(key);
+                        if d.maybe[w] & b == 0 {
+                            filtered += 1;
+                        } else {
+                            probed += 1;
+                        }
+                    }
+                    d.observe(key, 1);
+                    if (i as u64 + 1) % (per_epoch / 4) == 0 {
+                        d.tick(Instant::from_nanos((i as u64 + 1) * EPOCH_NS / per_epoch));
+                    }
+                }
+                assert!(d.probability() < 1.0, "{algo}");
+                assert!(d.hot_len() > 0, "{algo} α={alpha}");
+                // Most unsampled requests skip the probe.
+                assert!(filtered > probed / 2, "{algo} α={alpha}: {filtered} vs {probed}");
+            }
         }
     }
 
