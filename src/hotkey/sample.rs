@@ -206,7 +206,12 @@ impl<D: Detector> Sampled<D> {
     /// Rebuilds the filter from the wrapped detector's hot and warm keys.
     fn rebuild_filter(&mut self) {
         self.maybe.fill(0);
-        for item in self.inner.hot_items().into_iter().chain(self.inner.warm_items()) {
+        for item in self
+            .inner
+            .hot_items()
+            .into_iter()
+            .chain(self.inner.warm_items())
+        {
             let (w, b) = self.filter_bit(&item.key);
             self.maybe[w] |= b;
         }
@@ -581,6 +586,63 @@ mod tests {
         }
     }
 
+    /// Held-out Zipf streams (fresh hot keys every epoch) at a rate where sampling applies:
+    /// per-epoch recall against exact counts meets the miss bound, and precision is high.
+    /// (`kvlb lc-experiments --only sampled` runs the same at kvlb's s = 1/128 and 10⁶ keys.)
+    #[test]
+    fn held_out_zipf_recall_meets_the_bound() {
+        use super::super::eval::{accuracy, exact_counts};
+        let (support, error) = (1.0 / 16.0, 1.0 / 160.0);
+        let keys = KeySpace::new(10_000);
+        for alpha in [0.99, 1.2] {
+            let mut p = DetectorParams::new(Algo::LossyDecayed, support, error);
+            p.epoch = Duration::from_nanos(EPOCH_NS);
+            // 200 000 requests per 100 ms epoch (2·10⁶/s); R = 2·10⁵/s: T = 20 000, p = 0.1.
+            p.sample_above = 200_000;
+            let per_epoch = 200_000usize;
+            let mut d = build_sampled(&p).unwrap();
+            let z = Zipf::new(keys.len(), alpha);
+            let mut rng = Rng::new(0x6865_6c64 ^ alpha.to_bits());
+            let (mut hot, mut hits, mut reported, mut expected) = (0usize, 0usize, 0usize, 0.0);
+            d.tick(Instant::from_nanos(0));
+            for e in 0..8u64 {
+                let perm = rng.permutation(keys.len());
+                let ids = zipf_stream(&z, &perm, per_epoch, &mut rng);
+                let sampled = d.probability();
+                for (i, &k) in ids.iter().enumerate() {
+                    d.observe(keys.key(k), 1);
+                    if (i + 1) % (per_epoch / 4) == 0 {
+                        let t = e * EPOCH_NS + (i as u64 + 1) * EPOCH_NS / per_epoch as u64;
+                        d.tick(Instant::from_nanos(t));
+                    }
+                }
+                if e == 0 {
+                    assert_eq!(sampled, 1.0);
+                    continue;
+                }
+                assert!((sampled - 0.1).abs() < 1e-9, "{sampled}");
+                let counts = exact_counts(keys.len(), &ids, None);
+                let acc = accuracy(&keys, &d.hot_items(), &counts, per_epoch as u64, support);
+                hot += acc.true_hot;
+                hits += (acc.recall * acc.true_hot as f64).round() as usize;
+                reported += acc.reported;
+                let m = sample_margin(support, error);
+                expected += acc.true_hot as f64
+                    * miss_bound(support, m, sampled * per_epoch as f64, sampled);
+            }
+            let misses = hot - hits;
+            let precision = hits as f64 / reported.max(1) as f64;
+            eprintln!(
+                "α={alpha}: {hot} hot key-epochs, {misses} missed (bound: ≤ {expected:.3} \
+                 expected), precision {precision:.3}"
+            );
+            assert!(hot >= 7, "α={alpha}: {hot}");
+            assert!(expected < 0.1, "{expected}");
+            assert!(misses as f64 <= expected + 3.0 * expected.sqrt() + 1.0);
+            assert!(precision >= 0.75, "α={alpha}: {precision}");
+        }
+    }
+
     /// While sampling, the filtered heat of unsampled requests is the detector's heat.
     #[test]
     fn the_filter_has_no_false_negatives() {
@@ -614,7 +676,10 @@ mod tests {
                 assert!(d.probability() < 1.0, "{algo}");
                 assert!(d.hot_len() > 0, "{algo} α={alpha}");
                 // Most unsampled requests skip the probe.
-                assert!(filtered > probed / 2, "{algo} α={alpha}: {filtered} vs {probed}");
+                assert!(
+                    filtered > probed / 2,
+                    "{algo} α={alpha}: {filtered} vs {probed}"
+                );
             }
         }
     }
