@@ -55,7 +55,7 @@ def fresh(p):
     return os.path.exists(p) and os.path.getmtime(p) >= stamp
 if not fresh(os.path.join(out, "summary.md")):
     fail("kvlb lc-experiments", f"did not write {out}/summary.md")
-written = [f for f in ("thresholds", "sweep", "drift", "weighted", "bench") if fresh(os.path.join(out, f + ".csv"))]
+written = [f for f in ("thresholds", "sweep", "drift", "weighted", "bench", "sampled") if fresh(os.path.join(out, f + ".csv"))]
 if not written:
     fail("kvlb lc-experiments", f"wrote no CSV in {out}")
 for f in written:

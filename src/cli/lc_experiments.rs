@@ -31,13 +31,13 @@ kvlb lc-experiments: hot-key detector experiments (accuracy, memory, speed, drif
 
 usage: kvlb lc-experiments --out DIR [--quick] [--only SECTIONS] [--seed N]
 
-Writes DIR/{thresholds,sweep,drift,weighted,bench}.csv and DIR/summary.md; progress goes to
+Writes DIR/{thresholds,sweep,drift,weighted,bench,sampled}.csv and DIR/summary.md; progress goes to
 stderr. scripts/lc-experiments.sh runs this in release mode and draws the plots.
 
 options:
   --out DIR        output folder (created)
   --quick          a few-minute version (shorter streams, fewer configurations)
-  --only LIST      comma-separated subset of: thresholds,sweep,drift,weighted,bench
+  --only LIST      comma-separated subset of: thresholds,sweep,drift,weighted,bench,sampled
   --seed N         workload seed [default: 1]
 ";
 
@@ -45,7 +45,14 @@ options:
 const BACKENDS: f64 = 10.0;
 const SHARE_K: f64 = 4.0;
 const ALPHAS: [f64; 4] = [0.8, 0.99, 1.2, 1.5];
-const SECTIONS: [&str; 5] = ["thresholds", "sweep", "drift", "weighted", "bench"];
+const SECTIONS: [&str; 6] = [
+    "thresholds",
+    "sweep",
+    "drift",
+    "weighted",
+    "bench",
+    "sampled",
+];
 
 fn default_support() -> f64 {
     1.0 / (SHARE_K * BACKENDS)
@@ -121,6 +128,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
             "drift" => drift(&plan, &out)?,
             "weighted" => weighted(&plan, &out)?,
             "bench" => bench(&plan, &out)?,
+            "sampled" => sampled(&plan, &out)?,
             _ => unreachable!("sections are validated"),
         };
         md.push_str(&text);
@@ -171,6 +179,11 @@ struct Plan {
     weighted_alphas: Vec<f64>,
     bench_len: usize,
     bench_rounds: usize,
+    /// Sampled detection: keys, requests per (1 s) epoch, epochs, sampling rates R.
+    sampled_keys: usize,
+    sampled_epoch: usize,
+    sampled_epochs: usize,
+    sampled_rates: Vec<u64>,
 }
 
 impl Plan {
@@ -193,6 +206,10 @@ impl Plan {
                 weighted_alphas: vec![1.2],
                 bench_len: 10_000,
                 bench_rounds: 2,
+                sampled_keys: 5_000,
+                sampled_epoch: 40_000,
+                sampled_epochs: 4,
+                sampled_rates: vec![10_000],
             };
         }
         if size == Size::Quick {
@@ -209,6 +226,10 @@ impl Plan {
                 weighted_alphas: vec![0.99, 1.2],
                 bench_len: 2_000_000,
                 bench_rounds: 3,
+                sampled_keys: 1_000_000,
+                sampled_epoch: 2_000_000,
+                sampled_epochs: 6,
+                sampled_rates: vec![100_000, 500_000],
             }
         } else {
             Plan {
@@ -224,6 +245,10 @@ impl Plan {
                 weighted_alphas: vec![0.99, 1.2],
                 bench_len: 10_000_000,
                 bench_rounds: 5,
+                sampled_keys: 1_000_000,
+                sampled_epoch: 4_000_000,
+                sampled_epochs: 16,
+                sampled_rates: vec![100_000, 500_000],
             }
         }
     }
@@ -1146,6 +1171,182 @@ fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     Ok(md)
 }
 
+// ---------------------------------------------------------------------------------------
+// Sampled detection
+
+/// One detector of the sampled section and what it scored, summed over the scored epochs.
+struct SampledRun {
+    /// Sampling rate R (0: exact).
+    above: u64,
+    d: crate::hotkey::Sampled<crate::hotkey::AnyDetector>,
+    hits: usize,
+    reported: usize,
+    true_hot: usize,
+    /// Reported keys with a true share of at least s − 2δ.
+    near: usize,
+    min_recall: f64,
+    /// Σ over epochs of (true hot keys × the miss bound at that epoch's p).
+    expected_misses: f64,
+    bound: f64,
+    p_sum: f64,
+    sampled: u64,
+    wall: f64,
+}
+
+/// `lossy-decayed` (kvlb's default) exact and sampled on held-out Zipf streams at a rate
+/// where sampling applies: precision and recall of each epoch's hot set against the exact
+/// counts of that epoch, and the miss bound of `hotkey::sample` they are checked against.
+fn sampled(plan: &Plan, out: &Path) -> anyhow::Result<String> {
+    use crate::clock::Instant as Virtual;
+    use crate::hotkey::sample::{miss_bound, sample_margin};
+    use crate::hotkey::{build_sampled, Heat};
+    // kvlb's default for 8 backends: s = 1/(16·8), ε = s/10.
+    let support = 1.0 / 128.0;
+    let error = support / 10.0;
+    let margin = sample_margin(support, error);
+    let per_epoch = plan.sampled_epoch;
+    let epoch_ns: u64 = 1_000_000_000;
+    let ticks = 16usize;
+    let ks = KeySpace::new(plan.sampled_keys);
+    let mut rows = String::from(
+        "alpha,rate,sample_above,p_mean,sampled_per_epoch,epochs,true_hot,reported,precision,precision_near,recall,min_recall,misses,expected_misses_bound,bound_per_key,mups_wall\n",
+    );
+    let mut md = format!(
+        "## Sampled detection\n\n`lossy-decayed` (tumbling 1 s epochs), s = 1/128 (8 backends, \
+         k = 16), ε = δ = s/10, {} keys, {} requests per epoch ({:.0e} requests/s), \
+         {} epochs per stream; every epoch draws a fresh Zipf permutation from a seed the \
+         other sections do not use (held-out streams whose hot keys move every epoch, so no \
+         key is hot by hysteresis). Each epoch's hot set (after the rotation) is scored \
+         against that epoch's exact counts at s; the first epoch, exact for every detector \
+         (no rate measured yet), is not scored. `R` is `--detect-sample-above`; a sampled \
+         detector counts about T = R·1 s requests per epoch and reports sampled shares ≥ s − δ. \
+         Bound: P(a key with share ≥ s is missed in an epoch) ≤ exp(−Tδ²/(2(1−p)(s(1−s)+δ²) + 2δ/3)) \
+         (`hotkey::sample`); `misses` is checked against Σ over scored epochs of (hot keys × \
+         bound). Precision near: reported keys with a true share ≥ s − 2δ.\n\n\
+         | α | R (req/s) | p | sampled / epoch | precision | precision near | recall | min recall | misses | bound: expected misses ≤ | bound per key-epoch | M req/s fed |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        plan.sampled_keys, per_epoch, per_epoch as f64, plan.sampled_epochs,
+    );
+    for alpha in [0.99, 1.2] {
+        let zipf = Zipf::new(plan.sampled_keys, alpha);
+        let mut rng = Rng::new(mix(plan.seed, &[0x5a4d_504c, alpha.to_bits()]));
+        let mut runs: Vec<SampledRun> = std::iter::once(0)
+            .chain(plan.sampled_rates.iter().copied())
+            .map(|above| {
+                let mut p = DetectorParams::new(Algo::LossyDecayed, support, error);
+                p.epoch = std::time::Duration::from_nanos(epoch_ns);
+                p.sample_above = above;
+                Ok(SampledRun {
+                    above,
+                    d: build_sampled(&p)?,
+                    hits: 0,
+                    reported: 0,
+                    true_hot: 0,
+                    near: 0,
+                    min_recall: 1.0,
+                    expected_misses: 0.0,
+                    bound: 0.0,
+                    p_sum: 0.0,
+                    sampled: 0,
+                    wall: 0.0,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for r in &mut runs {
+            r.d.tick(Virtual::from_nanos(0));
+        }
+        for e in 0..plan.sampled_epochs {
+            let stream = Stream::new(
+                &ks,
+                zipf_ids(&zipf, plan.sampled_keys, per_epoch, &mut rng),
+                None,
+            );
+            let counts = exact_counts(ks.len(), &stream.ids, None);
+            let t0 = e as u64 * epoch_ns;
+            for r in &mut runs {
+                let p = r.d.probability();
+                let sampled_before = r.d.sampled();
+                let timing = Timing::measure(|| {
+                    for t in 0..ticks {
+                        let (a, b) = (t * per_epoch / ticks, (t + 1) * per_epoch / ticks);
+                        for k in stream.flat[a * KEY_LEN..b * KEY_LEN].chunks_exact(KEY_LEN) {
+                            std::hint::black_box(r.d.observe(k, 1) == Heat::Hot);
+                        }
+                        let now = t0 + (t as u64 + 1) * epoch_ns / ticks as u64;
+                        r.d.tick(Virtual::from_nanos(now));
+                    }
+                });
+                if e == 0 {
+                    continue;
+                }
+                r.wall += timing.wall;
+                r.sampled += r.d.sampled() - sampled_before;
+                r.p_sum += p;
+                let items = r.d.hot_items();
+                let acc = accuracy(&ks, &items, &counts, per_epoch as u64, support);
+                let near_t = (support - 2.0 * margin) * per_epoch as f64;
+                r.near += items
+                    .iter()
+                    .filter(|i| {
+                        ks.id_of(&i.key)
+                            .is_some_and(|id| counts[id as usize] as f64 >= near_t)
+                    })
+                    .count();
+                let hits = (acc.recall * acc.true_hot as f64).round() as usize;
+                r.hits += hits;
+                r.reported += acc.reported;
+                r.true_hot += acc.true_hot;
+                r.min_recall = r.min_recall.min(acc.recall);
+                let b = miss_bound(support, margin, p * per_epoch as f64, p);
+                r.bound = r.bound.max(b);
+                r.expected_misses += b * acc.true_hot as f64;
+            }
+        }
+        let scored = plan.sampled_epochs.saturating_sub(1).max(1);
+        for r in &runs {
+            let precision = if r.reported == 0 {
+                1.0
+            } else {
+                r.hits as f64 / r.reported as f64
+            };
+            let near = if r.reported == 0 {
+                1.0
+            } else {
+                r.near as f64 / r.reported as f64
+            };
+            let recall = if r.true_hot == 0 {
+                1.0
+            } else {
+                r.hits as f64 / r.true_hot as f64
+            };
+            let misses = r.true_hot - r.hits;
+            let p_mean = r.p_sum / scored as f64;
+            let mups = (scored * per_epoch) as f64 / r.wall.max(1e-9) / 1e6;
+            let per = r.sampled as f64 / scored as f64;
+            progress(&format!(
+                "  α={alpha} R={} p={p_mean:.4} sampled/epoch={per:.0} P={precision:.3} (near {near:.3}) R={recall:.3} min {:.3} misses={misses} bound {:.3e}/key-epoch, ≤ {:.3} expected; {mups:.1} M req/s",
+                r.above, r.min_recall, r.bound, r.expected_misses
+            ));
+            let _ = writeln!(
+                rows,
+                "{alpha},{},{},{p_mean:.5},{per:.0},{scored},{},{},{precision:.4},{near:.4},{recall:.4},{:.4},{misses},{:.6},{:.3e},{mups:.3}",
+                per_epoch, r.above, r.true_hot, r.reported, r.min_recall, r.expected_misses, r.bound
+            );
+            let _ = writeln!(
+                md,
+                "| {alpha} | {} | {p_mean:.4} | {per:.0} | {precision:.3} | {near:.3} | {recall:.3} | {:.3} | {misses} of {} | {:.3} | {:.2e} | {mups:.1} |",
+                if r.above == 0 { "exact".to_string() } else { r.above.to_string() },
+                r.min_recall,
+                r.true_hot,
+                r.expected_misses,
+                r.bound
+            );
+        }
+    }
+    write_file(out, "sampled.csv", &rows)?;
+    Ok(md)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1191,12 +1392,20 @@ mod tests {
             ("drift.csv", 6),
             ("weighted.csv", 5),
             ("bench.csv", 8),
+            ("sampled.csv", 3),
         ] {
             let csv = fs::read_to_string(dir.path().join(file)).unwrap();
             assert!(csv.lines().count() > min_rows, "{file}:\n{csv}");
         }
         let md = fs::read_to_string(dir.path().join("summary.md")).unwrap();
-        for section in ["Thresholds", "sweep", "Drift", "Weighted", "Update rate"] {
+        for section in [
+            "Thresholds",
+            "sweep",
+            "Drift",
+            "Weighted",
+            "Update rate",
+            "Sampled detection",
+        ] {
             assert!(md.contains(section), "{section} missing");
         }
     }

@@ -287,6 +287,9 @@ pub struct Config {
     pub hot_share_k: f64,
     /// Detector epoch (window rotation period).
     pub hot_epoch: Duration,
+    /// Requests per second above which the detector counts a sample (0: never); the
+    /// sample aims at this many requests per second of epoch.
+    pub detect_sample_above: u64,
 
     // --- caches ---
     pub l1_max_keys: usize,
@@ -363,6 +366,7 @@ impl Default for Config {
             hot_error: None,
             hot_share_k: 16.0,
             hot_epoch: Duration::from_secs(1),
+            detect_sample_above: 500_000,
             l1_max_keys: 1000,
             cache_max_value: 1200,
             l2_mode: L2Mode::Auto,
@@ -546,6 +550,9 @@ pub static OPTIONS: &[OptSpec] = &[
         }),
     opt!("hot-epoch", Some("DURATION"), false, "hot-key detector epoch [default: 1s]",
         |c, v| c.hot_epoch = parse_duration(v)?),
+    opt!("detect-sample-above", Some("RATE"), false,
+        "above RATE requests/s (measured per epoch) the hot-key detector counts a random sample of RATE·epoch requests per epoch, with a stated miss bound; below it, every request (exact); 0: never sample [default: 500000]",
+        |c, v| c.detect_sample_above = num(v)?),
     opt!("l1-keys", Some("N"), false, "most keys in the L1 hot-key cache [default: 1000]",
         |c, v| c.l1_max_keys = num(v)?),
     opt!("cache-max-value", Some("BYTES"), false,

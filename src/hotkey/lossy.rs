@@ -705,6 +705,13 @@ impl Detector for LossyCounter {
         self.support
     }
 
+    fn set_support(&mut self, support: f64) {
+        let fraction = self.warm / self.support;
+        self.support = support;
+        self.warm = support * fraction;
+        self.refresh();
+    }
+
     fn error(&self) -> f64 {
         self.eps
     }

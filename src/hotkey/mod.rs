@@ -54,7 +54,8 @@
 //!
 //! # Using a detector on the packet path
 //! Build one with [`build`] (an enum, [`AnyDetector`], statically dispatched) or
-//! [`build_boxed`]; call [`Detector::observe`] per request (it returns the key's
+//! [`build_boxed`]; the core uses [`build_sampled`], which is exact below a request rate
+//! and samples above it (see [`sample`] for the miss bound). Call [`Detector::observe`] per request (it returns the key's
 //! [`Heat`]), [`Detector::tick`] from the timer path, and [`Detector::drain_changes`] to
 //! learn which keys became hot, warm or cold.
 #![forbid(unsafe_code)]
@@ -64,6 +65,7 @@ pub mod eval;
 mod heat;
 mod keys;
 mod lossy;
+pub mod sample;
 mod space_saving;
 
 use std::fmt;
@@ -75,6 +77,7 @@ use crate::config::Config;
 
 pub use heat::{Heat, HeatChange};
 pub use lossy::LossyCounter;
+pub use sample::Sampled;
 pub use space_saving::SpaceSaving;
 
 /// A request's weight: 1 per request, or value bytes for weighted detectors.
@@ -214,6 +217,11 @@ pub trait Detector: fmt::Debug {
     /// The support threshold s.
     fn support(&self) -> f64;
 
+    /// Moves the support threshold (the warm threshold keeps its fraction of it) from now
+    /// on: heat thresholds are recomputed at once. [`Sampled`] lowers it by its margin
+    /// while it samples. `support` must lie above the error in force and below 1.
+    fn set_support(&mut self, support: f64);
+
     /// The error bound ε in force (adaptive detectors may raise it under memory pressure).
     fn error(&self) -> f64;
 }
@@ -307,6 +315,8 @@ pub struct DetectorParams {
     pub hysteresis: f64,
     /// Hash seed (datapaths should pass a random one; see `keys`).
     pub seed: u64,
+    /// [`Sampled`]: requests per second above which requests are sampled (0: never).
+    pub sample_above: u64,
 }
 
 impl DetectorParams {
@@ -324,6 +334,7 @@ impl DetectorParams {
             min_requests: None,
             hysteresis: 0.05,
             seed: 0x6b76_6c62_686f_746b,
+            sample_above: 0,
         }
     }
 
@@ -333,6 +344,7 @@ impl DetectorParams {
         let algo: Algo = cfg.hotkey_algo.parse()?;
         let mut p = DetectorParams::new(algo, cfg.effective_support(), cfg.effective_error());
         p.epoch = cfg.hot_epoch;
+        p.sample_above = cfg.detect_sample_above;
         Ok(p)
     }
 
@@ -403,6 +415,12 @@ pub fn build(params: &DetectorParams) -> Result<AnyDetector, HotkeyError> {
         }
         Algo::SpaceSaving => AnyDetector::SpaceSaving(SpaceSaving::new(params)?),
     })
+}
+
+/// Builds the detector `params` describe, sampled above `params.sample_above` requests/s
+/// (exact below; see [`sample`]).
+pub fn build_sampled(params: &DetectorParams) -> Result<Sampled<AnyDetector>, HotkeyError> {
+    Ok(Sampled::new(build(params)?, params))
 }
 
 /// Builds the detector `params` describe behind a trait object.
@@ -481,6 +499,9 @@ impl Detector for AnyDetector {
     }
     fn support(&self) -> f64 {
         dispatch!(self, d => d.support())
+    }
+    fn set_support(&mut self, support: f64) {
+        dispatch!(self, d => d.set_support(support))
     }
     fn error(&self) -> f64 {
         dispatch!(self, d => d.error())

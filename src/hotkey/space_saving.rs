@@ -474,6 +474,13 @@ impl Detector for SpaceSaving {
         self.support
     }
 
+    fn set_support(&mut self, support: f64) {
+        let fraction = self.warm / self.support;
+        self.support = support;
+        self.warm = support * fraction;
+        self.refresh();
+    }
+
     fn error(&self) -> f64 {
         self.eps
     }

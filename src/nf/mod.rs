@@ -47,7 +47,7 @@ use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
 
 pub use crate::config::{PortId, ServiceId};
-use crate::hotkey::{self, AnyDetector, Detector, DetectorParams};
+use crate::hotkey::{self, AnyDetector, Detector, DetectorParams, Sampled};
 use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
 
@@ -342,7 +342,7 @@ pub struct Core {
     pass_other: bool,
 
     // --- state ---
-    detector: Option<AnyDetector>,
+    detector: Option<Sampled<AnyDetector>>,
     ring: KetamaRing,
     /// Ketama hashes of recently routed keys (MD5 is the dominant routing cost).
     ring_memo: RingHashMemo,
@@ -462,7 +462,7 @@ impl Core {
             );
         }
         let detector = if cfg.hotkeys {
-            Some(hotkey::build(&DetectorParams::from_config(cfg)?)?)
+            Some(hotkey::build_sampled(&DetectorParams::from_config(cfg)?)?)
         } else {
             None
         };
