@@ -248,11 +248,17 @@ impl Caches {
         None
     }
 
-    /// Whether `key` is hot and its L1 entry holds no fresh value or absence (a write
-    /// dropped it, or the key just turned hot): its next GET reply should teach it.
+    /// Whether a GET of `key` should keep the key to learn a miss: `key` is hot, its L1
+    /// entry holds no value or absence (a write dropped it, or the key just turned hot),
+    /// and no other such GET is outstanding (claimed until [`Caches::end_miss_probe`]).
     #[inline]
-    pub fn awaits_value(&self, h: KeyHash, key: &[u8]) -> bool {
-        self.l1.entry(h, key).is_some_and(|e| e.value.is_none())
+    pub fn claim_miss_probe(&mut self, h: KeyHash, key: &[u8]) -> bool {
+        self.l1.claim_miss_probe(h, key)
+    }
+
+    /// The GET that claimed `key`'s miss probe ended.
+    pub fn end_miss_probe(&mut self, h: KeyHash, key: &[u8]) {
+        self.l1.end_miss_probe(h, key);
     }
 
     /// A GET for `key` is being forwarded: the ticket to keep in its flow entry.

@@ -24,6 +24,9 @@ struct HotEntry {
     ring_hash: u32,
     key: Box<[u8]>,
     value: Option<CachedValue>,
+    /// A GET that may teach the key's absence is outstanding (see
+    /// [`HotKeyTable::claim_miss_probe`]).
+    miss_probe: bool,
 }
 
 impl HotEntry {
@@ -164,6 +167,7 @@ impl HotKeyTable {
             return Err(CacheError::L1Full(self.max_keys));
         }
         let entry = HotEntry {
+            miss_probe: false,
             hash: h.raw(),
             ring_hash,
             key,
@@ -193,6 +197,27 @@ impl HotKeyTable {
         self.heap = self.heap - old + new;
         self.filled += usize::from(!was_filled);
         Ok(())
+    }
+
+    /// Whether a GET of `key` should carry the key so that a miss can be learned (an `END`
+    /// names no key): the key is hot, its entry holds no value, and no other such GET is
+    /// outstanding. Claims the probe; [`HotKeyTable::end_miss_probe`] releases it. One per
+    /// key, so a hot key whose server does not answer costs one kept key, not one per GET.
+    pub fn claim_miss_probe(&mut self, h: KeyHash, key: &[u8]) -> bool {
+        match self.find_mut(h, key) {
+            Some(e) if e.value.is_none() && !e.miss_probe => {
+                e.miss_probe = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The GET that claimed `key`'s miss probe ended (answered, expired or abandoned).
+    pub fn end_miss_probe(&mut self, h: KeyHash, key: &[u8]) {
+        if let Some(e) = self.find_mut(h, key) {
+            e.miss_probe = false;
+        }
     }
 
     /// Drops `key`'s value (a write is on its way); the key stays hot. Returns whether a

@@ -736,21 +736,72 @@ impl Core {
     }
 }
 
-impl Pipeline for Core {
-    fn process_frame<F: FrameBuf + ?Sized>(
+/// Frames the staged burst path handles per round: stage 1 runs over this many frames
+/// before stage 2 and 3 do, so what stage 1 found stays on the stack (and the per-key state
+/// stage 2 touched stays in the CPU caches) until stage 3 uses it.
+const STAGE_FRAMES: usize = 32;
+
+/// What stage 1 of [`Core::process_burst`](Pipeline::process_burst) found in a frame,
+/// without changing anything: the classification, and for a plain one-key `get` to the
+/// VIP, its key's cache hash (the one hash every per-key table of the GET path indexes by).
+#[derive(Clone, Copy, Debug)]
+struct Staged {
+    classified: Result<Classified, wire::Error>,
+    get_hash: Option<KeyHash>,
+}
+
+impl Core {
+    /// Stage 1: classify a frame and hash a plain GET's key. Pure: stage 3 decides on the
+    /// same bytes.
+    #[inline]
+    fn stage_classify(&self, bytes: &[u8]) -> Staged {
+        let classified = wire::classify(bytes);
+        let mut get_hash = None;
+        if let Ok(Classified::Udp(u)) = &classified {
+            if u.dst_ip == *self.vip.ip() && u.dst_port == self.vip.port() {
+                // The parser's own fast path (`parse_datagram` takes it first): the same key.
+                let payload = u.payload(bytes);
+                if let Some(msg) = payload.get(wire::mc_header::HEADER_LEN..) {
+                    if let Some(keys) = crate::proto::simple_get(msg) {
+                        get_hash = Some(self.caches.key_hash(keys.first()));
+                    }
+                }
+            }
+        }
+        Staged {
+            classified,
+            get_hash,
+        }
+    }
+
+    /// Stage 2: load the per-key state a GET's decision reads (its write stamp and ring
+    /// memo slot), for the whole burst before any of it is decided, so those misses overlap
+    /// instead of stalling one decision after another. Reads only.
+    #[inline]
+    fn stage_touch(&self, s: &Staged) {
+        if let Some(h) = s.get_hash {
+            std::hint::black_box(self.caches.read_sent(h));
+            self.ring_memo.touch(h.raw());
+        }
+    }
+
+    /// Stage 3: decide one frame from what stage 1 found.
+    #[inline]
+    fn decide<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
         in_port: PortId,
         frame: &mut F,
+        staged: Staged,
     ) -> Verdict {
         if self.started.is_none() {
             self.started = Some(now);
         }
         self.stats.frames_in += 1;
-        let verdict = match wire::classify(frame.bytes()) {
+        let verdict = match staged.classified {
             Ok(Classified::Udp(u)) => {
                 if u.dst_ip == *self.vip.ip() && u.dst_port == self.vip.port() {
-                    self.on_request(now, in_port, frame, u)
+                    self.on_request(now, in_port, frame, u, staged.get_hash)
                 } else if u.dst_ip == self.local_ip {
                     match self.source_ports.iter().position(|&p| p == u.dst_port) {
                         Some(ix) => self.on_response(now, frame, u, ix as u16),
@@ -774,6 +825,58 @@ impl Pipeline for Core {
             self.stats.frames_out += 1;
         }
         verdict
+    }
+}
+
+impl Pipeline for Core {
+    /// A burst of one: the same three stages as [`Core::process_burst`].
+    fn process_frame<F: FrameBuf + ?Sized>(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: &mut F,
+    ) -> Verdict {
+        let staged = self.stage_classify(frame.bytes());
+        self.decide(now, in_port, frame, staged)
+    }
+
+    /// The staged request path: per round of up to 32 frames, (1) classify every frame and
+    /// hash each plain GET's key once, (2) touch the per-key state the decisions will read,
+    /// (3) decide and rewrite each frame in order. Stages 1 and 2 change nothing, so the
+    /// decisions are exactly those of [`process_frame`](Pipeline::process_frame) frame by
+    /// frame; each verdict is written as soon as its frame is decided.
+    fn process_burst<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frames: &mut [F],
+        verdicts: &mut [Verdict],
+    ) {
+        debug_assert_eq!(frames.len(), verdicts.len());
+        let empty = Staged {
+            classified: Err(wire::Error::Truncated),
+            get_hash: None,
+        };
+        let mut staged = [empty; STAGE_FRAMES];
+        for (frames, verdicts) in frames
+            .chunks_mut(STAGE_FRAMES)
+            .zip(verdicts.chunks_mut(STAGE_FRAMES))
+        {
+            let staged = &mut staged[..frames.len()];
+            for (s, f) in staged.iter_mut().zip(frames.iter()) {
+                *s = self.stage_classify(f.bytes());
+            }
+            for s in staged.iter() {
+                self.stage_touch(s);
+            }
+            for ((f, v), s) in frames
+                .iter_mut()
+                .zip(verdicts.iter_mut())
+                .zip(staged.iter())
+            {
+                *v = self.decide(now, in_port, f, *s);
+            }
+        }
     }
 
     fn on_tick(&mut self, now: Instant) {

@@ -109,6 +109,7 @@ impl Core {
         in_port: PortId,
         frame: &mut F,
         u: UdpFrame,
+        get_hash: Option<KeyHash>,
     ) -> Verdict {
         if let Err(r) = self.guard.admit(u.src_ip, now) {
             return self.drop(match r {
@@ -143,7 +144,7 @@ impl Core {
                 self.stats.count_drop(DropReason::Absorbed);
                 Verdict::Drop(DropReason::Absorbed)
             }
-            Action::Get { key, heat } => self.get_one(now, frame, &u, client, key, heat),
+            Action::Get { key, heat } => self.get_one(now, frame, &u, client, key, heat, get_hash),
             Action::Answer(reply) => match proto::write_reply(frame, &u, &[reply]) {
                 Ok(_) => Verdict::Out(client.in_port),
                 Err(_) => self.drop(DropReason::RewriteFailed),
@@ -483,6 +484,7 @@ impl Core {
 
     /// A plain single-key get: cache hit in place, fenced miss, or a read routed to the
     /// primary or a ready replica (learning the value if the key is hot or warm).
+    #[allow(clippy::too_many_arguments)]
     fn get_one<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
@@ -491,13 +493,16 @@ impl Core {
         client: Client,
         key: KeySpan,
         heat: Heat,
+        staged_hash: Option<KeyHash>,
     ) -> Verdict {
         let Some(range) = key.range_in(frame.bytes()) else {
             // Cannot happen: the parser's keys are slices of the frame.
             return self.drop(DropReason::RewriteFailed);
         };
         let k = &frame.bytes()[range.clone()];
-        let h = self.caches.key_hash(k);
+        // Hashed once, in stage 1, from the same bytes by the same parser fast path.
+        let h = staged_hash.unwrap_or_else(|| self.caches.key_hash(k));
+        debug_assert_eq!(h, self.caches.key_hash(k));
         // The hot-key view (`view`, valid if `is_hot`) and the ring hash, each looked up at
         // most once, and only when a decision needs them (a cache hit needs neither).
         let mut view = Readers::EMPTY;
@@ -580,7 +585,7 @@ impl Core {
         // Keep the key only while its hot-key entry waits for a value (after a write, or
         // when it turned hot): an END reply names no key.
         let miss_key = match (learn, self.cache_misses, frame.bytes().get(range)) {
-            (Some(_), true, Some(k)) if self.caches.awaits_value(h, k) => Some(Box::from(k)),
+            (Some(_), true, Some(k)) if self.caches.claim_miss_probe(h, k) => Some(Box::from(k)),
             _ => None,
         };
         let kind = FlowKind::Client(ClientFlow {
@@ -674,6 +679,14 @@ impl Core {
             if let Some(key) = &cf.hot_write {
                 self.hot.primary_write_done(key);
             }
+            self.end_miss_probe(&cf);
+        }
+    }
+
+    /// A client flow ended: release its key's miss probe, if it held it.
+    pub(super) fn end_miss_probe(&mut self, cf: &ClientFlow) {
+        if let (Some(key), Some(learn)) = (&cf.miss_key, cf.learn) {
+            self.caches.end_miss_probe(learn.key_hash, key);
         }
     }
 

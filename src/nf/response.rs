@@ -463,6 +463,7 @@ impl Core {
                 self.hot.primary_write_done(key);
             }
             self.writes_done(&cf.writes);
+            self.end_miss_probe(cf);
             if let (true, Some(key), Some(learn)) = (missed, &cf.miss_key, cf.learn) {
                 // L1 only (no warm estimate): hot keys' misses are what stays unbalanced.
                 self.caches.learn_absent(
@@ -548,6 +549,7 @@ impl Core {
         match kind {
             FlowKind::Client(cf) => {
                 timeout = cf.expect_reply;
+                self.end_miss_probe(&cf);
                 if let Some(key) = &cf.hot_write {
                     self.hot.primary_write_done(key);
                 }

@@ -63,6 +63,7 @@ pub use frames::{
     UDP_DATA_SIZE,
 };
 pub use reassembly::{Progress, Reassembler};
+pub(crate) use request::simple_get;
 pub use request::{Binary, Command, KeyIter, Keys, Meta, Request, Retrieval, Storage};
 pub use response::{MessageStatus, MetaHead, MetaStatus, Response, ResponseReader, Value};
 pub use text::{

@@ -535,6 +535,13 @@ impl RingHashMemo {
         }
     }
 
+    /// Loads the bucket `tag` maps to (stage 2 of the core's burst path: a software
+    /// prefetch in safe Rust, a load whose value is kept opaque so it is not elided).
+    #[inline]
+    pub fn touch(&self, tag: u64) {
+        std::hint::black_box(self.buckets[(tag >> 32) as usize & self.mask].slots[0].tag);
+    }
+
     /// The ketama hash of `key`, whose keyed 64-bit hash is `tag`.
     #[inline]
     pub fn hash(&mut self, tag: u64, key: &[u8]) -> u32 {
