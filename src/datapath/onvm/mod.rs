@@ -24,8 +24,8 @@
 //!   through the manager's tx thread to every NF-to-NF packet.) What `onvm_nflib_run`'s
 //!   loop does besides packets (manager messages such as stop, `-t`/`-l` limits,
 //!   shared-core sleep) is done by the shim's `kvlb_onvm_*` helpers each round.
-//! - The loop runs on the calling thread (an EAL lcore: mempool caches work), pinned to
-//!   the core the manager gave the NF, as `onvm_nflib_run`'s thread is.
+//! - The loop runs on a thread of its own (not an EAL lcore), pinned to the core the
+//!   manager gave the NF, as `onvm_nflib_run`'s is.
 //! - `onvm_nflib_init` reads `argv[1]` unconditionally and EAL permutes `argv`; the C argv is
 //!   built here, always has an element 1, and is leaked for the life of the process.
 //! - ONVM installs its own SIGINT/SIGTERM handler; it clears the context's `keep_running`,
@@ -250,22 +250,26 @@ impl OnvmNf {
     /// `exit_when_idle`, until the input is exhausted. `report` gets the pipeline, its
     /// current time and the counters when the stats screen is due and once at the end.
     ///
-    /// The loop runs on the calling thread; each round: dequeue a burst from the NF's rx
-    /// ring, decide and send it ([`NfState::handle_burst`]), then emitted frames, timers
-    /// and the stats screen ([`NfState::on_loop`]), then ONVM's housekeeping.
-    pub fn run<P: Pipeline>(
+    /// The loop runs on a thread of its own, as `onvm_nflib_run`'s does, while this one
+    /// waits: not an EAL lcore, so DPDK's per-lcore mempool caches (in the pool's shared
+    /// memory, indexed by lcore id) are left alone; every NF of a chain may be started with
+    /// the same `-l`, and two processes using one lcore's cache would corrupt it.
+    pub fn run<P: Pipeline + Send>(
         &mut self,
         pipeline: &mut P,
         opts: &NfOptions,
-        report: &mut dyn FnMut(&mut P, Instant, &NfCounters),
+        report: &mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     ) -> NfCounters {
-        let clock = TscClock::new(self.eal);
+        let handles = NfHandles {
+            ctx: self.ctx.as_ptr(),
+            nf: self.nf(),
+        };
         let mut state = NfState {
             pipeline,
             report,
             pool: self.pool,
-            nf: self.nf(),
-            clock,
+            nf: handles,
+            clock: TscClock::new(self.eal),
             opts: opts.clone(),
             now: Instant::ZERO,
             last_rx: Instant::ZERO,
@@ -276,46 +280,17 @@ impl OnvmNf {
             counters: NfCounters::default(),
             panic_logged: false,
         };
-        let ctx = self.ctx.as_ptr();
-        let nf = self.nf();
-        // SAFETY: ctx is this NF's context from a successful init (valid until stop, which
-        // only Drop calls); the call pins this thread and waits for the manager's handshake.
-        let ready = unsafe { onvm_sys::kvlb_onvm_nf_ready(ctx) };
-        if ready != 0 {
-            log::error!("the ONVM manager did not take the NF's ready message ({ready})");
-            return state.counters;
-        }
-        state.now = state.clock.now();
-        state.last_rx = state.now;
-        log::info!("kvlb NF running");
-        // SAFETY: reads the time-stamp counter.
-        let start_tsc = unsafe { onvm_sys::kvlb_rdtsc() };
-        let mut rx = [std::ptr::null_mut::<rte_mbuf>(); BURST];
-        // The raw calls below share one argument: ctx and nf are this registered NF's
-        // context and shared entry, valid until stop (only Drop stops, and run borrows the
-        // NF), and this thread is the only consumer of the NF's rx and message rings.
-        // SAFETY: see above; reads an atomic.
-        while unsafe { onvm_sys::kvlb_onvm_keep_running(ctx) } != 0 {
-            // SAFETY: see above; sleeps only in the manager's shared-core mode.
-            unsafe { onvm_sys::kvlb_onvm_sleep_if_idle(nf) };
-            // SAFETY: see above; rx has room for the BURST pointers asked for.
-            let n = unsafe { onvm_sys::kvlb_onvm_rx_burst(nf, rx.as_mut_ptr(), BURST as u16) };
-            let n = usize::from(n).min(BURST);
-            if n > 0 {
-                // SAFETY: the ring filled the first n slots with its packets: live, direct
-                // mbufs with a reference count of one, distinct, and this NF's alone until
-                // handle_burst hands each back to ONVM or frees it.
-                let burst = unsafe { Burst::new(&mut rx[..n]) };
-                state.handle_burst(burst);
-            }
-            if state.on_loop() {
-                // SAFETY: see above; writes an atomic.
-                unsafe { onvm_sys::kvlb_onvm_stop_running(ctx) };
-            }
-            // SAFETY: see above; handles at most one manager message, as onvm_nflib_run does.
-            if unsafe { onvm_sys::kvlb_onvm_housekeeping(ctx, start_tsc) } == 0 {
-                break;
-            }
+        let looped = std::thread::scope(|s| {
+            let state = &mut state;
+            std::thread::Builder::new()
+                .name("kvlb-nf".into())
+                .spawn_scoped(s, move || state.run_loop(handles))
+                .map(|t| t.join())
+        });
+        match looped {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(e) => log::error!("cannot start the NF's packet thread: {e}"),
         }
         state.return_pending();
         (state.report)(state.pipeline, state.clock.now(), &state.counters);
@@ -378,12 +353,26 @@ fn process_run<P: Pipeline>(
     }
 }
 
+/// A registered NF's context and its entry in the manager's NF table, valid until
+/// `onvm_nflib_stop` (only [`OnvmNf`]'s Drop calls it, and `run` borrows the NF).
+#[derive(Clone, Copy)]
+struct NfHandles {
+    ctx: *mut onvm_nf_local_ctx,
+    nf: *mut onvm_nf,
+}
+
+// SAFETY: the pointers name ONVM structures (process memory and the manager's shared
+// memory) that do not depend on the thread using them; onvm_nflib_run itself hands them to
+// the loop thread it spawns, and kvlb's loop thread is the only one using them while the
+// spawning thread waits for it.
+unsafe impl Send for NfHandles {}
+
 /// What the loop works on; lives on `OnvmNf::run`'s stack.
 struct NfState<'a, P> {
     pipeline: &'a mut P,
-    report: &'a mut dyn FnMut(&mut P, Instant, &NfCounters),
+    report: &'a mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     pool: Mempool,
-    nf: *mut onvm_nf,
+    nf: NfHandles,
     clock: TscClock,
     opts: NfOptions,
     /// The pipeline's clock: read once per loop round (in `on_loop`), like a burst.
@@ -433,6 +422,52 @@ fn meta_of(m: &mut RteMbuf) -> &mut onvm_pkt_meta {
 }
 
 impl<P: Pipeline> NfState<'_, P> {
+    /// The packet loop (ONVM's advanced rings), on the NF's packet thread: each round
+    /// dequeues a burst from the NF's rx ring, decides and sends it ([`Self::handle_burst`]),
+    /// then emitted frames, timers and the stats screen ([`Self::on_loop`]), then what
+    /// `onvm_nflib_run`'s loop does besides packets.
+    fn run_loop(&mut self, handles: NfHandles) {
+        let NfHandles { ctx, nf } = handles;
+        // SAFETY: ctx is this NF's context from a successful init (see NfHandles); the call
+        // pins this thread to the NF's core and waits for the manager's handshake.
+        let ready = unsafe { onvm_sys::kvlb_onvm_nf_ready(ctx) };
+        if ready != 0 {
+            log::error!("the ONVM manager did not take the NF's ready message ({ready})");
+            return;
+        }
+        self.now = self.clock.now();
+        self.last_rx = self.now;
+        log::info!("kvlb NF running");
+        // SAFETY: reads the time-stamp counter.
+        let start_tsc = unsafe { onvm_sys::kvlb_rdtsc() };
+        let mut rx = [std::ptr::null_mut::<rte_mbuf>(); BURST];
+        // The raw calls below share one argument: ctx and nf are valid (see NfHandles), and
+        // this thread is the only consumer of the NF's rx and message rings.
+        // SAFETY: see above; reads an atomic.
+        while unsafe { onvm_sys::kvlb_onvm_keep_running(ctx) } != 0 {
+            // SAFETY: see above; sleeps only in the manager's shared-core mode.
+            unsafe { onvm_sys::kvlb_onvm_sleep_if_idle(nf) };
+            // SAFETY: see above; rx has room for the BURST pointers asked for.
+            let n = unsafe { onvm_sys::kvlb_onvm_rx_burst(nf, rx.as_mut_ptr(), BURST as u16) };
+            let n = usize::from(n).min(BURST);
+            if n > 0 {
+                // SAFETY: the ring filled the first n slots with its packets: live, direct
+                // mbufs with a reference count of one, distinct, and this NF's alone until
+                // handle_burst hands each back to ONVM or frees it.
+                let burst = unsafe { Burst::new(&mut rx[..n]) };
+                self.handle_burst(burst);
+            }
+            if self.on_loop() {
+                // SAFETY: see above; writes an atomic.
+                unsafe { onvm_sys::kvlb_onvm_stop_running(ctx) };
+            }
+            // SAFETY: see above; handles at most one manager message, as onvm_nflib_run does.
+            if unsafe { onvm_sys::kvlb_onvm_housekeeping(ctx, start_tsc) } == 0 {
+                break;
+            }
+        }
+    }
+
     /// Decides every packet of a burst, sets its ONVM action, and hands the whole burst back
     /// to ONVM in one call, which frees DROP packets and delivers the others.
     fn handle_burst(&mut self, burst: Burst<'_>) {
@@ -477,7 +512,7 @@ impl<P: Pipeline> NfState<'_, P> {
         // and the frames are not used afterwards (the slice ends with this call).
         unsafe {
             onvm_sys::kvlb_onvm_send_burst(
-                self.nf,
+                self.nf.nf,
                 frames.as_mut_ptr().cast::<*mut rte_mbuf>(),
                 n as u16,
             );
@@ -616,7 +651,7 @@ impl<P: Pipeline> NfState<'_, P> {
         // removing them from the Vec without running Drop.
         unsafe {
             let base = self.pending.as_mut_ptr();
-            onvm_sys::onvm_nflib_return_pkt_bulk(self.nf, base.cast::<*mut rte_mbuf>(), count);
+            onvm_sys::onvm_nflib_return_pkt_bulk(self.nf.nf, base.cast::<*mut rte_mbuf>(), count);
             let len = self.pending.len();
             let n = usize::from(count);
             std::ptr::copy(base.add(n), base, len - n);
