@@ -312,8 +312,9 @@ impl Drop for OnvmNf {
 /// Packets dequeued from the rx ring at a time (ONVM's `PACKET_READ_SIZE`).
 const BURST: usize = 32;
 
-/// The verdict slot of a frame the pipeline has not decided (yet): a frame it panicked on
-/// or never saw (multi-segment). The pipeline itself never drops for `Panic`.
+/// The verdict slot of a frame the pipeline has not decided: one it panicked on (or did
+/// not reach in a burst it panicked in) or never saw (multi-segment). The pipeline itself
+/// never drops for `Panic`.
 const UNDECIDED: Verdict = Verdict::Drop(DropReason::Panic);
 
 /// One burst from the NF's rx ring, each packet lent as an [`RteMbuf`].
@@ -333,23 +334,6 @@ impl<'a> Burst<'a> {
         Burst(unsafe {
             std::slice::from_raw_parts_mut(pkts.as_mut_ptr().cast::<&'a mut RteMbuf>(), pkts.len())
         })
-    }
-}
-
-/// The pipeline's verdicts for `frames`, which all arrived on `in_port`, in order.
-///
-/// Switch point for `Pipeline::process_burst`: once it exists, this loop becomes the one
-/// call `pipeline.process_burst(now, in_port, frames, verdicts)`; nothing else here changes.
-#[inline]
-fn process_run<P: Pipeline>(
-    pipeline: &mut P,
-    now: Instant,
-    in_port: PortId,
-    frames: &mut [&mut RteMbuf],
-    verdicts: &mut [Verdict],
-) {
-    for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
-        *verdict = pipeline.process_frame(now, in_port, &mut **frame);
     }
 }
 
@@ -519,26 +503,20 @@ impl<P: Pipeline> NfState<'_, P> {
         }
     }
 
-    /// Fills `verdicts` for `frames` (single-segment, all from `in_port`). A frame the
-    /// pipeline panics on keeps [`UNDECIDED`] (it is dropped and counted); the pipeline
-    /// goes on with the frames after it.
+    /// Fills `verdicts` for `frames` (single-segment, all from `in_port`) with one
+    /// [`Pipeline::process_burst`] call. If the pipeline panics, the frames it had decided
+    /// keep their verdicts and the others keep [`UNDECIDED`]: dropped, each counted as a
+    /// panic, as the shared datapath driver does.
     fn decide(&mut self, in_port: PortId, frames: &mut [&mut RteMbuf], verdicts: &mut [Verdict]) {
         let now = self.now;
-        let mut from = 0;
-        while from < frames.len() {
-            let pipeline = &mut *self.pipeline;
-            let (f, v) = (&mut frames[from..], &mut verdicts[from..]);
-            if catch_unwind(AssertUnwindSafe(|| {
-                process_run(pipeline, now, in_port, f, v)
-            }))
-            .is_ok()
-            {
-                return;
+        let pipeline = &mut *self.pipeline;
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            pipeline.process_burst(now, in_port, frames, verdicts)
+        }));
+        if decided.is_err() {
+            for _ in verdicts.iter().filter(|v| **v == UNDECIDED) {
+                self.panicked();
             }
-            self.panicked();
-            // The first frame left undecided is the one the pipeline panicked on.
-            let culprit = verdicts[from..].iter().position(|v| *v == UNDECIDED);
-            from += culprit.map_or(frames.len(), |k| k + 1);
         }
     }
 
