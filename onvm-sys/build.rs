@@ -162,7 +162,7 @@ fn main() {
         builder = builder
             .allowlist_function(
                 "onvm_nflib_init_nf_local_ctx|onvm_nflib_init_nf_function_table|\
-                 onvm_nflib_start_signal_handler|onvm_nflib_init|onvm_nflib_run|\
+                 onvm_nflib_start_signal_handler|onvm_nflib_init|\
                  onvm_nflib_stop|onvm_nflib_return_pkt|onvm_nflib_return_pkt_bulk|\
                  onvm_flow_dir_nf_init",
             )

@@ -1,5 +1,5 @@
 //! Packet buffers: [`Mbuf`] owns one (freed on drop); [`RteMbuf`] is one borrowed, as a
-//! callback (ONVM's packet handler) or an owner ([`Mbuf`] derefs to it) lends it.
+//! burst dequeued from an ONVM ring or an owner ([`Mbuf`] derefs to it) lends it.
 //!
 //! kvlb never clones or attaches mbufs, and the sources it takes them from (port receive,
 //! ONVM rings, its own pools) hand over direct mbufs with a reference count of one: holding

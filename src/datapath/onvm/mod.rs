@@ -1,27 +1,40 @@
 //! OpenNetVM: kvlb as an ONVM network function (`kvlb onvm`).
 //!
 //! Owns: the NF lifecycle through `onvm_nflib` (local context, signal handler, function
-//! table, init, run, stop), the C callbacks ONVM calls on its packet thread, the packet
-//! metadata (`action`/`destination`) that routes each packet after kvlb, and the frames
-//! kvlb emits (allocated from ONVM's shared pool, handed back with
-//! `onvm_nflib_return_pkt_bulk`). Must not: make balancing decisions (the
-//! [`Pipeline`] does), or let a raw pointer out of this module.
+//! table, init, ready, stop), the NF's packet loop over its own rings (ONVM's "advanced
+//! rings" mode, as `examples/scaling_example` runs with `-a`), the packet metadata
+//! (`action`/`destination`) that routes each packet after kvlb, and the frames kvlb emits
+//! (allocated from ONVM's shared pool, handed back with `onvm_nflib_return_pkt_bulk`).
+//! Must not: make balancing decisions (the [`Pipeline`] does), or let a raw pointer out of
+//! this module.
 //!
 //! Facts about ONVM v21.10 this module is built around:
 //! - The NF library owns and frees the local context and the function table; they come
 //!   from `onvm_nflib_init_nf_local_ctx`/`onvm_nflib_init_nf_function_table`, never from
-//!   Rust. It also `rte_free`s `nf->data` on stop if it is set, so kvlb's per-NF state
-//!   pointer is put there only for the duration of `onvm_nflib_run` and cleared before stop.
-//! - `onvm_nflib_run` runs the packet loop on a thread it creates and joins; callbacks run
-//!   there. Panics are caught at each callback: the packet is dropped and counted.
+//!   Rust. The table stays empty (no `onvm_nflib_run`), but must exist: the library's
+//!   message handler reads it for messages from other NFs. The library also `rte_free`s
+//!   `nf->data` on stop if it is set, so kvlb leaves it NULL.
+//! - Advanced rings: after `onvm_nflib_nf_ready` (the manager then delivers packets to the
+//!   NF's rx ring), the NF dequeues bursts from `nf->rx_q` itself, sets each packet's
+//!   action, and hands the burst to ONVM's own tx path for NFs in one call
+//!   (`onvm_pkt_process_tx_batch` and the flushes, as `onvm_nflib_run` and
+//!   `scaling_example` do): DROP packets are freed, TONF/NEXT ones go straight to the next
+//!   NF's rx ring, OUT ones to the NF's tx ring for the manager's tx thread; ONVM counts
+//!   them in the NF's stats. (Enqueuing every packet to `nf->tx_q` instead would add a hop
+//!   through the manager's tx thread to every NF-to-NF packet.) What `onvm_nflib_run`'s
+//!   loop does besides packets (manager messages such as stop, `-t`/`-l` limits,
+//!   shared-core sleep) is done by the shim's `kvlb_onvm_*` helpers each round.
+//! - The loop runs on a thread of its own (not an EAL lcore), pinned to the core the
+//!   manager gave the NF, as `onvm_nflib_run`'s is.
 //! - `onvm_nflib_init` reads `argv[1]` unconditionally and EAL permutes `argv`; the C argv is
 //!   built here, always has an element 1, and is leaked for the life of the process.
-//! - ONVM installs its own SIGINT/SIGTERM handler; it stops the loop and calls back here.
+//! - ONVM installs its own SIGINT/SIGTERM handler; it clears the context's `keep_running`,
+//!   which the loop checks every round, and calls back here.
 //! - On stop the library writes `<tag>_stats.csv` into the working directory.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +67,7 @@ pub struct NfOptions {
     /// Stop once no packet arrived for `idle_grace` and the pipeline is idle.
     pub exit_when_idle: bool,
     pub idle_grace: Duration,
-    /// How often the pipeline's timers run (from ONVM's per-loop `user_actions`).
+    /// How often the pipeline's timers run (checked once per loop round).
     pub tick_interval: Duration,
     /// Send what the pipeline sends out of a port (forwarded and emitted frames) to this
     /// service instead: kvlb in front of another NF (`-d`, as in ONVM's examples).
@@ -236,19 +249,27 @@ impl OnvmNf {
     /// Runs the NF until ONVM stops it (signal, manager, `-t`/`-l` limits) or, with
     /// `exit_when_idle`, until the input is exhausted. `report` gets the pipeline, its
     /// current time and the counters when the stats screen is due and once at the end.
+    ///
+    /// The loop runs on a thread of its own, as `onvm_nflib_run`'s does, while this one
+    /// waits: not an EAL lcore, so DPDK's per-lcore mempool caches (in the pool's shared
+    /// memory, indexed by lcore id) are left alone; every NF of a chain may be started with
+    /// the same `-l`, and two processes using one lcore's cache would corrupt it.
     pub fn run<P: Pipeline + Send>(
         &mut self,
         pipeline: &mut P,
         opts: &NfOptions,
         report: &mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     ) -> NfCounters {
-        let clock = TscClock::new(self.eal);
+        let handles = NfHandles {
+            ctx: self.ctx.as_ptr(),
+            nf: self.nf(),
+        };
         let mut state = NfState {
             pipeline,
             report,
             pool: self.pool,
-            nf: self.nf(),
-            clock,
+            nf: handles,
+            clock: TscClock::new(self.eal),
             opts: opts.clone(),
             now: Instant::ZERO,
             last_rx: Instant::ZERO,
@@ -259,23 +280,17 @@ impl OnvmNf {
             counters: NfCounters::default(),
             panic_logged: false,
         };
-        let nf = self.nf();
-        // SAFETY: the NF is registered (init succeeded), so nf and its function table
-        // (allocated by ONVM in init) are valid. The callbacks below find `state` through
-        // nf->data. `state` lives on this stack frame until after onvm_nflib_run returns,
-        // and onvm_nflib_run joins the only thread that calls them before returning, so
-        // every dereference happens while `state` is alive; this thread does not touch
-        // `state` meanwhile (it is blocked in the join), so the callbacks' &mut is
-        // exclusive. P: Send and the Send report make handing them to that thread sound.
-        // nf->data is cleared before stop because ONVM rte_free()s a non-NULL data.
-        unsafe {
-            let table = (*nf).function_table;
-            (*table).setup = Some(on_setup::<P>);
-            (*table).pkt_handler = Some(on_packet::<P>);
-            (*table).user_actions = Some(on_loop::<P>);
-            (*nf).data = (&mut state as *mut NfState<'_, P>).cast::<c_void>();
-            onvm_sys::onvm_nflib_run(self.ctx.as_ptr());
-            (*nf).data = std::ptr::null_mut();
+        let looped = std::thread::scope(|s| {
+            let state = &mut state;
+            std::thread::Builder::new()
+                .name("kvlb-nf".into())
+                .spawn_scoped(s, move || state.run_loop(handles))
+                .map(|t| t.join())
+        });
+        match looped {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(e) => log::error!("cannot start the NF's packet thread: {e}"),
         }
         state.return_pending();
         (state.report)(state.pipeline, state.clock.now(), &state.counters);
@@ -289,20 +304,62 @@ impl OnvmNf {
 impl Drop for OnvmNf {
     fn drop(&mut self) {
         // SAFETY: the context came from a successful init and is stopped exactly once;
-        // nf->data is NULL again (run clears it). ONVM frees the context and the table.
+        // nf->data is NULL (kvlb never sets it). ONVM frees the context and the table.
         unsafe { onvm_sys::onvm_nflib_stop(self.ctx.as_ptr()) }
     }
 }
 
-/// What the callbacks work on; lives on `OnvmNf::run`'s stack while ONVM's loop runs.
+/// Packets dequeued from the rx ring at a time (ONVM's `PACKET_READ_SIZE`).
+const BURST: usize = 32;
+
+/// The verdict slot of a frame the pipeline has not decided: one it panicked on (or did
+/// not reach in a burst it panicked in) or never saw (multi-segment). The pipeline itself
+/// never drops for `Panic`.
+const UNDECIDED: Verdict = Verdict::Drop(DropReason::Panic);
+
+/// One burst from the NF's rx ring, each packet lent as an [`RteMbuf`].
+struct Burst<'a>(&'a mut [&'a mut RteMbuf]);
+
+impl<'a> Burst<'a> {
+    /// Views the packets at `pkts` as frames.
+    ///
+    /// # Safety
+    /// Every pointer must be a live, direct mbuf with a reference count of one, all
+    /// distinct, that nothing else uses while the burst lives.
+    unsafe fn new(pkts: &'a mut [*mut rte_mbuf]) -> Burst<'a> {
+        // SAFETY: `&mut RteMbuf` has the layout of `*mut rte_mbuf` (a reference is a
+        // non-null pointer; RteMbuf is repr(transparent) over rte_mbuf), and per the caller
+        // each pointer is non-null, aligned, live and exclusively ours for 'a, so each
+        // element is a valid `&mut` and no two alias. The slice borrows `pkts` for 'a.
+        Burst(unsafe {
+            std::slice::from_raw_parts_mut(pkts.as_mut_ptr().cast::<&'a mut RteMbuf>(), pkts.len())
+        })
+    }
+}
+
+/// A registered NF's context and its entry in the manager's NF table, valid until
+/// `onvm_nflib_stop` (only [`OnvmNf`]'s Drop calls it, and `run` borrows the NF).
+#[derive(Clone, Copy)]
+struct NfHandles {
+    ctx: *mut onvm_nf_local_ctx,
+    nf: *mut onvm_nf,
+}
+
+// SAFETY: the pointers name ONVM structures (process memory and the manager's shared
+// memory) that do not depend on the thread using them; onvm_nflib_run itself hands them to
+// the loop thread it spawns, and kvlb's loop thread is the only one using them while the
+// spawning thread waits for it.
+unsafe impl Send for NfHandles {}
+
+/// What the loop works on; lives on `OnvmNf::run`'s stack.
 struct NfState<'a, P> {
     pipeline: &'a mut P,
     report: &'a mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     pool: Mempool,
-    nf: *mut onvm_nf,
+    nf: NfHandles,
     clock: TscClock,
     opts: NfOptions,
-    /// The pipeline's clock: read once per loop round (in `user_actions`), like a burst.
+    /// The pipeline's clock: read once per loop round (in `on_loop`), like a burst.
     now: Instant,
     last_rx: Instant,
     next_tick: Instant,
@@ -349,21 +406,128 @@ fn meta_of(m: &mut RteMbuf) -> &mut onvm_pkt_meta {
 }
 
 impl<P: Pipeline> NfState<'_, P> {
-    fn handle(&mut self, m: &mut RteMbuf, meta: &mut onvm_pkt_meta) {
-        self.counters.rx += 1;
-        self.last_rx = self.now;
-        if !m.is_contiguous() {
-            self.counters.multi_segment += 1;
-            set_meta(meta, Action::Drop);
+    /// The packet loop (ONVM's advanced rings), on the NF's packet thread: each round
+    /// dequeues a burst from the NF's rx ring, decides and sends it ([`Self::handle_burst`]),
+    /// then emitted frames, timers and the stats screen ([`Self::on_loop`]), then what
+    /// `onvm_nflib_run`'s loop does besides packets.
+    fn run_loop(&mut self, handles: NfHandles) {
+        let NfHandles { ctx, nf } = handles;
+        // SAFETY: ctx is this NF's context from a successful init (see NfHandles); the call
+        // pins this thread to the NF's core and waits for the manager's handshake.
+        let ready = unsafe { onvm_sys::kvlb_onvm_nf_ready(ctx) };
+        if ready != 0 {
+            log::error!("the ONVM manager did not take the NF's ready message ({ready})");
             return;
         }
-        let (now, in_port) = (self.now, PortId(m.port()));
+        self.now = self.clock.now();
+        self.last_rx = self.now;
+        log::info!("kvlb NF running");
+        // SAFETY: reads the time-stamp counter.
+        let start_tsc = unsafe { onvm_sys::kvlb_rdtsc() };
+        let mut rx = [std::ptr::null_mut::<rte_mbuf>(); BURST];
+        // The raw calls below share one argument: ctx and nf are valid (see NfHandles), and
+        // this thread is the only consumer of the NF's rx and message rings.
+        // SAFETY: see above; reads an atomic.
+        while unsafe { onvm_sys::kvlb_onvm_keep_running(ctx) } != 0 {
+            // SAFETY: see above; sleeps only in the manager's shared-core mode.
+            unsafe { onvm_sys::kvlb_onvm_sleep_if_idle(nf) };
+            // SAFETY: see above; rx has room for the BURST pointers asked for.
+            let n = unsafe { onvm_sys::kvlb_onvm_rx_burst(nf, rx.as_mut_ptr(), BURST as u16) };
+            let n = usize::from(n).min(BURST);
+            if n > 0 {
+                // SAFETY: the ring filled the first n slots with its packets: live, direct
+                // mbufs with a reference count of one, distinct, and this NF's alone until
+                // handle_burst hands each back to ONVM or frees it.
+                let burst = unsafe { Burst::new(&mut rx[..n]) };
+                self.handle_burst(burst);
+            }
+            if self.on_loop() {
+                // SAFETY: see above; writes an atomic.
+                unsafe { onvm_sys::kvlb_onvm_stop_running(ctx) };
+            }
+            // SAFETY: see above; handles at most one manager message, as onvm_nflib_run does.
+            if unsafe { onvm_sys::kvlb_onvm_housekeeping(ctx, start_tsc) } == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Decides every packet of a burst, sets its ONVM action, and hands the whole burst back
+    /// to ONVM in one call, which frees DROP packets and delivers the others.
+    fn handle_burst(&mut self, burst: Burst<'_>) {
+        let frames = burst.0;
+        let n = frames.len().min(BURST);
+        self.last_rx = self.now;
+        let mut verdicts = [UNDECIDED; BURST];
+        // A burst may mix in-ports (the mbuf's port): the pipeline gets runs of consecutive
+        // frames from one port, so the order of the frames is kept. Multi-segment frames
+        // (larger than one mbuf) never reach it.
+        let mut i = 0;
+        while i < n {
+            if !frames[i].is_contiguous() {
+                self.counters.multi_segment += 1;
+                i += 1;
+                continue;
+            }
+            let port = frames[i].port();
+            let mut j = i + 1;
+            while j < n && frames[j].port() == port && frames[j].is_contiguous() {
+                j += 1;
+            }
+            self.decide(PortId(port), &mut frames[i..j], &mut verdicts[i..j]);
+            i = j;
+        }
+
+        for (frame, &verdict) in frames.iter_mut().zip(&verdicts[..n]) {
+            self.counters.rx += 1;
+            let action = self.action(verdict);
+            set_meta(meta_of(frame), action);
+            if self.opts.print_delay > 0 {
+                self.since_print += 1;
+                if self.since_print >= self.opts.print_delay {
+                    self.since_print = 0;
+                    (self.report)(self.pipeline, self.now, &self.counters);
+                }
+            }
+        }
+        // SAFETY: nf is this registered NF (valid during run); the first n elements of
+        // frames are this burst's packets (as `*mut rte_mbuf`: see Burst::new), each with
+        // its metadata set. ONVM takes ownership of all of them (delivers or frees them),
+        // and the frames are not used afterwards (the slice ends with this call).
+        unsafe {
+            onvm_sys::kvlb_onvm_send_burst(
+                self.nf.nf,
+                frames.as_mut_ptr().cast::<*mut rte_mbuf>(),
+                n as u16,
+            );
+        }
+    }
+
+    /// Fills `verdicts` for `frames` (single-segment, all from `in_port`) with one
+    /// [`Pipeline::process_burst`] call. If the pipeline panics, the frames it had decided
+    /// keep their verdicts and the others keep [`UNDECIDED`]: dropped, each counted as a
+    /// panic, as the shared datapath driver does.
+    fn decide(&mut self, in_port: PortId, frames: &mut [&mut RteMbuf], verdicts: &mut [Verdict]) {
+        let now = self.now;
         let pipeline = &mut *self.pipeline;
-        let verdict = catch_unwind(AssertUnwindSafe(|| pipeline.process_frame(now, in_port, m)));
-        let action = match verdict {
-            // Counted by the action the packet leaves with: under `-d` a frame for a port
-            // goes to that NF, and counts as handed to an NF.
-            Ok(Verdict::Out(p)) => match self.opts.out_to_nf {
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            pipeline.process_burst(now, in_port, frames, verdicts)
+        }));
+        if decided.is_err() {
+            for _ in verdicts.iter().filter(|v| **v == UNDECIDED) {
+                self.panicked();
+            }
+        }
+    }
+
+    /// The action a packet leaves with, counted. Under `-d` a frame for a port goes to that
+    /// NF, and counts as handed to an NF.
+    #[inline]
+    fn action(&mut self, verdict: Verdict) -> Action {
+        match verdict {
+            // Multi-segment or panicked: counted where found.
+            v if v == UNDECIDED => Action::Drop,
+            Verdict::Out(p) => match self.opts.out_to_nf {
                 Some(s) => {
                     self.counters.to_nf += 1;
                     Action::ToNf(s)
@@ -373,35 +537,22 @@ impl<P: Pipeline> NfState<'_, P> {
                     Action::Out(p.0)
                 }
             },
-            Ok(Verdict::ToNf(s)) => {
+            Verdict::ToNf(s) => {
                 self.counters.to_nf += 1;
                 Action::ToNf(s.0)
             }
-            Ok(Verdict::Next) => {
+            Verdict::Next => {
                 self.counters.next += 1;
                 Action::Next
             }
-            Ok(Verdict::Drop(_)) => {
+            Verdict::Drop(_) => {
                 self.counters.dropped += 1;
                 Action::Drop
-            }
-            Err(_) => {
-                self.panicked();
-                Action::Drop
-            }
-        };
-        set_meta(meta, action);
-        // Emitted frames are collected once per loop round, in on_loop.
-        if self.opts.print_delay > 0 {
-            self.since_print += 1;
-            if self.since_print >= self.opts.print_delay {
-                self.since_print = 0;
-                (self.report)(self.pipeline, self.now, &self.counters);
             }
         }
     }
 
-    /// Once per ONVM loop round. Returns whether the NF should stop.
+    /// Once per loop round, after the burst. Returns whether the NF should stop.
     fn on_loop(&mut self) -> bool {
         self.now = self.clock.now();
         self.drain_emitted();
@@ -478,55 +629,11 @@ impl<P: Pipeline> NfState<'_, P> {
         // removing them from the Vec without running Drop.
         unsafe {
             let base = self.pending.as_mut_ptr();
-            onvm_sys::onvm_nflib_return_pkt_bulk(self.nf, base.cast::<*mut rte_mbuf>(), count);
+            onvm_sys::onvm_nflib_return_pkt_bulk(self.nf.nf, base.cast::<*mut rte_mbuf>(), count);
             let len = self.pending.len();
             let n = usize::from(count);
             std::ptr::copy(base.add(n), base, len - n);
             self.pending.set_len(len - n);
         }
     }
-}
-
-/// Finds the state `run` registered.
-///
-/// # Safety
-/// `ctx` must be the context passed to ONVM's callbacks during `OnvmNf::run::<P>`.
-unsafe fn state_of<'s, P>(ctx: *mut onvm_nf_local_ctx) -> &'s mut NfState<'s, P> {
-    // SAFETY: per the caller, ctx->nf->data is the NfState<P> that run placed there, alive
-    // and exclusively used by this (ONVM's loop) thread for the duration of the callback.
-    unsafe { &mut *(*(*ctx).nf).data.cast::<NfState<'s, P>>() }
-}
-
-unsafe extern "C" fn on_setup<P: Pipeline>(ctx: *mut onvm_nf_local_ctx) {
-    // SAFETY: ONVM calls setup on its loop thread with the NF's context while run waits.
-    let state = unsafe { state_of::<P>(ctx) };
-    state.now = state.clock.now();
-    state.last_rx = state.now;
-    log::info!("kvlb NF running");
-}
-
-unsafe extern "C" fn on_packet<P: Pipeline>(
-    pkt: *mut rte_mbuf,
-    meta: *mut onvm_pkt_meta,
-    ctx: *mut onvm_nf_local_ctx,
-) -> c_int {
-    // SAFETY: ONVM calls the packet handler on its loop thread while run waits, with a
-    // packet it dequeued from this NF's ring (a direct mbuf nobody else touches until the
-    // handler returns) and that packet's metadata.
-    unsafe {
-        let state = state_of::<P>(ctx);
-        match (NonNull::new(pkt), meta.as_mut()) {
-            (Some(pkt), Some(meta)) => state.handle(RteMbuf::from_ptr(pkt), meta),
-            (_, Some(meta)) => set_meta(meta, Action::Drop),
-            _ => {}
-        }
-    }
-    // 0: ONVM forwards the packet according to its metadata.
-    0
-}
-
-unsafe extern "C" fn on_loop<P: Pipeline>(ctx: *mut onvm_nf_local_ctx) -> c_int {
-    // SAFETY: ONVM calls user_actions on its loop thread while run waits.
-    let state = unsafe { state_of::<P>(ctx) };
-    c_int::from(state.on_loop())
 }
