@@ -146,6 +146,13 @@ impl Flows {
         self.table.is_empty()
     }
 
+    /// Loads the table slots the next `n` inserts will take (see
+    /// [`FlowTable::touch_next`]).
+    #[inline]
+    pub fn touch_next(&self, n: usize) {
+        self.table.touch_next(n);
+    }
+
     /// The earliest deadline of a live flow.
     #[allow(dead_code)]
     pub fn next_deadline(&self) -> Option<Instant> {

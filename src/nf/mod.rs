@@ -866,9 +866,13 @@ impl Pipeline for Core {
             for (s, f) in staged.iter_mut().zip(frames.iter()) {
                 *s = self.stage_classify(f.bytes());
             }
+            let mut gets = 0;
             for s in staged.iter() {
                 self.stage_touch(s);
+                gets += usize::from(s.get_hash.is_some());
             }
+            // Forwarded GETs take the oldest freed flow slots, in order.
+            self.flows.touch_next(gets);
             for ((f, v), s) in frames
                 .iter_mut()
                 .zip(verdicts.iter_mut())
