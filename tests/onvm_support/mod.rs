@@ -428,7 +428,12 @@ impl Drop for Manager {
         for ns in [&self.client_ns, &self.server_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        if let Ok(entries) = std::fs::read_dir("/mnt/huge") {
+        // Hugepage files the processes left behind, wherever hugetlbfs is mounted (DPDK's
+        // docs use /mnt/huge; systemd and Debian mount /dev/hugepages).
+        for dir in ["/mnt/huge", "/dev/hugepages"] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&self.prefix) {
                     let _ = std::fs::remove_file(e.path());
