@@ -523,10 +523,7 @@ impl Core {
             if let Some(hit) = self.caches.lookup(h, k, now) {
                 if hit.value.is_absent() {
                     // A cached miss: END, as the key's server would answer.
-                    return match proto::write_reply(frame, u, &[Response::End]) {
-                        Ok(_) => self.own_reply(frame, &client),
-                        Err(_) => self.drop(DropReason::RewriteFailed),
-                    };
+                    return self.answer_miss(frame, u, &client);
                 }
                 // The reply is written over the frame the key lies in: copy the key out.
                 let key = KeyBuf::new(k);
@@ -562,10 +559,7 @@ impl Core {
         if balance_to.is_none() && readers.is_some_and(|r| r.is_fenced()) {
             // The key's new primary may hold an old copy until the fence lands: a miss is
             // never stale.
-            return match proto::write_reply(frame, u, &[Response::End]) {
-                Ok(_) => self.own_reply(frame, &client),
-                Err(_) => self.drop(DropReason::RewriteFailed),
-            };
+            return self.answer_miss(frame, u, &client);
         }
         let chosen = match balance_to {
             Some(b) => {
@@ -675,18 +669,33 @@ impl Core {
     /// A request that will not leave after all: undo what was noted for it.
     fn abandon(&mut self, kind: FlowKind) {
         if let FlowKind::Client(cf) = kind {
-            self.writes_done(&cf.writes);
-            if let Some(key) = &cf.hot_write {
-                self.hot.primary_write_done(key);
-            }
-            self.end_miss_probe(&cf);
+            self.client_flow_ended(&cf);
         }
     }
 
-    /// A client flow ended: release its key's miss probe, if it held it.
-    pub(super) fn end_miss_probe(&mut self, cf: &ClientFlow) {
+    /// A client flow ended (answered, expired, or never sent): its writes are done, its
+    /// hot-key write is no longer pending, and its key's miss probe is released. The one
+    /// place every end of a client request goes through.
+    pub(super) fn client_flow_ended(&mut self, cf: &ClientFlow) {
+        self.writes_done(&cf.writes);
+        if let Some(key) = &cf.hot_write {
+            self.hot.primary_write_done(key);
+        }
         if let (Some(key), Some(learn)) = (&cf.miss_key, cf.learn) {
             self.caches.end_miss_probe(learn.key_hash, key);
+        }
+    }
+
+    /// Answers a one-key GET in place with `END` (a cached absence, a fenced key).
+    fn answer_miss<F: FrameBuf + ?Sized>(
+        &mut self,
+        frame: &mut F,
+        u: &UdpFrame,
+        client: &Client,
+    ) -> Verdict {
+        match proto::write_reply(frame, u, &[Response::End]) {
+            Ok(_) => self.own_reply(frame, client),
+            Err(_) => self.drop(DropReason::RewriteFailed),
         }
     }
 

@@ -459,11 +459,7 @@ impl Core {
             return;
         };
         if let FlowKind::Client(cf) = &flow.kind {
-            if let Some(key) = &cf.hot_write {
-                self.hot.primary_write_done(key);
-            }
-            self.writes_done(&cf.writes);
-            self.end_miss_probe(cf);
+            self.client_flow_ended(cf);
             if let (true, Some(key), Some(learn)) = (missed, &cf.miss_key, cf.learn) {
                 // L1 only (no warm estimate): hot keys' misses are what stays unbalanced.
                 self.caches.learn_absent(
@@ -549,11 +545,7 @@ impl Core {
         match kind {
             FlowKind::Client(cf) => {
                 timeout = cf.expect_reply;
-                self.end_miss_probe(&cf);
-                if let Some(key) = &cf.hot_write {
-                    self.hot.primary_write_done(key);
-                }
-                self.writes_done(&cf.writes);
+                self.client_flow_ended(&cf);
                 if let Some(g) = cf.group {
                     if !self.group_part_done(g) {
                         self.finish_group(g);
