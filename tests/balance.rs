@@ -37,13 +37,8 @@ fn max_over_mean(v: &[u64]) -> f64 {
     *v.iter().max().unwrap() as f64 / mean
 }
 
-/// One kvbench run through the VIP; its JSON summary. Fails the test on stale or corrupt
-/// reads (exit status 3) or any other failure.
-fn kvbench(vip: &str, seconds: u32, seed: u32, extra: &[&str]) -> Value {
-    kvbench_gets(vip, seconds, seed, "0.95", extra)
-}
-
-/// [`kvbench`] with `get_ratio` GETs.
+/// One kvbench run through the VIP with `get_ratio` GETs; its JSON summary. Fails the
+/// test on stale or corrupt reads (exit status 3) or any other failure.
 fn kvbench_gets(vip: &str, seconds: u32, seed: u32, get_ratio: &str, extra: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
         .args(["--server", vip, "--keys", KEYS, "--dist", "zipf:1.2"])
@@ -86,16 +81,27 @@ fn u(v: &Value, path: &[&str]) -> u64 {
     x.as_u64().unwrap_or_else(|| panic!("no {path:?} in {v}"))
 }
 
-/// Warm-up (loads every key so gets hit and hot keys can be cached, lets the detector
-/// find the hot set), then a measured window between two readings of the servers'
-/// counters. Returns (max/mean of the window, kvbench's window summary).
-fn measure(ms: &[Memcached], vip: &str) -> (f64, Vec<u64>, Value) {
-    kvbench(vip, 3, 1, &["--load"]);
+/// Warm-up (with `warm_up`'s extra kvbench options; lets the detector find the hot set),
+/// then a measured window between two readings of the servers' counters, both with
+/// `get_ratio` GETs. Returns (max/mean of the window, the window, kvbench's window summary).
+fn measure_with(
+    ms: &[Memcached],
+    vip: &str,
+    get_ratio: &str,
+    warm_up: &[&str],
+) -> (f64, Vec<u64>, Value) {
+    kvbench_gets(vip, 3, 1, get_ratio, warm_up);
     let before = loads(ms);
-    let summary = kvbench(vip, 6, 2, &[]);
+    let summary = kvbench_gets(vip, 6, 2, get_ratio, &[]);
     let after = loads(ms);
     let window: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     (max_over_mean(&window), window, summary)
+}
+
+/// [`measure_with`] 95 % GETs after a warm-up that loads every key (so gets hit and hot
+/// keys can be cached).
+fn measure(ms: &[Memcached], vip: &str) -> (f64, Vec<u64>, Value) {
+    measure_with(ms, vip, "0.95", &["--load"])
 }
 
 #[test]
@@ -145,15 +151,10 @@ fn hot_key_handling_balances_eight_servers_under_zipf_1_2() {
     );
 }
 
-/// GETs only on empty servers (every key misses): a warm-up, then the servers' load over a
-/// measured window.
+/// [`measure_with`] GETs only on empty servers: every key misses.
 fn measure_misses(ms: &[Memcached], vip: &str) -> (f64, Vec<u64>) {
-    kvbench_gets(vip, 3, 1, "1.0", &[]);
-    let before = loads(ms);
-    kvbench_gets(vip, 6, 2, "1.0", &[]);
-    let after = loads(ms);
-    let window: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    (max_over_mean(&window), window)
+    let (ratio, window, _) = measure_with(ms, vip, "1.0", &[]);
+    (ratio, window)
 }
 
 #[test]

@@ -108,7 +108,7 @@ proptest! {
 /// `CORE_OPS_INPUT=FILE cargo test --test core_fuzz replay -- --ignored` runs one input
 /// (a fuzzer's crash, a seed), with `CORE_OPS_TRACE=1` to see its frames.
 #[test]
-#[ignore]
+#[ignore = "a manual tool: replays the input named by CORE_OPS_INPUT"]
 fn replay() {
     let path = std::env::var("CORE_OPS_INPUT").expect("CORE_OPS_INPUT=FILE");
     run_twice(&std::fs::read(path).expect("the input"));

@@ -215,19 +215,19 @@ impl FrameBuf for RteMbuf {
 }
 
 /// An owned mbuf is a frame too, so a received burst (`[Mbuf]`) goes to the pipeline as
-/// it is.
+/// it is: the frame of the [`RteMbuf`] it owns.
 impl FrameBuf for Mbuf {
     #[inline]
     fn bytes(&self) -> &[u8] {
-        self.data()
+        (**self).bytes()
     }
     #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
-        self.data_mut()
+        (**self).bytes_mut()
     }
     #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), NoRoom> {
-        self.set_data_len(len)
+        (**self).set_len(len)
     }
 }
 
