@@ -145,8 +145,9 @@ impl Core {
                 Verdict::Drop(DropReason::Absorbed)
             }
             Action::Get { key, heat } => self.get_one(now, frame, &u, client, key, heat, get_hash),
+            // Leaves from kvlb's MAC, as every reply kvlb writes does.
             Action::Answer(reply) => match proto::write_reply(frame, &u, &[reply]) {
-                Ok(_) => Verdict::Out(client.in_port),
+                Ok(_) => self.own_reply(frame, &client),
                 Err(_) => self.drop(DropReason::RewriteFailed),
             },
             Action::Forward {
