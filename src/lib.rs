@@ -25,6 +25,7 @@ pub mod config;
 pub mod datapath;
 pub mod flow;
 pub mod hotkey;
+pub mod keyhash;
 pub mod nf;
 pub mod proto;
 pub mod ring;

@@ -12,6 +12,8 @@ use std::mem::size_of;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
+use crate::keyhash::{KeyHash, KeyHasher};
+
 /// "No entry" in index-linked lists.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -119,7 +121,7 @@ pub(crate) struct Slot<P> {
 
 /// Key → slab index map plus the slab itself.
 pub(crate) struct KeyTable<P> {
-    hasher: ahash::RandomState,
+    hasher: KeyHasher,
     index: HashTable<u32>,
     pub slots: Vec<Slot<P>>,
     free: Vec<u32>,
@@ -145,12 +147,7 @@ impl<P: Default> KeyTable<P> {
     /// clients choose keys, and a known seed would let them aim keys at one probe chain.
     pub fn new(seed: u64, capacity: usize) -> Self {
         KeyTable {
-            hasher: ahash::RandomState::with_seeds(
-                seed,
-                seed ^ 0x243f_6a88_85a3_08d3,
-                seed.rotate_left(17) ^ 0x1319_8a2e_0370_7344,
-                seed.rotate_left(41) ^ 0xa409_3822_299f_31d0,
-            ),
+            hasher: KeyHasher::new(seed),
             index: HashTable::with_capacity(capacity),
             slots: Vec::with_capacity(capacity),
             free: Vec::new(),
@@ -163,13 +160,21 @@ impl<P: Default> KeyTable<P> {
 
     #[inline]
     pub fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash(key).raw()
     }
 
     /// `key`, hashed and prepared for lookups.
     #[inline]
     pub fn probe<'a>(&self, key: &'a [u8]) -> Probe<'a> {
         Probe::new(key, self.hash(key))
+    }
+
+    /// `key` prepared for lookups with the hash the caller already has: `hash` must be
+    /// `KeyHasher::new(seed).hash(key)` for this table's seed (checked in debug builds).
+    #[inline]
+    pub fn probe_hashed<'a>(&self, key: &'a [u8], hash: KeyHash) -> Probe<'a> {
+        debug_assert_eq!(hash.raw(), self.hash(key), "a hash from another hasher");
+        Probe::new(key, hash.raw())
     }
 
     /// The slab index of the probed key, if tracked.

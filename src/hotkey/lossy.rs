@@ -68,12 +68,13 @@
 use std::time::Duration;
 
 use super::heat::{report_items, HeatBook, Tracked};
-use super::keys::{KeyTable, Slot, NIL};
+use super::keys::{KeyTable, Probe, Slot, NIL};
 use super::{
     share_of_top, threshold, Algo, Detector, DetectorParams, Estimate, Heat, HeatChange,
     HeatLevels, HotItem, HotkeyError, ReportRule, Weight, Window, MAX_WEIGHT,
 };
 use crate::clock::Instant;
+use crate::keyhash::KeyHash;
 
 /// Lists in the pruning ring (a power of two).
 const RING: usize = 256;
@@ -509,13 +510,10 @@ fn harmonic(b: u64) -> f64 {
     }
 }
 
-impl Detector for LossyCounter {
-    fn algo(&self) -> Algo {
-        self.algo
-    }
-
+impl LossyCounter {
+    /// Counts one request for the probed key (see [`Detector::observe`]).
     #[inline]
-    fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
+    fn observe_probe(&mut self, probe: &Probe<'_>, weight: Weight) -> Heat {
         let one = self.one();
         let units = if self.weighted {
             weight.min(MAX_WEIGHT) << self.frac
@@ -523,9 +521,8 @@ impl Detector for LossyCounter {
             one
         };
         if units == 0 {
-            return self.heat(key);
+            return self.heat_probe(probe);
         }
-        let probe = self.table.probe(key);
         self.n = self.n.saturating_add(one);
         self.w = self.w.saturating_add(units);
         self.n_total += 1;
@@ -534,7 +531,7 @@ impl Detector for LossyCounter {
         } else {
             1
         });
-        let (i, inserted) = self.table.find_or_insert(&probe);
+        let (i, inserted) = self.table.find_or_insert(probe);
         match inserted {
             false => {
                 let e = &mut self.table.slots[i as usize].p;
@@ -566,13 +563,40 @@ impl Detector for LossyCounter {
     }
 
     #[inline]
-    fn heat(&self, key: &[u8]) -> Heat {
-        match self.table.find(&self.table.probe(key)) {
+    fn heat_probe(&self, probe: &Probe<'_>) -> Heat {
+        match self.table.find(probe) {
             Some(i) => self.table.slots[i as usize].p.heat,
             None => Heat::Cold,
         }
     }
+}
 
+impl Detector for LossyCounter {
+    fn algo(&self) -> Algo {
+        self.algo
+    }
+
+    #[inline]
+    fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
+        let probe = self.table.probe(key);
+        self.observe_probe(&probe, weight)
+    }
+
+    #[inline]
+    fn observe_hashed(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        let probe = self.table.probe_hashed(key, hash);
+        self.observe_probe(&probe, weight)
+    }
+
+    #[inline]
+    fn heat_hashed(&self, key: &[u8], hash: KeyHash) -> Heat {
+        self.heat_probe(&self.table.probe_hashed(key, hash))
+    }
+
+    #[inline]
+    fn heat(&self, key: &[u8]) -> Heat {
+        self.heat_probe(&self.table.probe(key))
+    }
     fn estimate(&self, key: &[u8]) -> Option<Estimate> {
         self.table
             .find(&self.table.probe(key))

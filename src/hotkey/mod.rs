@@ -74,6 +74,7 @@ use std::time::Duration;
 
 use crate::clock::Instant;
 use crate::config::Config;
+use crate::keyhash::KeyHash;
 
 pub use heat::{Heat, HeatChange};
 pub use lossy::LossyCounter;
@@ -159,6 +160,24 @@ pub trait Detector: fmt::Debug {
 
     /// The key's heat without counting it (one hash and one probe).
     fn heat(&self, key: &[u8]) -> Heat;
+
+    /// [`observe`](Self::observe) for a key the caller has hashed already: `hash` must be
+    /// `KeyHasher::new(seed).hash(key)` with this detector's [`DetectorParams::seed`]
+    /// (checked in debug builds), so the request path hashes each key once for every
+    /// table. Detectors that hash otherwise ignore it.
+    #[inline]
+    fn observe_hashed(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        let _ = hash;
+        self.observe(key, weight)
+    }
+
+    /// [`heat`](Self::heat) for a key the caller has hashed already (see
+    /// [`observe_hashed`](Self::observe_hashed)).
+    #[inline]
+    fn heat_hashed(&self, key: &[u8], hash: KeyHash) -> Heat {
+        let _ = hash;
+        self.heat(key)
+    }
 
     /// The key's estimate, if tracked.
     fn estimate(&self, key: &[u8]) -> Option<Estimate>;
@@ -451,6 +470,14 @@ impl Detector for AnyDetector {
     #[inline]
     fn heat(&self, key: &[u8]) -> Heat {
         dispatch!(self, d => d.heat(key))
+    }
+    #[inline]
+    fn observe_hashed(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        dispatch!(self, d => d.observe_hashed(key, hash, weight))
+    }
+    #[inline]
+    fn heat_hashed(&self, key: &[u8], hash: KeyHash) -> Heat {
+        dispatch!(self, d => d.heat_hashed(key, hash))
     }
     fn estimate(&self, key: &[u8]) -> Option<Estimate> {
         dispatch!(self, d => d.estimate(key))

@@ -99,6 +99,7 @@ use super::{
     Algo, Detector, DetectorParams, Estimate, Heat, HeatChange, HotItem, ReportRule, Weight, Window,
 };
 use crate::clock::Instant;
+use crate::keyhash::{KeyHash, KeyHasher};
 
 /// The largest skip drawn at once (the rate is re-measured long before it runs out).
 const MAX_SKIP: u64 = 1 << 40;
@@ -157,11 +158,20 @@ pub struct Sampled<D> {
     /// While sampling: a bit per hash bucket, set for every key that may be hot or warm
     /// (see "Heat of unsampled requests").
     maybe: Vec<u64>,
-    hasher: ahash::RandomState,
+    /// The key hash every table of the wrapped detector indexes by (same seed).
+    hasher: KeyHasher,
+}
+
+/// The filter word and bit of a key with hash `hash`: the hash's top bits (the wrapped
+/// detector's tables index by its low bits).
+#[inline]
+fn filter_bit(hash: KeyHash) -> (usize, u64) {
+    let i = (hash.raw() >> (64 - FILTER_BITS.trailing_zeros())) as usize;
+    (i >> 6, 1 << (i & 63))
 }
 
 impl<D: Detector> Sampled<D> {
-    /// Wraps `inner`, sampling above `params.sample_above` requests/s with epochs of
+    /// Wraps `inner` (built from the same `params`: its tables hash with `params.seed`), sampling above `params.sample_above` requests/s with epochs of
     /// `params.epoch` and the PRNG seeded from `params.seed`.
     pub fn new(inner: D, params: &DetectorParams) -> Self {
         let support = inner.support();
@@ -185,31 +195,45 @@ impl<D: Detector> Sampled<D> {
             seen_mark: 0,
             last_rate: 0.0,
             maybe: vec![0; FILTER_BITS / 64],
-            hasher: ahash::RandomState::with_seeds(
-                params.seed,
-                params.seed.rotate_left(17) ^ 0x6d61_7962_6568_6f74,
-                0x9e37_79b9_7f4a_7c15,
-                params.seed.wrapping_mul(0xbf58_476d_1ce4_e5b9),
-            ),
+            hasher: KeyHasher::new(params.seed),
         }
     }
 
     /// The filter word and bit of `key`.
     #[inline]
     fn filter_bit(&self, key: &[u8]) -> (usize, u64) {
-        let i = (self.hasher.hash_one(key) >> (64 - FILTER_BITS.trailing_zeros())) as usize;
-        (i >> 6, 1 << (i & 63))
+        filter_bit(self.hasher.hash(key))
     }
 
     /// The heat of a key that is not counted: cold if its filter bit is clear (valid while
     /// sampling), else the wrapped detector's.
     #[inline]
-    fn unsampled_heat(&self, key: &[u8]) -> Heat {
-        let (w, b) = self.filter_bit(key);
+    fn unsampled_heat(&self, key: &[u8], hash: KeyHash) -> Heat {
+        let (w, b) = filter_bit(hash);
         if self.maybe[w] & b == 0 {
             return Heat::Cold;
         }
-        self.inner.heat(key)
+        self.inner.heat_hashed(key, hash)
+    }
+
+    /// [`Detector::observe`] with the key's hash (one hash for the filter and every table).
+    #[inline]
+    fn observe_with(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        if self.skip != 0 {
+            // Only while sampling (p < 1).
+            self.skip -= 1;
+            return self.unsampled_heat(key, hash);
+        }
+        let g = self.gap();
+        self.skip = g;
+        self.issued = self.issued.saturating_add(g + 1);
+        self.sampled += 1;
+        let heat = self.inner.observe_hashed(key, hash, weight);
+        if heat != Heat::Cold && self.p < 1.0 {
+            let (w, b) = filter_bit(hash);
+            self.maybe[w] |= b;
+        }
+        heat
     }
 
     /// Rebuilds the filter from the wrapped detector's hot and warm keys.
@@ -322,26 +346,24 @@ impl<D: Detector> Detector for Sampled<D> {
 
     #[inline]
     fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
-        if self.skip != 0 {
-            // Only while sampling (p < 1).
-            self.skip -= 1;
-            return self.unsampled_heat(key);
-        }
-        let g = self.gap();
-        self.skip = g;
-        self.issued = self.issued.saturating_add(g + 1);
-        self.sampled += 1;
-        let heat = self.inner.observe(key, weight);
-        if heat != Heat::Cold && self.p < 1.0 {
-            let (w, b) = self.filter_bit(key);
-            self.maybe[w] |= b;
-        }
-        heat
+        let hash = self.hasher.hash(key);
+        self.observe_with(key, hash, weight)
+    }
+
+    #[inline]
+    fn observe_hashed(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        debug_assert_eq!(hash, self.hasher.hash(key), "a hash from another hasher");
+        self.observe_with(key, hash, weight)
     }
 
     #[inline]
     fn heat(&self, key: &[u8]) -> Heat {
         self.inner.heat(key)
+    }
+
+    #[inline]
+    fn heat_hashed(&self, key: &[u8], hash: KeyHash) -> Heat {
+        self.inner.heat_hashed(key, hash)
     }
 
     fn estimate(&self, key: &[u8]) -> Option<Estimate> {
@@ -669,7 +691,11 @@ mod tests {
                     let key = keys.key(k);
                     if d.skip != 0 {
                         let want = d.inner().heat(key);
-                        assert_eq!(d.unsampled_heat(key), want, "{algo} α={alpha} at {i}");
+                        assert_eq!(
+                            d.unsampled_heat(key, d.hasher.hash(key)),
+                            want,
+                            "{algo} α={alpha} at {i}"
+                        );
                         let (w, b) = d.filter_bit(key);
                         if d.maybe[w] & b == 0 {
                             filtered += 1;

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use crate::backend::BackendId;
 use crate::clock::Instant;
+use crate::keyhash::KeyHash;
 
 /// A server that holds or may receive copies of a hot key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,9 +241,26 @@ impl HotKeys {
     /// an `Option<Readers>` (38 bytes) from one binding to the next was a `memcpy` whose
     /// partial reloads stalled store forwarding (4 of the 5 hottest instructions of
     /// `process_frame` in a profile of `bench-dpdk.sh`).
+    ///
+    /// `hash` is the key's hash under the core's [`KeyHasher`](crate::keyhash::KeyHasher),
+    /// the hasher of this table (`fixed_map`): the key is not hashed again.
     #[inline]
-    pub fn read_view(&self, key: &[u8], out: &mut Readers) -> bool {
-        match self.get(key) {
+    pub fn read_view(&self, key: &[u8], hash: KeyHash, out: &mut Readers) -> bool {
+        if self.hot == 0 {
+            return false;
+        }
+        debug_assert_eq!(
+            hash.raw(),
+            std::hash::BuildHasher::hash_one(self.keys.hasher(), key),
+            "a hash from another hasher"
+        );
+        let found = self
+            .keys
+            .raw_entry()
+            .from_hash(hash.raw(), |k| **k == *key)
+            .map(|(_, h)| h)
+            .filter(|h| !h.cooling);
+        match found {
             Some(h) => {
                 h.fill_readers(out);
                 true

@@ -462,7 +462,12 @@ impl Core {
             );
         }
         let detector = if cfg.hotkeys {
-            Some(hotkey::build_sampled(&DetectorParams::from_config(cfg)?)?)
+            // The detector's tables hash like the caches, so the request path hashes each
+            // key once for all of them (`Detector::observe_hashed`).
+            Some(hotkey::build_sampled(&DetectorParams {
+                seed: CACHE_SEED,
+                ..DetectorParams::from_config(cfg)?
+            })?)
         } else {
             None
         };

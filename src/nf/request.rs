@@ -133,7 +133,7 @@ impl Core {
                 Ok((header, req)) => {
                     client.request_id = header.request_id;
                     expect = Expect::of(&req);
-                    self.plan(now, &client, &req)
+                    self.plan(now, &client, &req, get_hash)
                 }
             }
         };
@@ -175,16 +175,29 @@ impl Core {
     }
 
     /// Decides what to do with a parsed request; counts it, feeds the detector, applies
-    /// write invalidation and replica copies (which need the request's bytes).
-    fn plan(&mut self, now: Instant, client: &Client, req: &Request<'_>) -> Action {
+    /// write invalidation and replica copies (which need the request's bytes). `get_hash`
+    /// is the key hash stage 1 computed for a plain one-key `get` (the request's only key).
+    fn plan(
+        &mut self,
+        now: Instant,
+        client: &Client,
+        req: &Request<'_>,
+        get_hash: Option<KeyHash>,
+    ) -> Action {
         match req {
             Request::Retrieval(r) => {
                 self.stats.requests.reads += 1;
                 self.stats.requests.read_keys += r.keys.len() as u64;
                 let mut heat = Heat::Cold;
                 if let Some(d) = self.detector.as_mut() {
-                    for k in r.keys.iter() {
-                        heat = d.observe(k, 1);
+                    match get_hash {
+                        // One hash for the detector and every table after it.
+                        Some(h) => heat = d.observe_hashed(r.keys.first(), h, 1),
+                        None => {
+                            for k in r.keys.iter() {
+                                heat = d.observe(k, 1);
+                            }
+                        }
                     }
                 }
                 if r.exptime.is_some() {
@@ -513,7 +526,7 @@ impl Core {
         // the cache answers only when every server that could is at or above the mean.
         let balance_to =
             if self.hotkeys && heat != Heat::Cold && self.cache_policy == CachePolicy::Balance {
-                is_hot = self.hot.read_view(k, &mut view);
+                is_hot = self.hot.read_view(k, h, &mut view);
                 let rh = self.ring_memo.hash(h.raw(), k);
                 ring_hash = Some(rh);
                 self.underloaded_reader(is_hot.then_some(&view), rh)
@@ -551,7 +564,7 @@ impl Core {
                     return self.drop(DropReason::RewriteFailed);
                 };
                 if self.hotkeys {
-                    is_hot = self.hot.read_view(k, &mut view);
+                    is_hot = self.hot.read_view(k, h, &mut view);
                 }
                 self.ring_memo.hash(h.raw(), k)
             }
@@ -730,7 +743,7 @@ impl Core {
             }
             let rh = self.ring_memo.hash(h.raw(), key);
             let mut view = Readers::EMPTY;
-            let readers = self.hot.read_view(key, &mut view).then_some(&view);
+            let readers = self.hot.read_view(key, h, &mut view).then_some(&view);
             if readers.is_some_and(|r| r.is_fenced()) {
                 if writes {
                     self.caches.write_done(h);
