@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod flows;
+mod groups;
 pub mod guard;
 pub mod hot;
 pub mod neighbors;
@@ -56,6 +57,7 @@ use crate::wire::{self, Classified, VlanTag};
 
 pub use crate::wire::{FrameBuf, NoRoom, MAX_FRAME};
 
+use groups::{GroupRef, Groups};
 use guard::SourceGuard;
 use hot::{HotKeys, Readers};
 use neighbors::Neighbors;
@@ -179,13 +181,6 @@ enum Writes {
     All,
 }
 
-/// A multi-key get split over several servers: the reply ends (END) with the last part.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct GroupRef {
-    index: u32,
-    generation: u32,
-}
-
 #[derive(Debug)]
 struct ClientFlow {
     client: Client,
@@ -286,15 +281,6 @@ struct Flow {
     kind: FlowKind,
 }
 
-#[derive(Debug)]
-struct Group {
-    client: Client,
-    generation: u32,
-    pending: u16,
-    cap_left: usize,
-    live: bool,
-}
-
 /// Most keys remembered as written away from a down backend (see `note_displaced`).
 const MAX_DISPLACED: usize = 1 << 16;
 
@@ -348,8 +334,7 @@ pub struct Core {
     ring_memo: RingHashMemo,
     backends: BackendPool,
     flows: flows::Flows,
-    groups: Vec<Group>,
-    free_groups: Vec<u32>,
+    groups: Groups,
     hot: HotKeys,
     caches: Caches,
     neighbors: Neighbors,
@@ -502,8 +487,7 @@ impl Core {
             displaced: fixed_map(),
             backends,
             flows: flows::Flows::new(cfg.flow_capacity, n_ports, cfg.request_timeout),
-            groups: Vec::new(),
-            free_groups: Vec::new(),
+            groups: Groups::default(),
             hot: HotKeys::new(Duration::from_millis(100), cfg.request_timeout),
             caches: Caches::new(&CacheSettings {
                 max_age: Some(cfg.cache_ttl),

@@ -6,8 +6,8 @@ use std::net::SocketAddrV4;
 use super::hot::Readers;
 use super::response::Expect;
 use super::{
-    Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, Group, GroupRef, Learn, MetaFlags,
-    Opaque, PortId, Verdict, Writes,
+    Client, ClientFlow, Core, Dest, DropReason, Flow, FlowKind, GroupRef, Learn, MetaFlags, Opaque,
+    PortId, Verdict, Writes,
 };
 use crate::backend::BackendId;
 use crate::cache::KeyHash;
@@ -15,7 +15,9 @@ use crate::clock::Instant;
 use crate::config::CachePolicy;
 use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
-use crate::proto::{self, Command, Keys, Request, Response, Retrieval, Value, MAX_KEY_LEN};
+use crate::proto::{
+    self, Command, Keys, ReplyShape, Request, Response, Retrieval, Value, MAX_KEY_LEN,
+};
 use crate::wire::{ethernet, FrameBuf, McHeader, Retarget, UdpEndpoints, UdpFrame};
 
 /// A key copied out of the frame (≤ 250 bytes), so the frame can be rewritten while the
@@ -125,7 +127,7 @@ impl Core {
             request_id: 0,
             in_port,
         };
-        let mut expect = Expect::Any;
+        let mut expect = Expect::Shape(ReplyShape::Any);
         let action = {
             let payload = u.payload(frame.bytes());
             match proto::parse_datagram(payload) {
@@ -772,7 +774,7 @@ impl Core {
                 None => groups.push((backend, key.to_vec(), if writes { vec![h] } else { vec![] })),
             }
         }
-        let g = self.new_group(*client, groups.len() as u16, cap);
+        let g = self.groups.open(*client, groups.len() as u16, cap);
         let endpoints = self.client_endpoints(client);
         for msg in hits {
             self.emit_to_client(&endpoints, client, &msg, g);
@@ -801,7 +803,7 @@ impl Core {
                         miss_key: None,
                         group: Some(g),
                         cap_left: cap,
-                        expect: Expect::Values,
+                        expect: Expect::Shape(ReplyShape::Values),
                     });
                     self.emit_request(now, backend, kind, &sub)
                 }
@@ -809,7 +811,7 @@ impl Core {
             };
             if !sent {
                 self.writes_done(&part_writes);
-                if !self.group_part_done(g) {
+                if !self.groups.part_done(g) {
                     self.finish_group(g);
                 }
             }
@@ -820,66 +822,15 @@ impl Core {
         Action::Consumed
     }
 
-    fn new_group(&mut self, client: Client, pending: u16, cap: usize) -> GroupRef {
-        let index = match self.free_groups.pop() {
-            Some(i) => i,
-            None => {
-                self.groups.push(Group {
-                    client,
-                    generation: 0,
-                    pending: 0,
-                    cap_left: 0,
-                    live: false,
-                });
-                (self.groups.len() - 1) as u32
-            }
-        };
-        let g = &mut self.groups[index as usize];
-        g.client = client;
-        g.generation = g.generation.wrapping_add(1);
-        g.pending = pending;
-        g.cap_left = cap;
-        g.live = true;
-        GroupRef {
-            index,
-            generation: g.generation,
-        }
-    }
-
-    pub(super) fn group(&mut self, g: GroupRef) -> Option<&mut Group> {
-        self.groups
-            .get_mut(g.index as usize)
-            .filter(|x| x.live && x.generation == g.generation)
-    }
-
-    /// One part of a split get finished (answered or expired). Returns true if parts remain.
-    pub(super) fn group_part_done(&mut self, g: GroupRef) -> bool {
-        let Some(grp) = self.group(g) else {
-            return false;
-        };
-        grp.pending = grp.pending.saturating_sub(1);
-        if grp.pending > 0 {
-            return true;
-        }
-        false
-    }
-
     /// Ends a split get whose parts are all done without a final END from a backend.
     pub(super) fn finish_group(&mut self, g: GroupRef) {
-        let Some(grp) = self.group(g) else {
+        let Some(grp) = self.groups.get_mut(g) else {
             return;
         };
         let client = grp.client;
         let endpoints = self.client_endpoints(&client);
         self.emit_to_client(&endpoints, &client, b"END\r\n", g);
-        self.release_group(g);
-    }
-
-    pub(super) fn release_group(&mut self, g: GroupRef) {
-        if let Some(grp) = self.group(g) {
-            grp.live = false;
-            self.free_groups.push(g.index);
-        }
+        self.groups.release(g);
     }
 
     /// Addresses of a reply to `client` from the VIP.
@@ -900,7 +851,7 @@ impl Core {
     /// Emits one reply message to a split get's client, within its byte cap.
     fn emit_to_client(&mut self, ep: &UdpEndpoints, client: &Client, msg: &[u8], g: GroupRef) {
         let len = msg.len() + 8;
-        match self.group(g) {
+        match self.groups.get_mut(g) {
             Some(grp) if grp.cap_left >= len => grp.cap_left -= len,
             Some(_) => {
                 self.stats.count_drop(DropReason::AmplificationGuard);

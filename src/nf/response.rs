@@ -11,32 +11,10 @@ use crate::cache::{GetResponse, KeyHash};
 use crate::clock::Instant;
 use crate::flow::Token;
 use crate::hotkey::{Detector, Heat};
-use crate::proto::{self, MetaHead, MetaStatus, Request, Response};
+use crate::proto::{self, MetaHead, MetaStatus, ReplyShape, Request, Response};
 use crate::wire::{mc_header, FrameBuf, McHeader, Retarget, UdpFrame};
 
 const END: &[u8] = b"END\r\n";
-
-/// Whether a reply message is an error line (counted per backend).
-fn is_error_reply(msg: &[u8]) -> bool {
-    msg.starts_with(b"SERVER_ERROR")
-        || msg.starts_with(b"CLIENT_ERROR")
-        || msg.starts_with(b"ERROR")
-}
-
-/// The text of a meta reply flag such as `f123`, `t-1` or `kfoo`, after its letter.
-fn meta_token(flags: &[u8], name: u8) -> Option<&[u8]> {
-    flags
-        .split(|&b| b == b' ')
-        .find(|t| t.first() == Some(&name))
-        .map(|t| &t[1..])
-}
-
-/// The value of a numeric meta reply flag such as `f123` or `t-1`.
-fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
-    meta_token(flags, name)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .and_then(|s| s.parse().ok())
-}
 
 /// Whether a reply to one of kvlb's own meta requests answers that request: its `O` flag
 /// carries `opaque` and, when `key` is given, its `k` flag (if any) names the key. Error
@@ -47,15 +25,15 @@ fn meta_flag<T: std::str::FromStr>(flags: &[u8], name: u8) -> Option<T> {
 /// line, like any other.
 fn echoes(msg: &[u8], opaque: Opaque, key: Option<&[u8]>) -> bool {
     // Error lines (and other shapes, which `reply_fits` judges) carry no flags.
-    let Some(MetaHead { status, flags }) = MetaHead::parse(msg) else {
+    let Some(head) = MetaHead::parse(msg) else {
         return true;
     };
-    let miss = status == Some(MetaStatus::En);
-    let key_ok = match (key, meta_token(flags, b'k')) {
+    let miss = head.status == Some(MetaStatus::En);
+    let key_ok = match (key, head.token(b'k')) {
         (Some(want), Some(got)) => got == want,
         _ => true,
     };
-    let opaque_ok = match meta_token(flags, b'O') {
+    let opaque_ok = match head.token(b'O') {
         Some(t) => {
             std::str::from_utf8(t)
                 .ok()
@@ -65,11 +43,6 @@ fn echoes(msg: &[u8], opaque: Opaque, key: Option<&[u8]>) -> bool {
         None => miss,
     };
     key_ok && opaque_ok
-}
-
-/// The status word of a meta reply (`None` for a value or another shape).
-fn meta_status(msg: &[u8]) -> Option<MetaStatus> {
-    MetaHead::parse(msg).and_then(|h| h.status)
 }
 
 /// The exptime a replica write gives a value whose remaining TTL `ttl` a fetch reported
@@ -86,16 +59,6 @@ fn replica_exptime(ttl: i64) -> i32 {
     }
 }
 
-/// The item a single-datagram GET reply carries: `VALUE ... END` with exactly one value.
-fn single_value(msg: &[u8]) -> Option<proto::Value<'_>> {
-    let (first, rest) = Response::parse(msg).ok()?;
-    let Response::Value(v) = first else {
-        return None;
-    };
-    let (second, rest) = Response::parse(rest).ok()?;
-    (second == Response::End && rest.is_empty()).then_some(v)
-}
-
 /// What the reply to a forwarded request must look like. A backend that answers after
 /// kvlb gave up on a request (its flow expired) can answer with a token that kvlb has since
 /// handed to another request to the same backend; the reply's shape (and, for a one-key
@@ -104,87 +67,28 @@ fn single_value(msg: &[u8]) -> Option<proto::Value<'_>> {
 /// Checked on a reply's first datagram. Error lines fit every request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Expect {
-    /// `VALUE` items of this key (by its cache key hash), and `END`.
+    /// `VALUE` items of this key (by its cache key hash), and `END` (a one-key `get`).
     Value(KeyHash),
-    /// `VALUE` items of any keys, and `END` (multi-key and gets/gat/gats retrievals).
-    Values,
-    /// `STORED`, `NOT_STORED`, `EXISTS` or `NOT_FOUND`.
-    Stored,
-    /// `DELETED` or `NOT_FOUND`.
-    Deleted,
-    /// A number or `NOT_FOUND` (incr/decr).
-    Number,
-    /// `TOUCHED` or `NOT_FOUND`.
-    Touched,
-    /// `VERSION ...`.
-    Version,
-    /// `OK` (flush_all, verbosity).
-    Ok,
-    /// `STAT` lines and `END`, or `RESET`.
-    Stats,
-    /// A meta status line (`HD`, `VA`, `EN`, `NS`, `EX`, `NF`, `MN`, `ME`).
-    Meta,
-    /// Not checked (binary protocol).
-    Any,
+    /// A reply of this shape.
+    Shape(ReplyShape),
 }
 
 impl Expect {
-    /// What a reply to `req` looks like.
+    /// What a reply to `req` looks like (a one-key `get` asks for [`Expect::Value`]).
     pub(super) fn of(req: &Request<'_>) -> Expect {
-        match req {
-            Request::Retrieval(_) => Expect::Values,
-            Request::Storage(_) => Expect::Stored,
-            Request::Delete { .. } => Expect::Deleted,
-            Request::Arithmetic { .. } => Expect::Number,
-            Request::Touch { .. } => Expect::Touched,
-            Request::Version => Expect::Version,
-            Request::Verbosity { .. } | Request::FlushAll { .. } => Expect::Ok,
-            Request::Stats { .. } => Expect::Stats,
-            Request::Meta(_) => Expect::Meta,
-            Request::Quit | Request::Binary(_) => Expect::Any,
-        }
+        Expect::Shape(ReplyShape::of(req))
     }
 }
 
 impl Core {
     /// Whether `msg`, the first datagram of a reply, has the shape `expect` asks for.
     fn reply_fits(&self, expect: Expect, msg: &[u8]) -> bool {
-        if is_error_reply(msg) {
-            return true;
-        }
-        let starts = |p: &[u8]| msg.starts_with(p);
         match expect {
-            Expect::Any => true,
+            Expect::Shape(shape) => shape.fits(msg),
             Expect::Value(h) => {
-                if starts(END) {
-                    return true;
-                }
-                let Some(rest) = msg.strip_prefix(b"VALUE ") else {
-                    return false;
-                };
-                let key = rest.split(|&b| b == b' ').next().unwrap_or_default();
-                self.caches.key_hash(key) == h
-            }
-            Expect::Values => starts(b"VALUE ") || starts(END),
-            Expect::Stored => {
-                starts(b"STORED\r\n")
-                    || starts(b"NOT_STORED\r\n")
-                    || starts(b"EXISTS\r\n")
-                    || starts(b"NOT_FOUND\r\n")
-            }
-            Expect::Deleted => starts(b"DELETED\r\n") || starts(b"NOT_FOUND\r\n"),
-            Expect::Number => {
-                msg.first().is_some_and(u8::is_ascii_digit) || starts(b"NOT_FOUND\r\n")
-            }
-            Expect::Touched => starts(b"TOUCHED\r\n") || starts(b"NOT_FOUND\r\n"),
-            Expect::Version => starts(b"VERSION "),
-            Expect::Ok => starts(b"OK\r\n"),
-            Expect::Stats => starts(b"STAT ") || starts(END) || starts(b"RESET\r\n"),
-            Expect::Meta => {
-                [b"HD", b"VA", b"EN", b"NS", b"EX", b"NF", b"MN", b"ME"]
-                    .iter()
-                    .any(|code| msg.starts_with(*code))
-                    && matches!(msg.get(2), Some(b' ' | b'\r' | b'\n'))
+                proto::is_error_line(msg)
+                    || msg.starts_with(END)
+                    || proto::first_value_key(msg).is_some_and(|k| self.caches.key_hash(k) == h)
             }
         }
     }
@@ -220,15 +124,19 @@ impl Core {
                 Peek::Client(cf) => self.reply_fits(cf.expect, msg),
                 // kvlb's own meta requests: the reply must echo the request's opaque.
                 Peek::Own(FlowKind::Replica { opaque, .. } | FlowKind::Fence { opaque, .. }) => {
-                    self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, None)
+                    self.reply_fits(Expect::Shape(ReplyShape::Meta), msg)
+                        && echoes(msg, *opaque, None)
                 }
                 // The fetch also asked for the key back (`k`).
                 Peek::Own(FlowKind::Fetch { key, opaque, .. }) => {
-                    self.reply_fits(Expect::Meta, msg) && echoes(msg, *opaque, Some(key))
+                    self.reply_fits(Expect::Shape(ReplyShape::Meta), msg)
+                        && echoes(msg, *opaque, Some(key))
                 }
-                Peek::Own(FlowKind::Probe) => self.reply_fits(Expect::Version, msg),
+                Peek::Own(FlowKind::Probe) => {
+                    self.reply_fits(Expect::Shape(ReplyShape::Version), msg)
+                }
                 Peek::Own(FlowKind::RejoinFlush | FlowKind::Absorb { .. }) => {
-                    self.reply_fits(Expect::Ok, msg)
+                    self.reply_fits(Expect::Shape(ReplyShape::Ok), msg)
                 }
                 // Never stored out of line.
                 Peek::Own(FlowKind::Client(_)) => false,
@@ -247,7 +155,7 @@ impl Core {
             let complete = last_datagram
                 && (!cf.retrieval
                     || msg.ends_with(END)
-                    || (header.sequence == 0 && is_error_reply(msg)));
+                    || (header.sequence == 0 && proto::is_error_line(msg)));
             return self.client_reply(now, frame, &u, token, backend, cf, complete, single);
         }
 
@@ -256,7 +164,7 @@ impl Core {
             return self.drop(DropReason::UnmatchedResponse);
         };
         let latency = now.saturating_duration_since(sent);
-        let error = is_error_reply(msg);
+        let error = proto::is_error_line(msg);
         let revive = match &flow.kind {
             FlowKind::Probe => !self.rejoin_flush,
             FlowKind::RejoinFlush => msg.starts_with(b"OK"),
@@ -271,7 +179,7 @@ impl Core {
                 key, seq, delete, ..
             } => {
                 self.stats.replication.replica_acks += 1;
-                let status = meta_status(msg);
+                let status = MetaHead::status_of(msg);
                 let stored =
                     status == Some(MetaStatus::Hd) || (delete && status == Some(MetaStatus::Nf));
                 self.hot.replica_acked(&key, backend, seq, stored);
@@ -299,7 +207,10 @@ impl Core {
                 self.rejoining[backend] = false;
             }
             FlowKind::Fence { key, .. } => {
-                if matches!(meta_status(msg), Some(MetaStatus::Hd | MetaStatus::Nf)) {
+                if matches!(
+                    MetaHead::status_of(msg),
+                    Some(MetaStatus::Hd | MetaStatus::Nf)
+                ) {
                     self.hot.unfence(&key);
                 } else {
                     self.hot.fence_lost(&key);
@@ -345,17 +256,17 @@ impl Core {
         // Flows that learn are one-key GETs, whose reply's key `on_response` already
         // checked (`Expect::Value` with the same key hash).
         if let (Some(learn), true, true) = (learn, single, complete) {
-            if let Some(v) = single_value(msg) {
+            if let Some(v) = Response::single_value(msg) {
                 self.learn_value(now, learn, v.key, v.flags, v.data);
             }
         }
 
-        let error = is_error_reply(msg);
+        let error = proto::is_error_line(msg);
         let ends_with_end = msg.ends_with(END);
         let payload_len = payload.len();
         let mut strip_end = false;
         if let Some(g) = group {
-            if complete && self.group_part_done(g) {
+            if complete && self.groups.part_done(g) {
                 strip_end = true; // other parts still to come: only the last one ends it
             }
         }
@@ -365,7 +276,7 @@ impl Core {
         }
 
         // Anti-amplification: what this client may still receive for this request.
-        let allowed = match group.and_then(|g| self.group(g)) {
+        let allowed = match group.and_then(|g| self.groups.get_mut(g)) {
             Some(grp) => {
                 let ok = grp.cap_left >= len;
                 if ok {
@@ -382,7 +293,7 @@ impl Core {
         if complete {
             self.complete_client_flow(now, token, backend, payload_len, error, missed);
             if let (Some(g), false) = (group, strip_end) {
-                self.release_group(g);
+                self.groups.release(g);
             }
         }
         if !allowed {
@@ -486,12 +397,18 @@ impl Core {
     fn fetched(&mut self, now: Instant, key: &[u8], seq: u64, learn: Learn, msg: &[u8]) {
         let parsed = Response::parse(msg).ok().map(|(r, _)| r);
         let (found, flags, ttl, data) = match parsed {
-            Some(Response::MetaValue { flags, data }) => (
-                true,
-                meta_flag::<u32>(flags, b'f').unwrap_or(0),
-                meta_flag::<i64>(flags, b't').unwrap_or(-1),
-                data,
-            ),
+            Some(Response::MetaValue { flags, data }) => {
+                let head = MetaHead {
+                    status: None,
+                    flags,
+                };
+                (
+                    true,
+                    head.flag::<u32>(b'f').unwrap_or(0),
+                    head.flag::<i64>(b't').unwrap_or(-1),
+                    data,
+                )
+            }
             Some(Response::Meta {
                 status: MetaStatus::En,
                 ..
@@ -547,7 +464,7 @@ impl Core {
                 timeout = cf.expect_reply;
                 self.client_flow_ended(&cf);
                 if let Some(g) = cf.group {
-                    if !self.group_part_done(g) {
+                    if !self.groups.part_done(g) {
                         self.finish_group(g);
                     }
                 }

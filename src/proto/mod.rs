@@ -65,7 +65,10 @@ pub use frames::{
 pub use reassembly::{Progress, Reassembler};
 pub(crate) use request::simple_get;
 pub use request::{Binary, Command, KeyIter, Keys, Meta, Request, Retrieval, Storage};
-pub use response::{MessageStatus, MetaHead, MetaStatus, Response, ResponseReader, Value};
+pub use response::{
+    first_value_key, is_error_line, MessageStatus, MetaHead, MetaStatus, ReplyShape, Response,
+    ResponseReader, Value,
+};
 pub use text::{
     base64_decode, check_key, parse_i32, parse_u32, parse_u64, CountSink, Sink, SliceSink,
     MAX_KEY_LEN,

@@ -3,6 +3,7 @@
 //! memcached 1.6 writes.
 
 use super::binary::{BinaryResponse, RESPONSE_MAGIC};
+use super::request::Request;
 use super::text::{
     check_key, parse_u32, parse_u64, split_line, CountSink, Sink, SliceSink, Tokens,
 };
@@ -170,9 +171,132 @@ impl<'a> MetaHead<'a> {
             flags: args,
         })
     }
+
+    /// The status word of `msg`'s meta reply line (`None` for a value or another shape).
+    pub fn status_of(msg: &'a [u8]) -> Option<MetaStatus> {
+        MetaHead::parse(msg).and_then(|h| h.status)
+    }
+
+    /// The text of flag `name` (such as `f123`, `t-1`, `kfoo`, `O1f`) after its letter.
+    pub fn token(&self, name: u8) -> Option<&'a [u8]> {
+        self.flags
+            .split(|&b| b == b' ')
+            .find(|t| t.first() == Some(&name))
+            .map(|t| &t[1..])
+    }
+
+    /// The value of a numeric flag such as `f123` or `t-1` (`None` if absent or not a
+    /// number of type `T`).
+    pub fn flag<T: std::str::FromStr>(&self, name: u8) -> Option<T> {
+        self.token(name)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+/// Whether a reply message starts with an error line (`ERROR`, `CLIENT_ERROR ...`,
+/// `SERVER_ERROR ...`), which may answer any request.
+pub fn is_error_line(msg: &[u8]) -> bool {
+    msg.starts_with(b"SERVER_ERROR")
+        || msg.starts_with(b"CLIENT_ERROR")
+        || msg.starts_with(b"ERROR")
+}
+
+/// The key of the `VALUE` item `msg` starts with, read from its first line only (the data
+/// may continue in later datagrams); `None` if `msg` does not start with `VALUE `.
+pub fn first_value_key(msg: &[u8]) -> Option<&[u8]> {
+    let rest = msg.strip_prefix(b"VALUE ")?;
+    Some(rest.split(|&b| b == b' ').next().unwrap_or_default())
+}
+
+/// What the reply to a request looks like, judged on the reply's first datagram: which
+/// first lines can answer it. Error lines fit every shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyShape {
+    /// `VALUE` items and `END` (retrievals).
+    Values,
+    /// `STORED`, `NOT_STORED`, `EXISTS` or `NOT_FOUND`.
+    Stored,
+    /// `DELETED` or `NOT_FOUND`.
+    Deleted,
+    /// A number or `NOT_FOUND` (incr/decr).
+    Number,
+    /// `TOUCHED` or `NOT_FOUND`.
+    Touched,
+    /// `VERSION ...`.
+    Version,
+    /// `OK` (flush_all, verbosity).
+    Ok,
+    /// `STAT` lines and `END`, or `RESET`.
+    Stats,
+    /// A meta status line (`HD`, `VA`, `EN`, `NS`, `EX`, `NF`, `MN`, `ME`).
+    Meta,
+    /// Anything (quit, the binary protocol).
+    Any,
+}
+
+impl ReplyShape {
+    /// The shape of the reply to `req`.
+    pub fn of(req: &Request<'_>) -> ReplyShape {
+        match req {
+            Request::Retrieval(_) => ReplyShape::Values,
+            Request::Storage(_) => ReplyShape::Stored,
+            Request::Delete { .. } => ReplyShape::Deleted,
+            Request::Arithmetic { .. } => ReplyShape::Number,
+            Request::Touch { .. } => ReplyShape::Touched,
+            Request::Version => ReplyShape::Version,
+            Request::Verbosity { .. } | Request::FlushAll { .. } => ReplyShape::Ok,
+            Request::Stats { .. } => ReplyShape::Stats,
+            Request::Meta(_) => ReplyShape::Meta,
+            Request::Quit | Request::Binary(_) => ReplyShape::Any,
+        }
+    }
+
+    /// Whether `msg`, the first datagram of a reply, has this shape.
+    pub fn fits(self, msg: &[u8]) -> bool {
+        if is_error_line(msg) {
+            return true;
+        }
+        let starts = |p: &[u8]| msg.starts_with(p);
+        match self {
+            ReplyShape::Any => true,
+            ReplyShape::Values => starts(b"VALUE ") || starts(b"END\r\n"),
+            ReplyShape::Stored => {
+                starts(b"STORED\r\n")
+                    || starts(b"NOT_STORED\r\n")
+                    || starts(b"EXISTS\r\n")
+                    || starts(b"NOT_FOUND\r\n")
+            }
+            ReplyShape::Deleted => starts(b"DELETED\r\n") || starts(b"NOT_FOUND\r\n"),
+            ReplyShape::Number => {
+                msg.first().is_some_and(u8::is_ascii_digit) || starts(b"NOT_FOUND\r\n")
+            }
+            ReplyShape::Touched => starts(b"TOUCHED\r\n") || starts(b"NOT_FOUND\r\n"),
+            ReplyShape::Version => starts(b"VERSION "),
+            ReplyShape::Ok => starts(b"OK\r\n"),
+            ReplyShape::Stats => starts(b"STAT ") || starts(b"END\r\n") || starts(b"RESET\r\n"),
+            ReplyShape::Meta => {
+                [b"HD", b"VA", b"EN", b"NS", b"EX", b"NF", b"MN", b"ME"]
+                    .iter()
+                    .any(|code| msg.starts_with(*code))
+                    && matches!(msg.get(2), Some(b' ' | b'\r' | b'\n'))
+            }
+        }
+    }
 }
 
 impl<'a> Response<'a> {
+    /// The item of a one-value reply `VALUE ... END` that is whole in `msg` (exactly one
+    /// value and nothing after `END`); `None` for any other reply.
+    pub fn single_value(msg: &'a [u8]) -> Option<Value<'a>> {
+        let (first, rest) = Response::parse(msg).ok()?;
+        let Response::Value(v) = first else {
+            return None;
+        };
+        let (second, rest) = Response::parse(rest).ok()?;
+        (second == Response::End && rest.is_empty()).then_some(v)
+    }
+
     /// Whether this item ends a reply: everything but `VALUE` and `STAT` items (which
     /// `END` closes). With one request per datagram, a message that ends in a terminal
     /// item is a whole reply.
@@ -434,6 +558,69 @@ impl<'a> Iterator for ResponseReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_flags_are_read_by_their_letter() {
+        let head = MetaHead::parse(b"VA 3 f12 t-1 kfoo O1f\r\nabc\r\n").unwrap();
+        assert_eq!(head.token(b'k'), Some(&b"foo"[..]));
+        assert_eq!(head.token(b'O'), Some(&b"1f"[..]));
+        assert_eq!(head.flag::<u32>(b'f'), Some(12));
+        assert_eq!(head.flag::<i64>(b't'), Some(-1));
+        assert_eq!(head.flag::<u32>(b't'), None, "-1 is no u32");
+        assert_eq!(head.token(b'q'), None);
+        assert_eq!(MetaHead::status_of(b"EN\r\n"), Some(MetaStatus::En));
+        assert_eq!(MetaHead::status_of(b"VA 1\r\nx\r\n"), None);
+        assert_eq!(MetaHead::status_of(b"STORED\r\n"), None);
+    }
+
+    #[test]
+    fn reply_shapes_accept_their_first_lines_and_errors() {
+        use ReplyShape::*;
+        let cases: [(ReplyShape, &[u8], bool); 16] = [
+            (Values, b"VALUE k 0 1\r\nx\r\nEND\r\n", true),
+            (Values, b"END\r\n", true),
+            (Values, b"STORED\r\n", false),
+            (Stored, b"NOT_STORED\r\n", true),
+            (Stored, b"DELETED\r\n", false),
+            (Deleted, b"NOT_FOUND\r\n", true),
+            (Number, b"42\r\n", true),
+            (Number, b"VALUE k 0 1\r\n", false),
+            (Touched, b"TOUCHED\r\n", true),
+            (Version, b"VERSION 1.6.21\r\n", true),
+            (Ok, b"OK\r\n", true),
+            (Stats, b"STAT pid 1\r\nEND\r\n", true),
+            (Meta, b"HD\r\n", true),
+            (Meta, b"HDX\r\n", false),
+            (Any, b"whatever", true),
+            (Stored, b"SERVER_ERROR out of memory\r\n", true),
+        ];
+        for (shape, msg, fits) in cases {
+            assert_eq!(
+                shape.fits(msg),
+                fits,
+                "{shape:?} {:?}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+        assert!(is_error_line(b"ERROR\r\n") && is_error_line(b"CLIENT_ERROR bad\r\n"));
+        assert!(!is_error_line(b"END\r\n"));
+    }
+
+    #[test]
+    fn the_first_value_key_and_a_single_value() {
+        assert_eq!(first_value_key(b"VALUE key 0 1\r\nx"), Some(&b"key"[..]));
+        assert_eq!(first_value_key(b"END\r\n"), None);
+        let v = Response::single_value(b"VALUE k 5 2\r\nab\r\nEND\r\n").unwrap();
+        assert_eq!((v.key, v.flags, v.data), (&b"k"[..], 5, &b"ab"[..]));
+        assert_eq!(
+            Response::single_value(b"VALUE k 5 2\r\nab\r\n"),
+            None,
+            "no END"
+        );
+        let two = b"VALUE a 0 1\r\nx\r\nVALUE b 0 1\r\ny\r\nEND\r\n";
+        assert_eq!(Response::single_value(two), None);
+        assert_eq!(Response::single_value(b"END\r\n"), None);
+    }
 
     #[test]
     fn a_meta_head_is_read_from_the_first_line_alone() {
