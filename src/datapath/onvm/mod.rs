@@ -35,7 +35,6 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{c_int, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,6 +43,7 @@ use onvm_sys::{onvm_nf, onvm_nf_local_ctx, onvm_pkt_meta, rte_mbuf};
 
 use crate::clock::Instant;
 use crate::datapath::dpdk::{DpdkError, Eal, Mbuf, Mempool, RteMbuf, TscClock};
+use crate::datapath::driver::{Driver, Ticking};
 use crate::nf::{Dest, DropReason, Pipeline, PortId, PortInfo, Verdict};
 
 /// What can go wrong starting the NF.
@@ -265,7 +265,7 @@ impl OnvmNf {
             nf: self.nf(),
         };
         let mut state = NfState {
-            pipeline,
+            driver: Driver::new(pipeline, Ticking::Interval(opts.tick_interval), BURST),
             report,
             pool: self.pool,
             nf: handles,
@@ -273,12 +273,10 @@ impl OnvmNf {
             opts: opts.clone(),
             now: Instant::ZERO,
             last_rx: Instant::ZERO,
-            next_tick: Instant::ZERO,
             next_report: Instant::ZERO + opts.stats_interval,
             since_print: 0,
             pending: Vec::with_capacity(64),
             counters: NfCounters::default(),
-            panic_logged: false,
         };
         let looped = std::thread::scope(|s| {
             let state = &mut state;
@@ -293,7 +291,12 @@ impl OnvmNf {
             Err(e) => log::error!("cannot start the NF's packet thread: {e}"),
         }
         state.return_pending();
-        (state.report)(state.pipeline, state.clock.now(), &state.counters);
+        state.sync_panics();
+        (state.report)(
+            state.driver.pipeline_mut(),
+            state.clock.now(),
+            &state.counters,
+        );
         if SIGNALLED.load(Ordering::SeqCst) {
             log::info!("stopped by signal");
         }
@@ -313,8 +316,8 @@ impl Drop for OnvmNf {
 const BURST: usize = 32;
 
 /// The verdict slot of a frame the pipeline has not decided: one it panicked on (or did
-/// not reach in a burst it panicked in) or never saw (multi-segment). The pipeline itself
-/// never drops for `Panic`.
+/// not reach in a burst it panicked in; the driver's verdict) or never saw
+/// (multi-segment). The pipeline itself never drops for `Panic`.
 const UNDECIDED: Verdict = Verdict::Drop(DropReason::Panic);
 
 /// One burst from the NF's rx ring, each packet lent as an [`RteMbuf`].
@@ -353,7 +356,8 @@ unsafe impl Send for NfHandles {}
 
 /// What the loop works on; lives on `OnvmNf::run`'s stack.
 struct NfState<'a, P> {
-    pipeline: &'a mut P,
+    /// The shared datapath driver: panic containment, ticks, draining.
+    driver: Driver<'a, P>,
     report: &'a mut (dyn FnMut(&mut P, Instant, &NfCounters) + Send),
     pool: Mempool,
     nf: NfHandles,
@@ -362,13 +366,11 @@ struct NfState<'a, P> {
     /// The pipeline's clock: read once per loop round (in `on_loop`), like a burst.
     now: Instant,
     last_rx: Instant,
-    next_tick: Instant,
     next_report: Instant,
     since_print: u64,
     /// Emitted frames with their metadata set, waiting for `onvm_nflib_return_pkt_bulk`.
     pending: Vec<Mbuf>,
     counters: NfCounters,
-    panic_logged: bool,
 }
 
 /// ONVM packet actions.
@@ -405,7 +407,7 @@ fn meta_of(m: &mut RteMbuf) -> &mut onvm_pkt_meta {
     unsafe { &mut *onvm_sys::kvlb_onvm_pkt_meta(m.as_ptr()) }
 }
 
-impl<P: Pipeline> NfState<'_, P> {
+impl<'a, P: Pipeline> NfState<'a, P> {
     /// The packet loop (ONVM's advanced rings), on the NF's packet thread: each round
     /// dequeues a burst from the NF's rx ring, decides and sends it ([`Self::handle_burst`]),
     /// then emitted frames, timers and the stats screen ([`Self::on_loop`]), then what
@@ -486,7 +488,8 @@ impl<P: Pipeline> NfState<'_, P> {
                 self.since_print += 1;
                 if self.since_print >= self.opts.print_delay {
                     self.since_print = 0;
-                    (self.report)(self.pipeline, self.now, &self.counters);
+                    self.sync_panics();
+                    (self.report)(self.driver.pipeline_mut(), self.now, &self.counters);
                 }
             }
         }
@@ -503,21 +506,12 @@ impl<P: Pipeline> NfState<'_, P> {
         }
     }
 
-    /// Fills `verdicts` for `frames` (single-segment, all from `in_port`) with one
-    /// [`Pipeline::process_burst`] call. If the pipeline panics, the frames it had decided
-    /// keep their verdicts and the others keep [`UNDECIDED`]: dropped, each counted as a
-    /// panic, as the shared datapath driver does.
+    /// Fills `verdicts` for `frames` (single-segment, all from `in_port`) through the
+    /// shared driver: if the pipeline panics, the frames it had decided keep their
+    /// verdicts and the others are dropped, each counted as a panic.
     fn decide(&mut self, in_port: PortId, frames: &mut [&mut RteMbuf], verdicts: &mut [Verdict]) {
-        let now = self.now;
-        let pipeline = &mut *self.pipeline;
-        let decided = catch_unwind(AssertUnwindSafe(|| {
-            pipeline.process_burst(now, in_port, frames, verdicts)
-        }));
-        if decided.is_err() {
-            for _ in verdicts.iter().filter(|v| **v == UNDECIDED) {
-                self.panicked();
-            }
-        }
+        let decided = self.driver.process_burst(self.now, in_port, frames);
+        verdicts.copy_from_slice(decided);
     }
 
     /// The action a packet leaves with, counted. Under `-d` a frame for a port goes to that
@@ -556,60 +550,55 @@ impl<P: Pipeline> NfState<'_, P> {
     fn on_loop(&mut self) -> bool {
         self.now = self.clock.now();
         self.drain_emitted();
-        self.return_pending();
-        if self.now >= self.next_tick {
-            let now = self.now;
-            let pipeline = &mut *self.pipeline;
-            if catch_unwind(AssertUnwindSafe(|| pipeline.on_tick(now))).is_err() {
-                self.panicked();
-            }
-            self.drain_emitted();
-            self.return_pending();
-            self.next_tick = now + self.opts.tick_interval;
+        let now = self.now;
+        {
+            // The tick's frames are emitted with it, as on every datapath.
+            let (driver, mut send) = self.emit_sink();
+            driver.tick(now, &mut send);
         }
+        self.return_pending();
         if !self.opts.stats_interval.is_zero() && self.now >= self.next_report {
-            (self.report)(self.pipeline, self.now, &self.counters);
+            self.sync_panics();
+            (self.report)(self.driver.pipeline_mut(), self.now, &self.counters);
             self.next_report = self.now + self.opts.stats_interval;
         }
         self.opts.exit_when_idle
             && self.now - self.last_rx >= self.opts.idle_grace
-            && self.pipeline.is_idle()
+            && self.driver.is_idle()
     }
 
-    fn panicked(&mut self) {
-        self.counters.panics += 1;
-        let pipeline = &mut *self.pipeline;
-        let _ = catch_unwind(AssertUnwindSafe(|| pipeline.count_drop(DropReason::Panic)));
-        if !self.panic_logged {
-            self.panic_logged = true;
-            log::error!(
-                "the pipeline panicked; the packet was dropped (later panics are only counted)"
-            );
-        }
+    /// The driver's panic count in the NF's counters (for the stats screen).
+    fn sync_panics(&mut self) {
+        self.counters.panics = self.driver.counters().panics;
     }
 
-    fn drain_emitted(&mut self) {
+    /// The driver and a sink that copies emitted frames into mbufs with their ONVM action,
+    /// pending for [`Self::return_pending`].
+    fn emit_sink(&mut self) -> (&mut Driver<'a, P>, impl FnMut(Instant, Dest, &[u8]) + '_) {
         let pool = self.pool;
         let out_to_nf = self.opts.out_to_nf;
         let pending = &mut self.pending;
         let counters = &mut self.counters;
-        let pipeline = &mut *self.pipeline;
-        let drained = catch_unwind(AssertUnwindSafe(|| {
-            pipeline.drain_emitted(&mut |dest, bytes| match pool.alloc_copy(bytes) {
-                Ok(mut m) => {
-                    let action = match dest {
-                        Dest::Port(p) => out_to_nf.map_or(Action::Out(p.0), Action::ToNf),
-                        Dest::Nf(s) => Action::ToNf(s.0),
-                    };
-                    set_meta(meta_of(&mut m), action);
-                    counters.emitted += 1;
-                    pending.push(m);
-                }
-                Err(_) => counters.emit_failed += 1,
-            })
-        }));
-        if drained.is_err() {
-            self.panicked();
+        let send = move |_: Instant, dest: Dest, bytes: &[u8]| match pool.alloc_copy(bytes) {
+            Ok(mut m) => {
+                let action = match dest {
+                    Dest::Port(p) => out_to_nf.map_or(Action::Out(p.0), Action::ToNf),
+                    Dest::Nf(s) => Action::ToNf(s.0),
+                };
+                set_meta(meta_of(&mut m), action);
+                counters.emitted += 1;
+                pending.push(m);
+            }
+            Err(_) => counters.emit_failed += 1,
+        };
+        (&mut self.driver, send)
+    }
+
+    fn drain_emitted(&mut self) {
+        let now = self.now;
+        {
+            let (driver, mut send) = self.emit_sink();
+            driver.drain(now, &mut send);
         }
         if self.pending.len() >= 32 {
             self.return_pending();
