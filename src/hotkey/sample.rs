@@ -767,4 +767,39 @@ mod tests {
             prop_assert!(a.sampled() < 6000 + 9 * 700, "{}", a.sampled());
         }
     }
+
+    #[test]
+    fn a_hashed_observation_is_the_observation() {
+        // Every algorithm, exact and sampled: the caller's hash (the core's one hash per
+        // request) gives the same heats and hot sets as hashing inside.
+        for algo in Algo::ALL {
+            for above in [0, 20_000] {
+                let p = params(algo, above);
+                let (keys, s) = stream(5, 1.1, 60_000);
+                let (mut a, mut b) = (build_sampled(&p).unwrap(), build_sampled(&p).unwrap());
+                let hasher = KeyHasher::new(p.seed);
+                let per_epoch = 40_000u64;
+                a.tick(Instant::from_nanos(0));
+                b.tick(Instant::from_nanos(0));
+                for (i, &k) in s.iter().enumerate() {
+                    let key = keys.key(k);
+                    let h = hasher.hash(key);
+                    assert_eq!(
+                        a.observe(key, 1),
+                        b.observe_hashed(key, h, 1),
+                        "{algo} at {i}"
+                    );
+                    assert_eq!(a.heat(key), b.heat_hashed(key, h));
+                    if (i + 1) % 5_000 == 0 {
+                        let t = Instant::from_nanos((i as u64 + 1) * EPOCH_NS / per_epoch);
+                        assert_eq!(a.tick(t), b.tick(t));
+                        assert_eq!(a.hot_items(), b.hot_items(), "{algo} above {above}");
+                    }
+                }
+                if above > 0 {
+                    assert!(a.probability() < 1.0, "{algo}: the stream was sampled");
+                }
+            }
+        }
+    }
 }

@@ -17,12 +17,13 @@
 use std::mem::size_of;
 
 use super::heat::{report_items, HeatBook, Tracked};
-use super::keys::{KeyTable, Slot, NIL};
+use super::keys::{KeyTable, Probe, Slot, NIL};
 use super::{
     share_of_top, threshold, Algo, Detector, DetectorParams, Estimate, Heat, HeatChange,
     HeatLevels, HotItem, HotkeyError, ReportRule, Weight, Window, MAX_WEIGHT,
 };
 use crate::clock::Instant;
+use crate::keyhash::KeyHash;
 
 #[derive(Clone, Copy, Debug)]
 struct Counter {
@@ -330,28 +331,24 @@ impl SpaceSaving {
     }
 }
 
-impl Detector for SpaceSaving {
-    fn algo(&self) -> Algo {
-        Algo::SpaceSaving
-    }
-
+impl SpaceSaving {
     #[inline]
-    fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
+    /// Counts one request for the probed key (see [`Detector::observe`]).
+    fn observe_probe(&mut self, probe: &Probe<'_>, weight: Weight) -> Heat {
         let d = if self.weighted {
             weight.min(MAX_WEIGHT)
         } else {
             1
         };
         if d == 0 {
-            return self.heat(key);
+            return self.heat_probe(probe);
         }
-        let probe = self.table.probe(key);
         self.n += 1;
         self.w = self.w.saturating_add(d);
-        let i = match self.table.find(&probe) {
+        let i = match self.table.find(probe) {
             Some(i) => i,
             None if self.table.len() < self.capacity => {
-                let (i, _) = self.table.find_or_insert(&probe);
+                let (i, _) = self.table.find_or_insert(probe);
                 let first = self.first;
                 if first != NIL && self.buckets[first as usize].value == 0 {
                     self.attach(i, first);
@@ -371,7 +368,7 @@ impl Detector for SpaceSaving {
                     self.book
                         .set(&mut self.table.slots, victim, Heat::Cold, e.count - e.err);
                 }
-                self.table.rekey(victim, &probe);
+                self.table.rekey(victim, probe);
                 self.table.slots[victim as usize].p.err = min;
                 victim
             }
@@ -384,11 +381,39 @@ impl Detector for SpaceSaving {
     }
 
     #[inline]
-    fn heat(&self, key: &[u8]) -> Heat {
-        match self.table.find(&self.table.probe(key)) {
+    fn heat_probe(&self, probe: &Probe<'_>) -> Heat {
+        match self.table.find(probe) {
             Some(i) => self.table.slots[i as usize].p.heat,
             None => Heat::Cold,
         }
+    }
+}
+
+impl Detector for SpaceSaving {
+    fn algo(&self) -> Algo {
+        Algo::SpaceSaving
+    }
+
+    #[inline]
+    fn observe(&mut self, key: &[u8], weight: Weight) -> Heat {
+        let probe = self.table.probe(key);
+        self.observe_probe(&probe, weight)
+    }
+
+    #[inline]
+    fn observe_hashed(&mut self, key: &[u8], hash: KeyHash, weight: Weight) -> Heat {
+        let probe = self.table.probe_hashed(key, hash);
+        self.observe_probe(&probe, weight)
+    }
+
+    #[inline]
+    fn heat_hashed(&self, key: &[u8], hash: KeyHash) -> Heat {
+        self.heat_probe(&self.table.probe_hashed(key, hash))
+    }
+
+    #[inline]
+    fn heat(&self, key: &[u8]) -> Heat {
+        self.heat_probe(&self.table.probe(key))
     }
 
     fn estimate(&self, key: &[u8]) -> Option<Estimate> {
