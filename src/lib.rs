@@ -17,7 +17,6 @@
 #![warn(rust_2018_idioms, unused_qualifications)]
 
 pub mod backend;
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod clock;

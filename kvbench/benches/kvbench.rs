@@ -9,12 +9,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kvlb::bench::dist::{KeyDist, SizeDist, Zipf};
-use kvlb::bench::exchange::{KeyRef, RequestBuilder, Shared};
-use kvlb::bench::rng::Rng;
-use kvlb::bench::validate::{self, KeyVersions};
-use kvlb::bench::value::{self, Stamp};
-use kvlb::bench::workload::{KeySpace, Mix, OpStream, Shifts};
+use kvbench::dist::{KeyDist, SizeDist, Zipf};
+use kvbench::exchange::{KeyRef, RequestBuilder, Shared};
+use kvbench::rng::Rng;
+use kvbench::validate::{self, KeyVersions};
+use kvbench::value::{self, Stamp};
+use kvbench::workload::{KeySpace, Mix, OpStream, Shifts};
 
 fn keys(c: &mut Criterion) {
     let mut g = c.benchmark_group("key");

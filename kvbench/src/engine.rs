@@ -35,7 +35,7 @@ use super::tcp::{self, Change, TcpConn};
 use super::udp::{UdpConn, UdpScratch};
 use super::validate::KeyVersions;
 use super::workload::{KeySpace, Mix, OpKind, OpStream, Shifts, WorkloadError};
-use crate::ring::{KetamaRing, RingServer};
+use kvlb::ring::{KetamaRing, RingServer};
 
 const SECOND_NS: u64 = 1_000_000_000;
 /// How often in-flight requests are checked for timeouts.

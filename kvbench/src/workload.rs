@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::dist::{KeyDist, SizeDist, Zipf};
 use super::rng::{mix64, Rng};
-use crate::proto::MAX_KEY_LEN;
+use kvlb::proto::MAX_KEY_LEN;
 
 /// A key space that cannot be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -324,8 +324,8 @@ impl OpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::ETC_KEY;
-    use crate::proto::check_key;
+    use crate::dist::ETC_KEY;
+    use kvlb::proto::check_key;
 
     fn mix(get_ratio: f64, multiget: u16) -> Mix {
         Mix {

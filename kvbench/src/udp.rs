@@ -17,8 +17,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, recvmmsg, send, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use super::exchange::{on_item, Books, Failure, Pending, Shared, Step};
-use crate::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
-use crate::wire::McHeader;
+use kvlb::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
+use kvlb::wire::McHeader;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 32;
@@ -484,11 +484,11 @@ fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::SizeDist;
-    use crate::bench::exchange::{KeyRef, Kind, RequestBuilder};
-    use crate::bench::validate::KeyVersions;
-    use crate::bench::value::{encode, Stamp};
-    use crate::bench::workload::KeySpace;
+    use crate::dist::SizeDist;
+    use crate::exchange::{KeyRef, Kind, RequestBuilder};
+    use crate::validate::KeyVersions;
+    use crate::value::{encode, Stamp};
+    use crate::workload::KeySpace;
     use std::time::Duration;
 
     struct Rig {
