@@ -82,12 +82,12 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets $features"
 cargo clippy --workspace --all-targets $features -- -D warnings
-# The crates other than the NF's are tested on their own, without kvlb's features: kvbench
-# never links DPDK. This also builds target/debug/kvbench, which kvlb's tests run
-# (tests/workspace_bin).
+# The crates other than the NF's are tested on their own, without kvlb's features (kvbench
+# never links DPDK). This also builds target/debug/kvbench and kvlb-lc-experiments, which
+# kvlb's tests run (tests/workspace_bin).
 tested=0
-step "cargo test -p kvbench"
-cargo test -p kvbench --no-fail-fast 2>&1 | tee "$logs/cargo-test.log" || tested=$?
+step "cargo test -p kvbench -p kvlb-lc-experiments"
+cargo test -p kvbench -p kvlb-lc-experiments --no-fail-fast 2>&1 | tee "$logs/cargo-test.log" || tested=$?
 step "cargo test $features"
 cargo test $features --no-fail-fast 2>&1 | tee -a "$logs/cargo-test.log" || tested=$?
 [ "$tested" = 0 ] || exit "$tested"

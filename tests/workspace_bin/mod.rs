@@ -6,8 +6,8 @@
 //! was built in (`target/debug/deps/<test>` → `target/debug/<bin>`, also under a
 //! `CARGO_TARGET_DIR`). They are built there first with `cargo build -p <package>`, without
 //! kvlb's features (a no-op when up to date; `scripts/test.sh` builds them beforehand), so a
-//! test never runs a stale one. `KVBENCH` / `KVLB_LC_EXPERIMENTS` name a binary to use instead,
-//! as in the scripts.
+//! test never runs a stale one. `KVBENCH` names a kvbench to use instead, as in the
+//! scripts.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -15,17 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// kvbench, the load generator (package `kvbench`).
+/// kvbench, the load generator (package `kvbench`), or the one `$KVBENCH` names.
 pub fn kvbench() -> PathBuf {
-    exe("kvbench", "kvbench", "KVBENCH")
-}
-
-/// `package`'s binary `bin`, built for this test's profile and target directory, or the
-/// one `$env_override` names.
-pub fn exe(package: &str, bin: &str, env_override: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env_override).filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os("KVBENCH").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
+    exe("kvbench", "kvbench")
+}
+
+/// `package`'s binary `bin`, built for this test's profile and target directory: beside
+/// the test's own package's binaries (`CARGO_BIN_EXE_*`).
+pub fn exe(package: &str, bin: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get_or_insert_with(HashMap::new).get(bin) {

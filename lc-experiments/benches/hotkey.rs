@@ -5,9 +5,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use kvlb::hotkey::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
 use kvlb::hotkey::eval::{zipf_stream, KeySpace, Rng, Zipf, KEY_LEN};
 use kvlb::hotkey::{build, build_boxed, Algo, Detector, DetectorParams};
+use kvlb_lc_experiments::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
 
 const KEYS: usize = 1_000_000;
 const REQUESTS: usize = 1_000_000;

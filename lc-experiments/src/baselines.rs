@@ -9,7 +9,7 @@
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use heavykeeper::TopK;
 
-use super::{sort_items, threshold, AnyDetector, Detector, HotItem, ReportRule};
+use kvlb::hotkey::{sort_items, threshold, AnyDetector, Detector, HotItem, ReportRule};
 
 /// Something that counts a key stream and reports frequent keys.
 pub trait Summary {

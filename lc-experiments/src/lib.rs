@@ -1,12 +1,18 @@
 //! `kvlb lc-experiments`: the lossy counting experiments. Sweeps detectors × Zipf skew ×
 //! stream length × key count, a drift scenario, weighted (Facebook-ETC-like) streams and a
-//! same-run speed comparison against the crates.io baselines; writes CSV files and a
-//! markdown summary to an output folder (`scripts/plot_lc.py` draws the PNGs).
+//! same-run speed comparison against the crates.io baselines ([`baselines`]); writes CSV
+//! files and a markdown summary to an output folder (`scripts/plot_lc.py` draws the PNGs).
+//!
+//! A crate of its own in kvlb's workspace, on the kvlb library's detectors (without its
+//! features): the NF never compiles the harness or its baselines. Its binary,
+//! `kvlb-lc-experiments`, is what `kvlb lc-experiments` runs.
 //!
 //! Timing is the only clock use, and it lives here, at the edge: the detectors never read
 //! one. Rates are given by wall clock and by the thread's CPU time (from
 //! `/proc/thread-self/stat`, 10 ms ticks), since the machine is shared.
 #![forbid(unsafe_code)]
+
+pub mod baselines;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -17,12 +23,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::hotkey::baselines::{DataSketchesFrequent, DetectorSummary, HeavyKeeperTopK, Summary};
-use crate::hotkey::eval::{
+use crate::baselines::{DataSketchesFrequent, DetectorSummary, HeavyKeeperTopK, Summary};
+use kvlb::hotkey::eval::{
     accuracy, etc_value_sizes, exact_counts, zipf_hot_ranks, zipf_stream, Accuracy, KeySpace, Rng,
     Zipf, KEY_LEN,
 };
-use crate::hotkey::{
+use kvlb::hotkey::{
     build, build_boxed, Algo, Detector, DetectorParams, HotItem, ReportRule, SpaceSaving,
 };
 
@@ -416,7 +422,7 @@ impl Contender {
             Contender::SpaceSavingWeighted => {
                 let p = DetectorParams::new(Algo::SpaceSaving, s, e);
                 Box::new(DetectorSummary::new(
-                    crate::hotkey::AnyDetector::SpaceSaving(SpaceSaving::new_weighted(&p)?),
+                    kvlb::hotkey::AnyDetector::SpaceSaving(SpaceSaving::new_weighted(&p)?),
                     ReportRule::Tight,
                     self.name(),
                 ))
@@ -1178,7 +1184,7 @@ fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
 struct SampledRun {
     /// Sampling rate R (0: exact).
     above: u64,
-    d: crate::hotkey::Sampled<crate::hotkey::AnyDetector>,
+    d: kvlb::hotkey::Sampled<kvlb::hotkey::AnyDetector>,
     hits: usize,
     reported: usize,
     true_hot: usize,
@@ -1197,9 +1203,9 @@ struct SampledRun {
 /// where sampling applies: precision and recall of each epoch's hot set against the exact
 /// counts of that epoch, and the miss bound of `hotkey::sample` they are checked against.
 fn sampled(plan: &Plan, out: &Path) -> anyhow::Result<String> {
-    use crate::clock::Instant as Virtual;
-    use crate::hotkey::sample::{miss_bound, sample_margin};
-    use crate::hotkey::{build_sampled, Heat};
+    use kvlb::clock::Instant as Virtual;
+    use kvlb::hotkey::sample::{miss_bound, sample_margin};
+    use kvlb::hotkey::{build_sampled, Heat};
     // kvlb's default for 8 backends: s = 1/(16·8), ε = s/10.
     let support = 1.0 / 128.0;
     let error = support / 10.0;
@@ -1353,8 +1359,8 @@ mod tests {
 
     #[test]
     fn quick_sections_run_end_to_end() {
-        // The thresholds section alone is fast; the others are exercised by
-        // tests/hotkey_experiments.rs with tiny sizes.
+        // The thresholds section alone is fast; every section runs at tiny sizes in
+        // every_section_runs_at_tiny_sizes.
         let dir = tempfile::tempdir().unwrap();
         run(vec![
             "--out".into(),
