@@ -26,6 +26,7 @@ pub mod flow;
 pub mod hotkey;
 pub mod nf;
 pub mod proto;
+pub mod random;
 pub mod ring;
 pub mod stats;
 pub mod wire;

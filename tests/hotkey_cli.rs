@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use kvlb::hotkey::eval::{etc_value_sizes, zipf_stream, KeySpace, Rng, Zipf};
+use kvlb::hotkey::eval::{etc_value_sizes, zipf_stream, KeySpace};
+use kvlb::random::{Rng, Zipf};
 use serde_json::Value;
 
 fn kvlb() -> Command {

@@ -9,12 +9,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kvbench::dist::{KeyDist, SizeDist, Zipf};
+use kvbench::dist::{KeyDist, SizeDist};
 use kvbench::exchange::{KeyRef, RequestBuilder, Shared};
-use kvbench::rng::Rng;
 use kvbench::validate::{self, KeyVersions};
 use kvbench::value::{self, Stamp};
 use kvbench::workload::{KeySpace, Mix, OpStream, Shifts};
+use kvlb::random::{Rng, Zipf};
 
 fn keys(c: &mut Criterion) {
     let mut g = c.benchmark_group("key");

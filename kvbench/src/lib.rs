@@ -14,7 +14,8 @@
 //! written carries its key's version and a checksum, so every value read is checked for
 //! staleness and corruption.
 //!
-//! Owns: workload generation ([`dist`], [`workload`], [`rng`]), pacing ([`rate`]), the
+//! Owns: workload generation ([`dist`], [`workload`]; the generator and the Zipf law are
+//! [`kvlb::random`]'s), pacing ([`rate`]), the
 //! client side of requests ([`exchange`], [`udp`], [`tcp`]), validation ([`value`],
 //! [`validate`]), the run ([`engine`]), reporting ([`report`]), server stats ([`stats`]),
 //! and the command line ([`config`]). Must not: implement memcached's protocol a second
@@ -33,7 +34,6 @@ pub mod engine;
 pub mod exchange;
 pub mod rate;
 pub mod report;
-pub mod rng;
 pub mod stats;
 pub mod tcp;
 pub mod udp;

@@ -5,8 +5,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use kvlb::hotkey::eval::{zipf_stream, KeySpace, Rng, Zipf, KEY_LEN};
+use kvlb::hotkey::eval::{zipf_stream, KeySpace, KEY_LEN};
 use kvlb::hotkey::{build, build_boxed, Algo, Detector, DetectorParams};
+use kvlb::random::{Rng, Zipf};
 use kvlb_lc_experiments::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
 
 const KEYS: usize = 1_000_000;
@@ -19,7 +20,7 @@ const ERROR: f64 = 0.0025;
 /// packets (indexing a 16 MB key table instead would measure cache misses, not detectors).
 fn workload() -> Vec<u8> {
     let keys = KeySpace::new(KEYS);
-    let zipf = Zipf::new(KEYS, 1.0);
+    let zipf = Zipf::new(KEYS as u64, 1.0);
     let mut rng = Rng::new(42);
     let perm = rng.permutation(KEYS);
     let mut flat = Vec::with_capacity(REQUESTS * KEY_LEN);

@@ -25,12 +25,13 @@ use anyhow::{bail, Context};
 
 use crate::baselines::{DataSketchesFrequent, DetectorSummary, HeavyKeeperTopK, Summary};
 use kvlb::hotkey::eval::{
-    accuracy, etc_value_sizes, exact_counts, zipf_hot_ranks, zipf_stream, Accuracy, KeySpace, Rng,
-    Zipf, KEY_LEN,
+    accuracy, etc_value_sizes, exact_counts, zipf_hot_ranks, zipf_stream, Accuracy, KeySpace,
+    KEY_LEN,
 };
 use kvlb::hotkey::{
     build, build_boxed, Algo, Detector, DetectorParams, HotItem, ReportRule, SpaceSaving,
 };
+use kvlb::random::{Rng, Zipf};
 
 const HELP: &str = "\
 kvlb lc-experiments: hot-key detector experiments (accuracy, memory, speed, drift)
@@ -494,7 +495,7 @@ fn thresholds(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     md.push_str("\n|---|---|---|---|---|---|---|---|---|\n");
     for &alpha in &ALPHAS {
         for &n in &plan.key_counts {
-            let z = Zipf::new(n, alpha);
+            let z = Zipf::new(n as u64, alpha);
             let top10: f64 = (0..10).map(|r| z.pmf(r)).sum();
             let hot: Vec<usize> = supports
                 .iter()
@@ -552,12 +553,6 @@ struct Row {
     timing: Timing,
 }
 
-fn mix(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, &p| {
-        (h ^ p).wrapping_mul(0x100_0000_01b3).rotate_left(29)
-    })
-}
-
 fn sweep(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     let contenders = [
         Contender::Lossy,
@@ -597,11 +592,8 @@ fn sweep(plan: &Plan, out: &Path) -> anyhow::Result<String> {
             keyspace = Some(KeySpace::new(max_keys));
         }
         let ks = keyspace.as_ref().context("key space")?;
-        let zipf = Zipf::new(n_keys, alpha);
-        let mut rng = Rng::new(mix(
-            plan.seed,
-            &[alpha.to_bits(), len as u64, n_keys as u64],
-        ));
+        let zipf = Zipf::new(n_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[alpha.to_bits(), len as u64, n_keys as u64]);
         let stream = Stream::new(ks, zipf_ids(&zipf, n_keys, len, &mut rng), None);
         let counts = exact_counts(ks.len(), &stream.ids, None);
         let epoch = len / 10;
@@ -803,8 +795,8 @@ fn drift(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     );
     for &alpha in &plan.drift_alphas {
         progress(&format!("[drift] α={alpha}: generating"));
-        let zipf = Zipf::new(n_keys, alpha);
-        let mut rng = Rng::new(mix(plan.seed, &[alpha.to_bits(), 77]));
+        let zipf = Zipf::new(n_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[alpha.to_bits(), 77]);
         let p1 = rng.permutation(n_keys);
         let p2 = rng.permutation(n_keys);
         let mut ids = zipf_stream(&zipf, &p1, change, &mut rng);
@@ -904,7 +896,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     let len = plan.weighted_len;
     let support = default_support();
     let ks = KeySpace::new(n_keys);
-    let mut rng = Rng::new(mix(plan.seed, &[99]));
+    let mut rng = Rng::derive(plan.seed, &[99]);
     let sizes = etc_value_sizes(n_keys, &mut rng);
     let contenders = [
         Contender::LossyWeighted,
@@ -927,7 +919,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     );
     for &alpha in &plan.weighted_alphas {
         progress(&format!("[weighted] α={alpha}: generating"));
-        let zipf = Zipf::new(n_keys, alpha);
+        let zipf = Zipf::new(n_keys as u64, alpha);
         let ids = zipf_ids(&zipf, n_keys, len, &mut rng);
         let stream = Stream::new(&ks, ids, Some(&sizes));
         let counts = exact_counts(n_keys, &stream.ids, Some(&sizes));
@@ -1033,8 +1025,8 @@ fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
         "[bench] Zipf 1.0, {n_keys} keys, {len} requests: generating"
     ));
     let ks = KeySpace::new(n_keys);
-    let zipf = Zipf::new(n_keys, 1.0);
-    let mut rng = Rng::new(mix(plan.seed, &[1234]));
+    let zipf = Zipf::new(n_keys as u64, 1.0);
+    let mut rng = Rng::derive(plan.seed, &[1234]);
     let stream = Stream::new(&ks, zipf_ids(&zipf, n_keys, len, &mut rng), None);
     let flat = &stream.flat;
     let p = |algo| DetectorParams::new(algo, support, error);
@@ -1234,8 +1226,8 @@ fn sampled(plan: &Plan, out: &Path) -> anyhow::Result<String> {
         plan.sampled_keys, per_epoch, per_epoch as f64, plan.sampled_epochs,
     );
     for alpha in [0.99, 1.2] {
-        let zipf = Zipf::new(plan.sampled_keys, alpha);
-        let mut rng = Rng::new(mix(plan.seed, &[0x5a4d_504c, alpha.to_bits()]));
+        let zipf = Zipf::new(plan.sampled_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[0x5a4d_504c, alpha.to_bits()]);
         let mut runs: Vec<SampledRun> = std::iter::once(0)
             .chain(plan.sampled_rates.iter().copied())
             .map(|above| {
