@@ -11,10 +11,13 @@
 //! shells around it.
 //!
 //! `unsafe` lives only in the `onvm-sys` crate and in the DPDK/ONVM safe layer
-//! ([`datapath`] behind the `dpdk`/`onvm` features); every other module forbids it.
+//! ([`datapath`] behind the `dpdk`/`onvm` features).
 
-#![deny(missing_debug_implementations)]
-#![warn(rust_2018_idioms, unused_qualifications)]
+// The lint policy is the workspace's (`[workspace.lints]` in Cargo.toml, `clippy.toml`).
+// Without the DPDK datapaths this crate has no FFI and forbids `unsafe` outright; with
+// them, `unsafe` stays denied everywhere but in the safe layer, which allows it where
+// `datapath` declares it.
+#![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
 
 pub mod backend;
 pub mod cache;

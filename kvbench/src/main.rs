@@ -1,5 +1,6 @@
 //! `kvbench`: memcached load generator and consistency checker. Parses the command line,
 //! runs [`kvbench`], prints the live lines, the summary and the files asked for.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -1,5 +1,6 @@
 //! `kvlb-lc-experiments`, which `kvlb lc-experiments` runs: parses nothing itself, runs
 //! [`kvlb_lc_experiments::run`] and reports its error.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

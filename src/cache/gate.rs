@@ -8,7 +8,6 @@
 //! Hysteresis: in `auto` mode the gate turns on when the share reaches `on_share` and off
 //! when it falls below `off_share` (≤ `on_share`), so a share hovering near one threshold
 //! does not flap. A share that is not a number is ignored.
-#![forbid(unsafe_code)]
 
 use crate::config::L2Mode;
 

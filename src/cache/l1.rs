@@ -10,7 +10,6 @@
 //! ketama hash so a write to a hot key finds its replicas without MD5. Capacity for the
 //! configured number of keys is reserved up front (up to 65536 entries), so admitting a key
 //! does not rehash on the packet path.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::mem::size_of;

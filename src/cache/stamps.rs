@@ -41,7 +41,6 @@
 //! practice, so a stale ticket can never match by accident. `pending` is bounded by the
 //! number of outstanding flows; if it ever saturated it would stick there (the slot stops
 //! learning) rather than undercount.
-#![forbid(unsafe_code)]
 
 use std::mem::size_of;
 

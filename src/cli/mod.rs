@@ -1,7 +1,6 @@
 //! Command-line front ends: one module per `kvlb` subcommand. Each turns arguments into
 //! settings, runs a library component, and reports errors with context. The binary only
 //! dispatches here.
-#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::File;

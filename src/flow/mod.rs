@@ -29,7 +29,6 @@
 //! modest rate).
 //! (Cycling through every slot of the table instead touched all of it; and at 1 Mpps it
 //! reused a token after 65 ms, sooner than the default 250 ms timeout.)
-#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;

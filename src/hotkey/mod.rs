@@ -59,7 +59,6 @@
 //! and samples above it (see [`sample`] for the miss bound). Call [`Detector::observe`] per request (it returns the key's
 //! [`Heat`]), [`Detector::tick`] from the timer path, and [`Detector::drain_changes`] to
 //! learn which keys became hot, warm or cold.
-#![forbid(unsafe_code)]
 
 pub mod eval;
 mod heat;

@@ -1,5 +1,4 @@
 //! Client requests: admission, parsing, detection, cache hits, routing and forwarding.
-#![forbid(unsafe_code)]
 
 use std::net::SocketAddrV4;
 
@@ -484,7 +483,6 @@ impl Core {
 
     /// A plain single-key get: cache hit in place, fenced miss, or a read routed to the
     /// primary or a ready replica (learning the value if the key is hot or warm).
-    #[allow(clippy::too_many_arguments)]
     fn get_one<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
@@ -982,7 +980,6 @@ impl Core {
     /// [`Opaque`] (`ms <key> <len> F<flags> T<exptime> O<opaque>`, the same semantics as
     /// `set`, exptime included), tracked for its acknowledgement; a copy that cannot
     /// leave counts as not acknowledged.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn emit_replica_write(
         &mut self,
         now: Instant,
@@ -1068,7 +1065,6 @@ impl Core {
     /// Emits one of kvlb's own meta requests to `to` (`<command> <key> [<len>] <args>
     /// O<n>`, `data` after it for `ms`) with a fresh [`Opaque`] n, tracked as `kind(n)`;
     /// its reply must echo n. Returns whether it left (see [`Core::emit_request`]).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn emit_own_meta(
         &mut self,
         now: Instant,

@@ -1,5 +1,4 @@
 //! The core's periodic work: expiry, heat changes, the L2 switch, replication, probes, ARP.
-#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -47,7 +47,6 @@
 //!   writes, fetches, fences, probes), [`emit_version_probe`], [`emit_response_frame`].
 //!
 //! [`Error::name`] is the stable stats key of every refusal.
-#![forbid(unsafe_code)]
 
 pub mod binary;
 mod frames;

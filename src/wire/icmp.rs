@@ -1,7 +1,6 @@
 //! ICMPv4 destination-unreachable messages: how kvlb learns at once that a backend's port or
 //! host is gone (RFC 792: type 3 quotes the IPv4 header and the first 8 bytes of the
 //! datagram that could not be delivered).
-#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 

@@ -522,7 +522,7 @@ impl kvlb::nf::Pipeline for Relay {
 }
 
 /// Reads the receiver's output: the datagrams it got, after its `ready` line.
-pub fn received(child: std::process::Child) -> Vec<Vec<u8>> {
+pub fn received(child: Child) -> Vec<Vec<u8>> {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
