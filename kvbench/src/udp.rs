@@ -105,11 +105,6 @@ impl UdpConn {
         self.busy
     }
 
-    /// Whether another request fits (half the slots, so id allocation stays cheap).
-    pub fn has_room(&self) -> bool {
-        self.busy < self.slots.len() / 2 || (self.slots.len() == 1 && self.busy == 0)
-    }
-
     /// Queues a request: `fill` sets up the pending entry and appends the request bytes
     /// (after the frame header written here). Returns false if no slot is free.
     pub fn queue(&mut self, fill: impl FnOnce(&mut Pending, &mut Vec<u8>)) -> bool {

@@ -12,7 +12,6 @@
 //! does not rehash on the packet path.
 
 use std::fmt;
-use std::mem::size_of;
 
 use hashbrown::HashTable;
 
@@ -291,11 +290,6 @@ impl HotKeyTable {
     /// Bytes used: the table's allocation plus keys and values on the heap.
     pub fn memory_bytes(&self) -> usize {
         table_bytes::<HotEntry>(self.table.capacity()) + self.heap
-    }
-
-    /// Bytes one table slot takes (for sizing).
-    pub const fn entry_bytes() -> usize {
-        size_of::<HotEntry>()
     }
 }
 

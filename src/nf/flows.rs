@@ -74,12 +74,6 @@ impl Flows {
         self.table.touch_next(n);
     }
 
-    /// The earliest deadline of a live flow.
-    #[allow(dead_code)]
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.table.next_deadline()
-    }
-
     /// Records `flow` sent at `now`; the flow back when the table is full.
     // The flow comes back by value so the caller can undo what it noted for it; boxing
     // it would allocate per refused request, exactly when the table is full.

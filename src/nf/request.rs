@@ -167,7 +167,7 @@ impl Core {
                     cap_left: self.guard.reply_cap(client.ip),
                     expect,
                 });
-                self.forward(now, frame, &u, client, backend, kind)
+                self.forward(now, frame, &u, backend, kind)
             }
         }
     }
@@ -303,7 +303,7 @@ impl Core {
             }
             Request::Verbosity { noreply, .. } => {
                 self.stats.requests.other += 1;
-                self.broadcast(now, client, req, !noreply)
+                self.broadcast(now, req, !noreply)
             }
             Request::FlushAll { noreply, .. } => {
                 self.stats.requests.writes += 1;
@@ -313,7 +313,7 @@ impl Core {
                 for k in keys {
                     self.hot.on_write(&k, false, false, now);
                 }
-                self.broadcast(now, client, req, !noreply)
+                self.broadcast(now, req, !noreply)
             }
             Request::Quit => {
                 self.stats.requests.other += 1;
@@ -440,13 +440,7 @@ impl Core {
     }
 
     /// flush_all / verbosity: to every live backend; the client gets the first one's reply.
-    fn broadcast(
-        &mut self,
-        now: Instant,
-        client: &Client,
-        req: &Request<'_>,
-        answered: bool,
-    ) -> Action {
+    fn broadcast(&mut self, now: Instant, req: &Request<'_>, answered: bool) -> Action {
         let live: Vec<BackendId> = (0..self.backends.len())
             .filter(|&b| self.backends.get(b).is_up())
             .collect();
@@ -471,7 +465,6 @@ impl Core {
         if flush {
             self.caches.flush_sent();
         }
-        let _ = client;
         Action::Forward {
             backend: first,
             retrieval: false,
@@ -592,7 +585,7 @@ impl Core {
             cap_left: self.guard.reply_cap(client.ip),
             expect: Expect::Value(h),
         });
-        self.forward(now, frame, u, client, backend, kind)
+        self.forward(now, frame, u, backend, kind)
     }
 
     /// A reply kvlb wrote over `client`'s request frame leaves from kvlb's MAC on the
@@ -618,11 +611,9 @@ impl Core {
         now: Instant,
         frame: &mut F,
         u: &UdpFrame,
-        client: Client,
         backend: BackendId,
         kind: FlowKind,
     ) -> Verdict {
-        let _ = client;
         let addr = self.backends.get(backend).addr();
         let expect_reply = match &kind {
             FlowKind::Client(cf) => cf.expect_reply,

@@ -311,7 +311,7 @@ impl Core {
             }
         }
         if let Some(h) = health {
-            self.apply_health(now, h);
+            self.apply_health(h);
         }
         self.stats.count_drop(DropReason::Absorbed);
         Verdict::Drop(DropReason::Absorbed)
@@ -475,7 +475,7 @@ impl Core {
             .backends
             .on_response(flow.backend, bytes, sent, latency, error, false)
         {
-            self.apply_health(now, h);
+            self.apply_health(h);
         }
     }
 
@@ -569,7 +569,7 @@ impl Core {
             return; // nothing was owed: not outstanding, not a timeout
         }
         if let Some(Health::Down(id)) = self.backends.on_timeout(backend, sent, now) {
-            self.apply_health(now, Health::Down(id));
+            self.apply_health(Health::Down(id));
         }
     }
 }

@@ -87,9 +87,8 @@ mod tests {
             ttl: 64,
         };
         let mut original = vec![0u8; 128];
-        let n = ep.emit_headers(&mut original, 20, 7).unwrap();
+        ep.emit_headers(&mut original, 20, 7).unwrap();
         let quoted = &original[14..14 + 20 + 8];
-        let _ = n;
         let mut icmp = vec![typ, code, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(quoted);
         let mut f = vec![0u8; 14 + 20];
