@@ -27,3 +27,5 @@
 
 #[cfg(feature = "dpdk")]
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+#[cfg(feature = "dpdk")]
+include!(concat!(env!("OUT_DIR"), "/link.rs"));
