@@ -12,6 +12,10 @@
 //!
 //! `unsafe` lives only in the `onvm-sys` crate and in the DPDK/ONVM safe layer
 //! ([`datapath`] behind the `dpdk`/`onvm` features).
+//!
+//! kvbench (the load generator) and the detector experiments are crates of their own in
+//! this workspace; they use this library without its features for what they share with the
+//! NF: [`proto`], [`wire`], [`ring`], [`hotkey`] and [`random`].
 
 // The lint policy is the workspace's (`[workspace.lints]` in Cargo.toml, `clippy.toml`).
 // Without the DPDK datapaths this crate has no FFI and forbids `unsafe` outright; with

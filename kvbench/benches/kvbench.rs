@@ -3,7 +3,7 @@
 //! GET (vs copying the same bytes), writing and checking a 1 KiB value (vs memcpy of 1 KiB)
 //! — the user-space part of what kvbench spends per request on top of the system calls.
 //!
-//! `cargo bench --bench kvbench`
+//! `cargo bench -p kvbench --bench kvbench`
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! Hot-key detector update and query rates on one Zipf(1.0) stream over 10⁶ memcached-style
 //! keys, against Apache DataSketches' frequent-items sketch and HeavyKeeper measured in the
-//! same run. `cargo bench --bench hotkey`; compare rates within one run only (the machine
-//! is shared and noisy). `kvlb lc-experiments` prints the same comparison as ratios.
+//! same run. `cargo bench -p kvlb-lc-experiments --bench hotkey`; compare rates within one
+//! run only (the machine is shared and noisy). `kvlb lc-experiments` prints the same
+//! comparison as ratios.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
