@@ -6,9 +6,7 @@
 //!   checksum) + `proto::parse_datagram` (frame header, command, key).
 //! - `kvlb_hit_reply`: `proto::write_hit_reply` turning the same GET frames into
 //!   memcached's reply for a 100-byte value in place (formats the VALUE line, copies the
-//!   data, sums the message).
-//! - `kvlb_rendered_reply`: `proto::write_rendered_reply`, the same reply from an item the
-//!   cache rendered once at insert (`RenderedValue`).
+//!   data, sums the message), as the core answers a cache hit.
 //!
 //! Replies are written into an mbuf-like buffer (fixed storage, `set_len` only moves the
 //! length, as a DPDK mbuf does); each reply first copies the request into it, and that
@@ -25,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, Criterion, Throughput};
 use kvlb::proto::{
-    emit_request_frame_vec, parse_datagram, write_hit_reply, write_rendered_reply, RenderedValue,
-    Request, ResponseReader, Value,
+    emit_request_frame_vec, parse_datagram, write_hit_reply, Request, Response, ResponseReader,
+    Value,
 };
 use kvlb::wire::{classify, Classified, FrameBuf, NoRoom, UdpEndpoints, UdpFrame};
 
@@ -64,8 +62,8 @@ impl FrameBuf for MbufLike {
 
 struct Workload {
     frames: Vec<Vec<u8>>,
-    /// Each frame's layout and the cached item for its key.
-    items: Vec<(UdpFrame, Vec<u8>, RenderedValue)>,
+    /// Each frame's layout and its key.
+    items: Vec<(UdpFrame, Vec<u8>)>,
     data: [u8; VALUE_LEN],
     bufs: Vec<MbufLike>,
 }
@@ -106,15 +104,7 @@ impl Workload {
                     .1
                     .key()
                     .expect("key");
-                let key = key.to_vec();
-                let rendered = RenderedValue::new(&Value {
-                    key: &key,
-                    flags: 0,
-                    cas: None,
-                    data: &data,
-                })
-                .expect("fits");
-                (u, key, rendered)
+                (u, key.to_vec())
             })
             .collect();
         let bufs = (0..BATCH)
@@ -148,7 +138,7 @@ impl Workload {
     }
 
     fn hit_reply(&mut self) {
-        for ((buf, f), (u, key, _)) in self.bufs.iter_mut().zip(&self.frames).zip(&self.items) {
+        for ((buf, f), (u, key)) in self.bufs.iter_mut().zip(&self.frames).zip(&self.items) {
             buf.load(f);
             let value = Value {
                 key,
@@ -161,28 +151,20 @@ impl Workload {
         }
     }
 
-    fn rendered_reply(&mut self) {
-        for ((buf, f), (u, _, item)) in self.bufs.iter_mut().zip(&self.frames).zip(&self.items) {
-            buf.load(f);
-            write_rendered_reply(buf, black_box(u), item).expect("fits");
-            black_box(buf.len);
-        }
-    }
-
     /// The replies are memcached replies for the right items.
     fn check(&mut self) {
         self.hit_reply();
-        for (buf, (_, key, item)) in self.bufs.iter().zip(&self.items) {
+        for (buf, (_, key)) in self.bufs.iter().zip(&self.items) {
             let Ok(Classified::Udp(r)) = classify(buf.bytes()) else {
                 panic!("reply does not classify")
             };
             let msg = &r.payload(buf.bytes())[8..];
-            assert_eq!(msg, item.message());
-            let first = ResponseReader::new(msg)
-                .next()
-                .expect("item")
-                .expect("valid");
-            assert!(matches!(first, kvlb::proto::Response::Value(v) if v.key == &key[..]));
+            let mut reader = ResponseReader::new(msg);
+            let first = reader.next().expect("item").expect("valid");
+            assert!(
+                matches!(first, Response::Value(v) if v.key == &key[..] && v.data == &self.data[..])
+            );
+            assert!(matches!(reader.next(), Some(Ok(Response::End))));
         }
     }
 }
@@ -195,7 +177,6 @@ fn bench_get_frame(c: &mut Criterion) {
     g.bench_function("etherparse_sliced", |b| b.iter(|| w.etherparse()));
     g.bench_function("kvlb_parse", |b| b.iter(|| w.parse()));
     g.bench_function("kvlb_hit_reply", |b| b.iter(|| w.hit_reply()));
-    g.bench_function("kvlb_rendered_reply", |b| b.iter(|| w.rendered_reply()));
     g.finish();
 }
 
@@ -207,10 +188,10 @@ criterion_group! {
     targets = bench_get_frame
 }
 
-/// The four workloads timed in interleaved rounds; returns the minimum ns per frame.
-fn interleaved_minimum(rounds: usize) -> [f64; 4] {
+/// The three workloads timed in interleaved rounds; returns the minimum ns per frame.
+fn interleaved_minimum(rounds: usize) -> [f64; 3] {
     let mut w = Workload::new();
-    let mut best = [f64::MAX; 4];
+    let mut best = [f64::MAX; 3];
     for _ in 0..rounds {
         let mut time = |i: usize, f: &mut dyn FnMut()| {
             let t = Instant::now();
@@ -220,7 +201,6 @@ fn interleaved_minimum(rounds: usize) -> [f64; 4] {
         time(0, &mut || w.etherparse());
         time(1, &mut || w.parse());
         time(2, &mut || w.hit_reply());
-        time(3, &mut || w.rendered_reply());
     }
     best.map(|ns| ns / BATCH as f64)
 }
@@ -232,13 +212,12 @@ fn main() {
         return;
     }
     let rounds = 20_000;
-    let [ep, parse, reply, rendered] = interleaved_minimum(rounds);
+    let [ep, parse, reply] = interleaved_minimum(rounds);
     println!();
     println!("ns per frame (minimum of {rounds} interleaved rounds of {BATCH} GET frames):");
     println!("  etherparse SlicedPacket::from_ethernet       {ep:7.2}");
     println!("  kvlb classify + parse_datagram               {parse:7.2}");
     println!("  kvlb write_hit_reply ({VALUE_LEN}-byte value)        {reply:7.2}");
-    println!("  kvlb write_rendered_reply ({VALUE_LEN}-byte value)   {rendered:7.2}");
     println!("ratios:");
     println!(
         "  kvlb parse / etherparse        {:.2}  (target <= 1.00)",
@@ -247,9 +226,5 @@ fn main() {
     println!(
         "  hit reply / kvlb parse         {:.2}  (target <= 2.00)",
         reply / parse
-    );
-    println!(
-        "  rendered reply / kvlb parse    {:.2}  (target <= 2.00)",
-        rendered / parse
     );
 }

@@ -3,10 +3,23 @@
 //!
 //! DPDK is found in one of two ways:
 //! - `RTE_SDK` + `RTE_TARGET`: DPDK's legacy make build, the one ONVM v21.10 uses (DPDK
-//!   20.05). Static `librte_*.a` archives; drivers and mempool handlers register themselves
-//!   from constructors, so every archive is linked whole. When the build left the link line
-//!   of its apps in `$RTE_SDK/$RTE_TARGET/lib/ldflags.txt` (ONVM's install script patches
-//!   DPDK to write it), that line is used as is.
+//!   20.05). Static `librte_*.a` archives, linked the way DPDK links its own apps, which is
+//!   also how ONVM's manager was linked: that matters, because an NF is a secondary process
+//!   that must register exactly the tail queues the manager registered (libraries such as
+//!   `rte_distributor` register one from a constructor when linked whole, and the NF then
+//!   fails in `onvm_nflib_init` with `EAL: Cannot initialize tailq: RTE_DISTRIBUTOR`).
+//!   - When the build left its apps' link line in `$RTE_SDK/$RTE_TARGET/lib/ldflags.txt`
+//!     (ONVM's install script patches DPDK to write it), that line is used as is.
+//!   - Otherwise the archives are linked as `$RTE_SDK/mk/rte.app.mk` lists them: whole
+//!     where it wraps them in `--whole-archive` (the core libraries, buses, drivers and
+//!     mempool handlers, which register themselves from constructors), normally where it
+//!     does not (`rte_distributor`, `rte_lpm`, `rte_acl`, ...: only what kvlb calls is
+//!     pulled in, which is nothing). Archives it does not name are left out.
+//!   - Without `mk/rte.app.mk` either, every archive is linked whole, with a warning.
+//!
+//!   `KVLB_DPDK_LDFLAGS` overrides where the link line comes from: a file to use instead
+//!   of `ldflags.txt`, or `none` to ignore `ldflags.txt` and derive the line from
+//!   `mk/rte.app.mk` (the tests of this fallback use it).
 //! - `pkg-config libdpdk`: a packaged DPDK (Debian 12's 22.11), linked as shared libraries;
 //!   EAL loads the drivers at run time from its plugin directory.
 //!
@@ -30,6 +43,8 @@ use std::process::Command;
 struct Dpdk {
     /// Where it was found, for messages.
     origin: String,
+    /// How it is linked, for messages (`onvm_sys::DPDK_LINK`).
+    link: String,
     include_dirs: Vec<PathBuf>,
     /// Compiler flags other than `-I` (defines, `-include`, `-march`).
     cflags: Vec<String>,
@@ -44,6 +59,7 @@ fn main() {
     for var in [
         "RTE_SDK",
         "RTE_TARGET",
+        "KVLB_DPDK_LDFLAGS",
         "ONVM_HOME",
         "PKG_CONFIG_PATH",
         "PKG_CONFIG_LIBDIR",
@@ -112,6 +128,15 @@ fn main() {
     println!("cargo:origin={}", dpdk.origin);
     println!("cargo:cflags={}", dpdk.cflags.join(" "));
     println!("cargo:onvm={}", u8::from(onvm.is_some()));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    fs::write(
+        out.join("link.rs"),
+        format!(
+            "/// How this build links DPDK ({}): for error messages.\npub const DPDK_LINK: &str = {:?};\n",
+            dpdk.origin, dpdk.link
+        ),
+    )
+    .unwrap_or_else(|e| fail(&format!("cannot write link.rs: {e}")));
 
     // --- bindings ---
     let mut clang_args: Vec<String> = dpdk
@@ -179,7 +204,6 @@ fn main() {
             dpdk.origin
         ))
     });
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     bindings
         .write_to_file(out.join("bindings.rs"))
         .unwrap_or_else(|e| fail(&format!("cannot write bindings: {e}")));
@@ -256,6 +280,7 @@ fn pkg_config_dpdk() -> Dpdk {
     }
     Dpdk {
         origin: format!("pkg-config libdpdk {version}"),
+        link: "shared libraries, from pkg-config".into(),
         include_dirs,
         cflags,
         link_libs,
@@ -322,15 +347,34 @@ fn legacy_dpdk(sdk: &Path) -> Dpdk {
 
     let mut link_libs = Vec::new();
     let mut ldflags = Vec::new();
-    let ldflags_txt = lib.join("ldflags.txt");
-    if let Ok(line) = fs::read_to_string(&ldflags_txt) {
+    // Where the apps' link line comes from: KVLB_DPDK_LDFLAGS=none ignores ldflags.txt,
+    // another value names a file to read instead.
+    let ldflags_file = match env::var("KVLB_DPDK_LDFLAGS") {
+        Ok(v) if v == "none" => None,
+        Ok(v) if !v.is_empty() => {
+            let p = PathBuf::from(v);
+            if !p.is_file() {
+                fail(&format!(
+                    "KVLB_DPDK_LDFLAGS={} is not a file (give a DPDK link line, or `none` to \
+                     derive it from $RTE_SDK/mk/rte.app.mk)",
+                    p.display()
+                ));
+            }
+            Some(p)
+        }
+        _ => Some(lib.join("ldflags.txt")),
+    };
+    let link;
+    if let Some((path, line)) =
+        ldflags_file.and_then(|p| fs::read_to_string(&p).ok().map(|line| (p, line)))
+    {
         // The exact link line of the DPDK build's own apps.
+        println!("cargo:rerun-if-changed={}", path.display());
         ldflags.extend(line.split_whitespace().map(str::to_owned));
+        link = format!("the link line in {}", path.display());
     } else {
-        // Every archive whole (drivers and mempool handlers register from constructors),
-        // then the system libraries the configuration needs. libdpdk.a is a linker script
-        // naming the same archives, so it is skipped.
-        let mut archives: Vec<String> = fs::read_dir(&lib)
+        // libdpdk.a is a linker script naming the same archives, so it is skipped.
+        let archives: Vec<String> = fs::read_dir(&lib)
             .unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", lib.display())))
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
@@ -341,15 +385,60 @@ fn legacy_dpdk(sdk: &Path) -> Dpdk {
                     .map(str::to_owned)
             })
             .collect();
-        archives.sort();
         if archives.is_empty() {
             fail(&format!("no librte_*.a in {}", lib.display()));
         }
-        link_libs.extend(
-            archives
-                .iter()
-                .map(|a| format!("static:+whole-archive,-bundle={a}")),
-        );
+        let app_mk = sdk.join("mk/rte.app.mk");
+        println!("cargo:rerun-if-changed={}", app_mk.display());
+        match fs::read_to_string(&app_mk) {
+            Ok(mk) => {
+                let (listed, whole) = app_mk_archives(&mk);
+                for name in listed.iter().filter(|n| archives.contains(n)) {
+                    link_libs.push(if whole.contains(name) {
+                        format!("static:+whole-archive,-bundle={name}")
+                    } else {
+                        format!("static:-bundle={name}")
+                    });
+                }
+                let mut unlisted: Vec<&String> =
+                    archives.iter().filter(|a| !listed.contains(a)).collect();
+                unlisted.sort();
+                if !unlisted.is_empty() {
+                    println!(
+                        "cargo:warning=onvm-sys: {} does not link {} (nor does kvlb)",
+                        app_mk.display(),
+                        unlisted
+                            .iter()
+                            .map(|a| format!("lib{a}.a"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                link = format!(
+                    "{} as {} wraps them (no ldflags.txt)",
+                    lib.display(),
+                    app_mk.display()
+                );
+            }
+            Err(_) => {
+                // Drivers and mempool handlers register from constructors: link all whole.
+                let mut archives = archives;
+                archives.sort();
+                println!(
+                    "cargo:warning=onvm-sys: neither {} nor {} is there: linking every \
+                     librte_*.a whole. An ONVM NF built this way can register DPDK tail queues \
+                     its manager did not, and fail in onvm_nflib_init.",
+                    lib.join("ldflags.txt").display(),
+                    app_mk.display()
+                );
+                link_libs.extend(
+                    archives
+                        .iter()
+                        .map(|a| format!("static:+whole-archive,-bundle={a}")),
+                );
+                link = format!("every archive in {} whole", lib.display());
+            }
+        }
         if enabled("CONFIG_RTE_LIBRTE_PMD_PCAP") {
             link_libs.push("dylib=pcap".into());
         }
@@ -363,12 +452,48 @@ fn legacy_dpdk(sdk: &Path) -> Dpdk {
     }
     Dpdk {
         origin: format!("DPDK make build at {}", base.display()),
+        link,
         include_dirs: vec![include],
         cflags,
         link_libs,
         link_search: vec![lib],
         ldflags,
     }
+}
+
+/// The `librte_*` archives DPDK's `mk/rte.app.mk` links, in its order, and those of them it
+/// wraps in `--whole-archive`. The make file switches whole-archive on and off around groups
+/// of `-lrte_*` flags; a scan of its text in order, ignoring its conditionals, classifies
+/// every archive it names (which archives exist decides which are linked: a disabled one
+/// was never built). On DPDK 20.05 this gives exactly the classes of ONVM's `ldflags.txt`.
+fn app_mk_archives(mk: &str) -> (Vec<String>, Vec<String>) {
+    let (mut listed, mut whole) = (Vec::new(), Vec::new());
+    let mut in_whole = false;
+    for line in mk.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let Some((_, flags)) = line.split_once("+=") else {
+            continue;
+        };
+        for flag in flags.split_whitespace() {
+            match flag {
+                "--whole-archive" => in_whole = true,
+                "--no-whole-archive" => in_whole = false,
+                _ => {
+                    let Some(name) = flag.strip_prefix("-l").filter(|n| n.starts_with("rte_"))
+                    else {
+                        continue;
+                    };
+                    if !listed.iter().any(|l| l == name) {
+                        listed.push(name.to_owned());
+                        if in_whole {
+                            whole.push(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (listed, whole)
 }
 
 /// The `-march`/`-mtune` flags and `-DRTE_MACHINE_CPUFLAG_*` defines on the first compile

@@ -53,7 +53,7 @@ done
 
 KVBENCH=${KVBENCH:-target/release/kvbench}
 if [ ! -x "$KVBENCH" ]; then
-    cargo build --release --bin kvbench
+    cargo build --release -p kvbench
 fi
 fail() {
     echo "bench-kvbench.sh: FAILED: $1: $2" >&2

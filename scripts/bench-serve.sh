@@ -8,7 +8,7 @@
 #
 # Arguments after `--` are passed to `kvlb serve` (e.g. `-- --source-ports 1`).
 # Prints both rates per round and the ratio kvlb/direct. Everything runs on loopback and is
-# stopped by PID on exit. Build first: cargo build --release --bin kvlb --bin kvbench.
+# stopped by PID on exit. Build first: cargo build --release -p kvlb -p kvbench.
 #
 # Checks before any figure is printed: memcached answers `stats`; kvlb serve answers a
 # set/get round trip through the VIP (within 10 s) before each measured run, is still
@@ -37,7 +37,7 @@ for v in "seconds=$seconds" "rounds=$rounds" "keys=$keys"; do
 done
 case "$tool" in kvbench|memaslap) ;; *) echo "bench-serve.sh: --tool expects kvbench or memaslap, not '$tool'" >&2; exit 2 ;; esac
 KVLB=${KVLB:-target/release/kvlb} KVBENCH=${KVBENCH:-target/release/kvbench}
-[ -x "$KVLB" ] && [ -x "$KVBENCH" ] || { echo "build first: cargo build --release --bin kvlb --bin kvbench" >&2; exit 1; }
+[ -x "$KVLB" ] && [ -x "$KVBENCH" ] || { echo "build first: cargo build --release -p kvlb -p kvbench" >&2; exit 1; }
 [ "$tool" = memaslap ] && ! command -v memcaslap >/dev/null && { echo "memcaslap not installed (libmemcached-tools)" >&2; exit 1; }
 
 # fail SIDE REASON: says which side failed and why, on stderr, and exits 1 (from a command

@@ -42,7 +42,7 @@ done
 
 KVBENCH=${KVBENCH:-target/release/kvbench}
 if [ ! -x "$KVBENCH" ]; then
-    cargo build --release --bin kvbench
+    cargo build --release -p kvbench
 fi
 command -v memcached >/dev/null || { echo "latency-sweep.sh: memcached not found" >&2; exit 1; }
 fail() {

@@ -23,7 +23,8 @@ if [[ $# -gt 0 && "$1" != --* ]]; then
     shift
 fi
 
-cargo build --release --bin kvlb || fail "cargo build" "exit status $?"
+# The experiments are a crate of their own; `kvlb lc-experiments` runs its binary.
+cargo build --release -p kvlb -p kvlb-lc-experiments || fail "cargo build" "exit status $?"
 mkdir -p "$out"
 # Files this run wrote are newer than this stamp.
 stamp=$(mktemp)

@@ -2,7 +2,6 @@
 //!
 //! The core never reads a clock; datapaths convert their own (TSC, `Instant`, pcap
 //! timestamps) into [`Instant`] so replays are deterministic.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::ops::{Add, Sub};

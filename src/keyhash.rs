@@ -3,7 +3,6 @@
 //! hot set, L1, L2, the write stamps, the ring memo) derives its index and tag from that
 //! hash: tables built with the same seed can be probed with a hash the caller already has.
 //! A leaf: it depends on nothing else in the crate.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 

@@ -11,13 +11,19 @@
 //! shells around it.
 //!
 //! `unsafe` lives only in the `onvm-sys` crate and in the DPDK/ONVM safe layer
-//! ([`datapath`] behind the `dpdk`/`onvm` features); every other module forbids it.
+//! ([`datapath`] behind the `dpdk`/`onvm` features).
+//!
+//! kvbench (the load generator) and the detector experiments are crates of their own in
+//! this workspace; they use this library without its features for what they share with the
+//! NF: [`proto`], [`wire`], [`ring`], [`hotkey`] and [`random`].
 
-#![deny(missing_debug_implementations)]
-#![warn(rust_2018_idioms, unused_qualifications)]
+// The lint policy is the workspace's (`[workspace.lints]` in Cargo.toml, `clippy.toml`).
+// Without the DPDK datapaths this crate has no FFI and forbids `unsafe` outright; with
+// them, `unsafe` stays denied everywhere but in the safe layer, which allows it where
+// `datapath` declares it.
+#![cfg_attr(not(feature = "dpdk"), forbid(unsafe_code))]
 
 pub mod backend;
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -28,6 +34,7 @@ pub mod hotkey;
 pub mod keyhash;
 pub mod nf;
 pub mod proto;
+pub mod random;
 pub mod ring;
 pub mod stats;
 pub mod wire;

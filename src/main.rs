@@ -1,4 +1,5 @@
 //! The `kvlb` command: dispatches to the subcommands in `kvlb::cli`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@
 
 mod common;
 mod kvlb_stats;
+mod workspace_bin;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -40,7 +41,7 @@ fn max_over_mean(v: &[u64]) -> f64 {
 /// One kvbench run through the VIP with `get_ratio` GETs; its JSON summary. Fails the
 /// test on stale or corrupt reads (exit status 3) or any other failure.
 fn kvbench_gets(vip: &str, seconds: u32, seed: u32, get_ratio: &str, extra: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = Command::new(workspace_bin::kvbench())
         .args(["--server", vip, "--keys", KEYS, "--dist", "zipf:1.2"])
         .args([
             "--get-ratio",

@@ -27,6 +27,7 @@
 mod common;
 #[cfg(feature = "dpdk")]
 mod dpdk_support;
+mod workspace_bin;
 
 use common::skip;
 
@@ -71,7 +72,6 @@ mod with_dpdk {
     use crate::dpdk_support::{eal_test_args, unique_prefix, RuntimeDir};
 
     const KVLB: &str = env!("CARGO_BIN_EXE_kvlb");
-    const KVBENCH: &str = env!("CARGO_BIN_EXE_kvbench");
     /// One request's wait for its reply.
     const T: Duration = Duration::from_secs(2);
     const SERVERS: usize = 3;
@@ -700,8 +700,8 @@ mod with_dpdk {
         let (status, out, err) = run_bounded(
             Command::new("ip")
                 .args(["netns", "exec", &fx.ns.client])
+                .arg(crate::workspace_bin::kvbench())
                 .args([
-                    KVBENCH,
                     "--server",
                     VIP,
                     "--threads",

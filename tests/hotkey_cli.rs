@@ -1,12 +1,16 @@
 //! `kvlb hotkeys` end to end: the real binary on real files (and stdin), its JSON checked
 //! against exact counts: every estimate ≤ the true count, every estimate + max_error ≥ it,
-//! and every key above the support reported.
+//! and every key above the support reported. And `kvlb lc-experiments`, which runs the
+//! experiments crate's binary.
+
+mod workspace_bin;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use kvlb::hotkey::eval::{etc_value_sizes, zipf_stream, KeySpace, Rng, Zipf};
+use kvlb::hotkey::eval::{etc_value_sizes, zipf_stream, KeySpace};
+use kvlb::random::{Rng, Zipf};
 use serde_json::Value;
 
 fn kvlb() -> Command {
@@ -207,4 +211,35 @@ fn reads_stdin_and_rejects_bad_input() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// `kvlb lc-experiments` runs `kvlb-lc-experiments` from kvlb's own directory: its files,
+/// its messages and its exit status are the command's.
+#[test]
+fn lc_experiments_runs_the_experiments_crate() {
+    workspace_bin::exe("kvlb-lc-experiments", "kvlb-lc-experiments");
+    let dir = tempfile::tempdir().unwrap();
+    let out = kvlb()
+        .args(["lc-experiments", "--quick", "--only", "thresholds", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let csv = std::fs::read_to_string(dir.path().join("thresholds.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 2, "{csv}");
+    assert!(std::fs::read_to_string(dir.path().join("summary.md"))
+        .unwrap()
+        .contains("Thresholds that work"));
+
+    let out = kvlb()
+        .args(["lc-experiments", "--only", "nope", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("kvlb lc-experiments: unknown section 'nope'"),
+        "{err}"
+    );
 }

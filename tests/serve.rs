@@ -166,12 +166,10 @@ fn a_hot_key_is_cached_replicated_and_kept_fresh() {
     // Detection closes at an epoch boundary and replication is asynchronous (fetch from the
     // primary, then a write per replica): keep the key hot until every server holds it, on
     // a deadline generous enough for a loaded CI machine.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         skewed_gets(&c, "hot", 500, 400);
-        if ms.iter().all(|m| m.get("hot").as_deref() == Some("v1"))
-            || std::time::Instant::now() > deadline
-        {
+        if ms.iter().all(|m| m.get("hot").as_deref() == Some("v1")) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -23,9 +23,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use kvlb::proto::{
-    emit_request_frame_vec, emit_version_probe, write_hit_reply, Request, Storage, Value,
-};
+use kvlb::proto::{emit_request_frame_vec, write_hit_reply, Request, Storage, Value};
 use kvlb::wire::ethernet::BROADCAST;
 use kvlb::wire::{classify, emit_arp, ArpRepr, Classified, UdpEndpoints, VlanTag};
 
@@ -156,10 +154,8 @@ fn kvlb_frames() -> Vec<Vec<u8>> {
     );
     push(&Request::parse(b"delete user:42 noreply\r\n").unwrap(), 5);
     push(&Request::parse(b"incr counter 7\r\n").unwrap(), 6);
-    let mut probe = vec![0u8; 128];
-    let n = emit_version_probe(&mut probe, &ep, 7, 7).unwrap();
-    probe.truncate(n);
-    frames.push(probe);
+    // kvlb's health probe.
+    push(&Request::Version, 7);
 
     // A cache hit: the first GET turned into memcached's reply in place.
     let mut hit = frames[0].clone();

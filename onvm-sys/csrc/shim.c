@@ -13,7 +13,6 @@
 #endif
 
 int kvlb_rte_errno(void) { return rte_errno; }
-unsigned kvlb_lcore_id(void) { return rte_lcore_id(); }
 uint64_t kvlb_rdtsc(void) { return rte_rdtsc(); }
 
 struct rte_mbuf *kvlb_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }

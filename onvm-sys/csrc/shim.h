@@ -34,8 +34,6 @@
 
 /** rte_errno of the calling thread (a per-lcore TLS macro). */
 int kvlb_rte_errno(void);
-/** rte_lcore_id(): the calling thread's lcore id, or UINT32_MAX (LCORE_ID_ANY) off-EAL. */
-unsigned kvlb_lcore_id(void);
 /** rte_rdtsc(): the time-stamp counter. */
 uint64_t kvlb_rdtsc(void);
 

@@ -7,6 +7,9 @@
 //!
 //! How DPDK and ONVM are found is described in `build.rs`.
 #![allow(
+    // The FFI itself: the one crate whose job is `unsafe` (the workspace denies it elsewhere).
+    unsafe_code,
+    clippy::undocumented_unsafe_blocks,
     non_upper_case_globals,
     non_camel_case_types,
     non_snake_case,
@@ -15,10 +18,14 @@
     deref_nullptr,
     clippy::all,
     clippy::pedantic,
-    // Generated code: bindgen does not document its items.
+    // Generated code: bindgen does not document its items, and cannot derive Debug for
+    // unions and opaque blobs.
     missing_docs,
+    missing_debug_implementations,
     unsafe_op_in_unsafe_fn
 )]
 
 #[cfg(feature = "dpdk")]
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+#[cfg(feature = "dpdk")]
+include!(concat!(env!("OUT_DIR"), "/link.rs"));

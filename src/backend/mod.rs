@@ -12,7 +12,6 @@
 //! loses a few datagrams under load while it answers the rest). Down backends receive only probes (`version`), one every
 //! `probe_interval`; the first answer brings them back. So a backend that stops answering
 //! under load is marked down within `down_after` timeouts of its first unanswered request.
-#![forbid(unsafe_code)]
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -101,7 +100,8 @@ impl Backend {
         self.latency_us.value_at_quantile(q)
     }
 
-    /// Number of latency samples.
+    /// Number of latency samples (the tests' view).
+    #[cfg(test)]
     pub fn latency_samples(&self) -> u64 {
         self.latency_us.len()
     }
@@ -167,16 +167,6 @@ impl BackendPool {
     /// The backend with this address, if any.
     pub fn find(&self, addr: SocketAddrV4) -> Option<BackendId> {
         self.backends.iter().position(|b| b.spec.addr == addr)
-    }
-
-    /// The backends at this IP (for ICMP errors, which name the address but may quote a
-    /// truncated header).
-    pub fn find_ip(&self, ip: std::net::Ipv4Addr) -> impl Iterator<Item = BackendId> + '_ {
-        self.backends
-            .iter()
-            .enumerate()
-            .filter(move |(_, b)| *b.spec.addr.ip() == ip)
-            .map(|(i, _)| i)
     }
 
     /// Liveness of every backend, in configuration order (for the ring).

@@ -16,7 +16,6 @@
 //! | that write's flow ends (reply, error, expiry, eviction, backend down) | `write_done(h)` |
 //! | detector: K turned hot / cooled / estimate changed | `admit_hot` / `demote` / `set_warm_estimate` |
 //! | detector epoch | `observe_skew(top-k share)`, `sweep_expired(now)` |
-#![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -356,7 +355,6 @@ impl Caches {
         learned
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn learn_with(
         &mut self,
         h: KeyHash,

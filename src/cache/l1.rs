@@ -10,10 +10,8 @@
 //! ketama hash so a write to a hot key finds its replicas without MD5. Capacity for the
 //! configured number of keys is reserved up front (up to 65536 entries), so admitting a key
 //! does not rehash on the packet path.
-#![forbid(unsafe_code)]
 
 use std::fmt;
-use std::mem::size_of;
 
 use hashbrown::HashTable;
 
@@ -292,11 +290,6 @@ impl HotKeyTable {
     /// Bytes used: the table's allocation plus keys and values on the heap.
     pub fn memory_bytes(&self) -> usize {
         table_bytes::<HotEntry>(self.table.capacity()) + self.heap
-    }
-
-    /// Bytes one table slot takes (for sizing).
-    pub const fn entry_bytes() -> usize {
-        size_of::<HotEntry>()
     }
 }
 

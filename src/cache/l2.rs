@@ -29,7 +29,6 @@
 //!
 //! While the gate is off L2 holds nothing (its arena and index are freed) and every
 //! operation returns after one branch.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::mem::size_of;

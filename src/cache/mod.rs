@@ -28,7 +28,6 @@
 //! [`stamps`]). An optional maximum age bounds how long a learned value is served, which is
 //! also what bounds serving a value whose memcached expiry time has passed (GET responses
 //! do not carry the expiry time).
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::mem::size_of;

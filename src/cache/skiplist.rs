@@ -12,7 +12,6 @@
 //! save ~40 bytes per node but cost an allocation per insert and a pointer chase per step.
 //! The smallest entry is the head's first successor, so [`SkipList::pop_first`] is O(1)
 //! expected (only the levels the node is on are touched).
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::mem::size_of;

@@ -76,8 +76,9 @@ mod imp {
         pub config: Config,
     }
 
-    /// Splits `[EAL args] -- [options]` and parses the options.
-    pub(super) fn parse(args: Vec<OsString>) -> anyhow::Result<Settings> {
+    /// Splits `[EAL args] -- [options]` and parses the options; `None` when the options
+    /// asked for `--help`, which is printed.
+    pub(super) fn parse(args: Vec<OsString>) -> anyhow::Result<Option<Settings>> {
         let split = args.iter().position(|a| a == "--").with_context(|| {
             "expected `kvlb dpdk [EAL args] -- [kvlb args]` (see `kvlb dpdk --help`)"
         })?;
@@ -90,7 +91,7 @@ mod imp {
             match arg {
                 lexopt::Arg::Long("help") => {
                     print!("{}", super::help());
-                    std::process::exit(0);
+                    return Ok(None);
                 }
                 lexopt::Arg::Long("clock") => {
                     opts.clock = match parser.value()?.to_str() {
@@ -129,16 +130,18 @@ mod imp {
         config.validate()?;
         opts.exit_when_idle = config.exit_when_idle;
         opts.stats_interval = config.stats_interval;
-        Ok(Settings {
+        Ok(Some(Settings {
             eal_args,
             opts,
             mbufs,
             config,
-        })
+        }))
     }
 
     pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
-        let settings = parse(args)?;
+        let Some(settings) = parse(args)? else {
+            return Ok(());
+        };
         let eal = Eal::init(&settings.eal_args)?;
         let ids = Port::ids(eal);
         if ids.is_empty() {
@@ -269,6 +272,17 @@ mod imp {
 
         fn args(v: &[&str]) -> Vec<OsString> {
             v.iter().map(OsString::from).collect()
+        }
+
+        /// [`super::parse`] of a command line that does not ask for `--help`.
+        fn parse(v: Vec<OsString>) -> anyhow::Result<Settings> {
+            super::parse(v).map(|s| s.expect("not a --help"))
+        }
+
+        #[test]
+        fn help_after_the_dashes_is_not_a_run() {
+            let s = super::parse(args(&["--no-huge", "--", "--help"])).unwrap();
+            assert!(s.is_none());
         }
 
         #[test]

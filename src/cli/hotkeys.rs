@@ -1,6 +1,5 @@
 //! `kvlb hotkeys`: runs a hot-key detector over a key stream (one request per line) and
 //! prints what it reports as JSON.
-#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::File;

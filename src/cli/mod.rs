@@ -1,7 +1,6 @@
 //! Command-line front ends: one module per `kvlb` subcommand. Each turns arguments into
 //! settings, runs a library component, and reports errors with context. The binary only
 //! dispatches here.
-#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -17,7 +16,6 @@ mod serve;
 
 pub mod dpdk;
 pub mod hotkeys;
-pub mod lc_experiments;
 pub mod onvm;
 pub mod route;
 
@@ -78,9 +76,31 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "lc-experiments",
         summary: "lossy counting experiments: accuracy, memory, speed, drift (CSV + summary)",
-        run: lc_experiments::run,
+        run: lc_experiments,
     },
 ];
+
+/// `kvlb lc-experiments`: the experiments are a crate of their own (`lc-experiments/`), so
+/// that building the NF never compiles them; this runs their binary, `kvlb-lc-experiments`,
+/// from the directory kvlb's own binary is in (where cargo puts both), in kvlb's place, with
+/// the same arguments, so its output and exit status are the command's.
+fn lc_experiments(args: Vec<OsString>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    const BIN: &str = "kvlb-lc-experiments";
+    let exe = std::env::current_exe()
+        .context("finding kvlb's own binary")?
+        .with_file_name(BIN);
+    if !exe.is_file() {
+        anyhow::bail!(
+            "{} is not there: the experiments are a crate of their own; build them beside \
+             kvlb with `cargo build --release -p {BIN}` (scripts/lc-experiments.sh does)",
+            exe.display()
+        );
+    }
+    // exec only returns when it failed.
+    let err = std::process::Command::new(&exe).args(args).exec();
+    Err(err).with_context(|| format!("running {}", exe.display()))
+}
 
 /// `kvlb --help`.
 pub fn usage() -> String {

@@ -83,8 +83,9 @@ mod launch {
 
     use crate::cli::utf8_args;
 
-    /// Splits the command line; reads a `-F` config.
-    pub fn parse(args: Vec<OsString>) -> anyhow::Result<Launch> {
+    /// Splits the command line; reads a `-F` config. `None` when kvlb's options asked for
+    /// `--help`, which is printed.
+    pub fn parse(args: Vec<OsString>) -> anyhow::Result<Option<Launch>> {
         let mut config = Config::default();
         let (eal_args, onvm_args, rest) = if args.first().is_some_and(|a| a == "-F") {
             let path = args
@@ -145,7 +146,7 @@ mod launch {
                 }
                 lexopt::Arg::Long("help") => {
                     print!("{}", super::help());
-                    std::process::exit(0);
+                    return Ok(None);
                 }
                 lexopt::Arg::Long(name) => {
                     let name = name.to_string();
@@ -157,13 +158,13 @@ mod launch {
             }
         }
         config.validate()?;
-        Ok(Launch {
+        Ok(Some(Launch {
             eal_args,
             onvm_args,
             print_delay,
             out_to_nf,
             config,
-        })
+        }))
     }
 
     /// Reads an ONVM-style NF config: EAL and ONVM arguments, and the `"kvlb"` options
@@ -237,6 +238,17 @@ mod launch {
 
         fn args(v: &[&str]) -> Vec<OsString> {
             v.iter().map(OsString::from).collect()
+        }
+
+        /// [`super::parse`] of a command line that does not ask for `--help`.
+        fn parse(v: Vec<OsString>) -> anyhow::Result<Launch> {
+            super::parse(v).map(|l| l.expect("not a --help"))
+        }
+
+        #[test]
+        fn help_among_kvlb_args_is_not_a_run() {
+            let l = super::parse(args(&["-l", "1", "--", "-r", "1", "--", "--help"])).unwrap();
+            assert!(l.is_none());
         }
 
         #[test]
@@ -371,7 +383,9 @@ mod imp {
     const CHAIN_MAC: [u8; 6] = [0x02, 0x6b, 0x76, 0x6c, 0x62, 0x10];
 
     pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
-        let l = launch::parse(args)?;
+        let Some(l) = launch::parse(args)? else {
+            return Ok(());
+        };
         let mut nf = OnvmNf::init("kvlb", &l.eal_args, &l.onvm_args)?;
         let (service, instance) = (nf.service_id(), nf.instance_id());
         let ports = nf.ports();

@@ -1,6 +1,5 @@
 //! `kvlb route`: where does each key live? Reads keys on stdin and prints the backend that
 //! kvlb's ketama ring (bit-compatible with libmemcached's weighted ketama) puts each on.
-#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, Write};

@@ -9,7 +9,6 @@
 //! that table, so they cannot drift apart. Options apply in order: a `--config FILE` applies
 //! its contents where it appears, and later flags override earlier values (repeatable
 //! options append).
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};

@@ -21,7 +21,6 @@
 //! interval of capture time since the previous tick (at most 10 000 in a row, then once at
 //! `now`), each tick's emitted frames drained behind it. A burst then has one capture time,
 //! so capture-time datapaths cut their bursts where the capture time changes.
-#![forbid(unsafe_code)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;

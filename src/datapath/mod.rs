@@ -8,9 +8,13 @@
 //! `dpdk` and `onvm` are the only places (with the `onvm-sys` crate) where kvlb uses
 //! `unsafe`; each of their `unsafe` blocks says why it is sound.
 
+// The safe layer over `onvm-sys`: the only modules where `unsafe` is allowed (the
+// workspace denies it).
 #[cfg(feature = "dpdk")]
+#[allow(unsafe_code)]
 pub mod dpdk;
 #[cfg(feature = "onvm")]
+#[allow(unsafe_code)]
 pub mod onvm;
 
 pub mod driver;

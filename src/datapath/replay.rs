@@ -19,7 +19,6 @@
 //! consecutive frames with the same capture time (at most 32): between two such frames no
 //! tick falls due, so the pipeline decides exactly what it would frame by frame, and the
 //! outputs are the same bytes.
-#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -16,7 +16,6 @@
 //! backends, bound to `--local-ip` (default: the listen address) and consecutive ports from
 //! `--source-port-base` (0: ports chosen by the kernel). Backend sockets set `IP_RECVERR`, so
 //! an ICMP port/host unreachable from a backend marks it down at once.
-#![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};

@@ -1,126 +1,11 @@
 //! Workloads and accuracy metrics for the hot-key experiments (`kvlb lc-experiments`), the
-//! benchmarks and the tests: a seeded PRNG, an exact Zipf sampler (Vose's alias method:
-//! O(n) set-up, O(1) per sample), memcached-like keys, Facebook-ETC-like value sizes, and
-//! precision / recall / relative error against exact counts. Pure functions: no clocks, no
-//! I/O.
+//! benchmarks and the tests: memcached-like keys, Zipf streams over them, Facebook-ETC-like
+//! value sizes, and precision / recall / relative error against exact counts. The generator
+//! and the Zipf law are [`crate::random`]'s, the ones kvbench draws from. Pure functions: no
+//! clocks, no I/O.
 
 use super::HotItem;
-
-/// xoshiro256** (Blackman & Vigna), seeded through splitmix64: small, fast, reproducible.
-#[derive(Clone, Debug)]
-pub struct Rng([u64; 4]);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        Rng([next(), next(), next(), next()])
-    }
-
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.0;
-        let r = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        r
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    #[inline]
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [0, n) (Lemire's multiply-shift; bias below 2⁻³² for n < 2³²).
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// A uniformly random permutation of 0..n (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
-        let mut p: Vec<u32> = (0..n as u32).collect();
-        for i in (1..n).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            p.swap(i, j);
-        }
-        p
-    }
-}
-
-/// Zipf(α) over ranks `0..n` (rank r has probability `(r+1)^-α / H(n, α)`), sampled
-/// exactly by the alias method.
-#[derive(Clone, Debug)]
-pub struct Zipf {
-    pmf: Vec<f64>,
-    prob: Vec<f64>,
-    alias: Vec<u32>,
-}
-
-impl Zipf {
-    /// `n ≥ 1` ranks with exponent `alpha ≥ 0`.
-    pub fn new(n: usize, alpha: f64) -> Self {
-        let n = n.max(1);
-        let mut pmf: Vec<f64> = (1..=n).map(|r| (r as f64).powf(-alpha)).collect();
-        let h: f64 = pmf.iter().rev().sum(); // smallest first: less rounding
-        for p in &mut pmf {
-            *p /= h;
-        }
-        // Vose: scaled probabilities, split into small and large work lists.
-        let mut prob: Vec<f64> = pmf.iter().map(|p| p * n as f64).collect();
-        let mut alias = vec![0u32; n];
-        let (mut small, mut large): (Vec<u32>, Vec<u32>) =
-            (0..n as u32).partition(|&i| prob[i as usize] < 1.0);
-        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-            alias[s as usize] = l;
-            prob[l as usize] -= 1.0 - prob[s as usize];
-            if prob[l as usize] < 1.0 {
-                large.pop();
-                small.push(l);
-            }
-        }
-        // Leftovers are 1 up to rounding.
-        for i in large.into_iter().chain(small) {
-            prob[i as usize] = 1.0;
-        }
-        Zipf { pmf, prob, alias }
-    }
-
-    pub fn len(&self) -> usize {
-        self.pmf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pmf.is_empty()
-    }
-
-    /// Probability of rank `r`.
-    pub fn pmf(&self, r: usize) -> f64 {
-        self.pmf.get(r).copied().unwrap_or(0.0)
-    }
-
-    #[inline]
-    pub fn sample(&self, rng: &mut Rng) -> u32 {
-        let i = rng.below(self.prob.len() as u64) as usize;
-        if rng.next_f64() < self.prob[i] {
-            i as u32
-        } else {
-            self.alias[i]
-        }
-    }
-}
+use crate::random::{Rng, Zipf};
 
 /// `n` memcached-style keys, `key:` plus twelve digits (16 bytes), stored in one arena.
 #[derive(Clone, Debug)]
@@ -279,40 +164,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zipf_alias_matches_pmf() {
-        let z = Zipf::new(1000, 0.99);
-        let total: f64 = (0..1000).map(|r| z.pmf(r)).sum();
-        assert!((total - 1.0).abs() < 1e-9);
-        let mut rng = Rng::new(1);
-        let n = 2_000_000;
-        let mut c = vec![0u64; 1000];
-        for _ in 0..n {
-            c[z.sample(&mut rng) as usize] += 1;
-        }
-        for r in [0usize, 1, 9, 99, 999] {
-            let p = z.pmf(r);
-            let sd = (p * (1.0 - p) / n as f64).sqrt();
-            let got = c[r] as f64 / n as f64;
-            assert!((got - p).abs() < 5.0 * sd + 1e-9, "rank {r}: {got} vs {p}");
-        }
-        // The well-known figure: Zipf 0.99 over 10^6 keys, the top key has ~6.5%.
+    fn zipf_hot_ranks_counts_ranks_above_the_support() {
         let big = Zipf::new(1_000_000, 0.99);
-        assert!((big.pmf(0) - 0.065).abs() < 0.001, "{}", big.pmf(0));
         assert_eq!(zipf_hot_ranks(&big, 0.2), 0);
         assert_eq!(zipf_hot_ranks(&big, 0.025), 2);
+        assert_eq!(zipf_hot_ranks(&Zipf::new(10, 0.0), 0.1), 10);
     }
 
     #[test]
-    fn keys_and_permutations() {
+    fn keys_and_streams() {
         let ks = KeySpace::new(100);
         assert_eq!(ks.key(7), b"key:000000000007");
         assert_eq!(ks.id_of(ks.key(42)), Some(42));
         assert_eq!(ks.id_of(b"key:000000000100"), None);
         assert_eq!(ks.id_of(b"nope"), None);
         let mut rng = Rng::new(3);
-        let mut p = rng.permutation(100);
-        p.sort();
-        assert_eq!(p, (0..100).collect::<Vec<u32>>());
+        let perm = rng.permutation(100);
+        let zipf = Zipf::new(100, 1.2);
+        let stream = zipf_stream(&zipf, &perm, 10_000, &mut rng);
+        assert!(stream.iter().all(|&k| k < 100));
+        // The most popular rank is the key the permutation put first (5 sd: 224).
+        let top = stream.iter().filter(|&&k| k == perm[0]).count() as f64;
+        assert!((top - zipf.pmf(0) * 10_000.0).abs() < 250.0, "{top}");
     }
 
     #[test]

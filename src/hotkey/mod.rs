@@ -2,7 +2,8 @@
 //! weighted, decayed/self-adaptive), with Space-Saving as the baseline to beat.
 //!
 //! Owns: frequency estimation over a key stream, the hot/warm key sets derived from it,
-//! and the evaluation helpers ([`eval`], [`baselines`]) that `kvlb lc-experiments` drives.
+//! and the evaluation helpers ([`eval`]) that the experiments (the `kvlb-lc-experiments`
+//! crate, with its crates.io baselines) and the tests drive.
 //! Must not: read clocks (the caller drives epochs with [`Detector::tick`]), do I/O, or
 //! know about caches and backends (it reports heat changes; the core acts on them).
 //!
@@ -58,9 +59,7 @@
 //! and samples above it (see [`sample`] for the miss bound). Call [`Detector::observe`] per request (it returns the key's
 //! [`Heat`]), [`Detector::tick`] from the timer path, and [`Detector::drain_changes`] to
 //! learn which keys became hot, warm or cold.
-#![forbid(unsafe_code)]
 
-pub mod baselines;
 pub mod eval;
 mod heat;
 mod keys;
@@ -536,8 +535,9 @@ impl Detector for AnyDetector {
 }
 
 /// A threshold `⌈x·w⌉` for scores compared with `>=`, rounded so that floating-point error
-/// can only lower it (reporting a key too many, never one too few).
-pub(crate) fn threshold(x: f64, w: u64) -> u64 {
+/// can only lower it (reporting a key too many, never one too few). Public for the
+/// experiments' baselines, which report by the same rule.
+pub fn threshold(x: f64, w: u64) -> u64 {
     let t = x * w as f64;
     if t.is_nan() || t <= 0.0 {
         return 0;
@@ -593,8 +593,9 @@ impl HeatLevels {
     }
 }
 
-/// Sorts items hottest first (ties by key, so output is deterministic).
-pub(crate) fn sort_items(items: &mut [HotItem]) {
+/// Sorts items hottest first (ties by key, so output is deterministic). Public for the
+/// experiments' baselines, which order their reports the same way.
+pub fn sort_items(items: &mut [HotItem]) {
     items.sort_unstable_by(|a, b| b.estimate.cmp(&a.estimate).then_with(|| a.key.cmp(&b.key)));
 }
 

@@ -90,16 +90,15 @@
 //! saved about 107 instructions and 2.4 D1 misses per request of the sampled phase, a few
 //! percent of the core's cost; wall-clock runs of `scripts/bench-core.sh` on this loaded
 //! 2-CPU machine moved by more than that between identical runs.
-#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
-use super::eval::Rng;
 use super::{
     Algo, Detector, DetectorParams, Estimate, Heat, HeatChange, HotItem, ReportRule, Weight, Window,
 };
 use crate::clock::Instant;
 use crate::keyhash::{KeyHash, KeyHasher};
+use crate::random::Rng;
 
 /// The largest skip drawn at once (the rate is re-measured long before it runs out).
 const MAX_SKIP: u64 = 1 << 40;
@@ -488,9 +487,10 @@ impl<D: Detector> Detector for Sampled<D> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::eval::{zipf_stream, KeySpace, Rng, Zipf};
+    use super::super::eval::{zipf_stream, KeySpace};
     use super::super::{build, build_sampled};
     use super::*;
+    use crate::random::{Rng, Zipf};
     use proptest::prelude::*;
 
     const EPOCH_NS: u64 = 100_000_000;
@@ -530,7 +530,7 @@ mod tests {
         let keys = KeySpace::new(20_000);
         let mut rng = Rng::new(seed);
         let perm = rng.permutation(keys.len());
-        let z = Zipf::new(keys.len(), alpha);
+        let z = Zipf::new(keys.len() as u64, alpha);
         let s = zipf_stream(&z, &perm, len, &mut rng);
         (keys, s)
     }
@@ -632,7 +632,7 @@ mod tests {
             p.sample_above = 200_000;
             let per_epoch = 200_000usize;
             let mut d = build_sampled(&p).unwrap();
-            let z = Zipf::new(keys.len(), alpha);
+            let z = Zipf::new(keys.len() as u64, alpha);
             let mut rng = Rng::new(0x6865_6c64 ^ alpha.to_bits());
             let (mut hot, mut hits, mut reported, mut expected) = (0usize, 0usize, 0usize, 0.0);
             d.tick(Instant::from_nanos(0));

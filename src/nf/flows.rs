@@ -14,7 +14,6 @@
 //! the two shapes (about 230 more instructions per request), more than the misses it saved.
 //! A compact record the request path builds and reads in place (no second shape) is the
 //! way to the one-cache-line goal; the packed version is in git history (commit 06ee936).
-#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -73,12 +72,6 @@ impl Flows {
     #[inline]
     pub fn touch_next(&self, n: usize) {
         self.table.touch_next(n);
-    }
-
-    /// The earliest deadline of a live flow.
-    #[allow(dead_code)]
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.table.next_deadline()
     }
 
     /// Records `flow` sent at `now`; the flow back when the table is full.

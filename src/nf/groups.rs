@@ -3,7 +3,6 @@
 //! last. A room of the core: slots recycled through a free list, each handed out under a
 //! generation, so a part that outlives its group (an expired flow answered late) finds
 //! nothing instead of another request's group.
-#![forbid(unsafe_code)]
 
 use super::Client;
 

@@ -16,7 +16,6 @@
 //!    instead of the 10,000×+ of a `stats` or large-value reply from an unprotected
 //!    memcached. Datagrams beyond the bound are dropped (`amplification_guard`). Loopback
 //!    is trusted by default.
-#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 

@@ -33,7 +33,6 @@
 //!
 //! Owns: the per-key bookkeeping above. Must not: send anything (it returns plans; the core
 //! emits frames) or read clocks.
-#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -23,7 +23,6 @@
 //!    values between cache layers; the L2 layer switches with measured skew; unanswered
 //!    requests expire (timeouts mark backends down, the ring is rebuilt, hot keys are
 //!    reassigned); down backends are probed; backend MACs are resolved by ARP.
-#![forbid(unsafe_code)]
 
 mod flows;
 mod groups;
@@ -516,7 +515,8 @@ impl Core {
         &self.stats
     }
 
-    /// The caches' counters now (the report snapshots them; this has no side effect).
+    /// The caches' counters now (the report snapshots them; this has no side effect). For
+    /// `tests/core_model.rs`, which checks between reports.
     pub fn cache_counters(&self) -> crate::cache::CacheCounters {
         self.caches.counters()
     }
@@ -570,7 +570,7 @@ impl Core {
     pub fn on_unreachable(&mut self, now: Instant, addr: SocketAddrV4) {
         if let Some(id) = self.backends.find(addr) {
             if let Some(h) = self.backends.on_unreachable(id, now) {
-                self.apply_health(now, h);
+                self.apply_health(h);
             }
         }
     }
@@ -582,8 +582,7 @@ impl Core {
     /// live servers never move). libmemcached's auto-eject instead rebuilds the continuum,
     /// which with unequal weights also moves keys between live servers; kvlb avoids that
     /// because a key that moves between live servers and back would find an old copy.
-    fn apply_health(&mut self, now: Instant, h: Health) {
-        let _ = now;
+    fn apply_health(&mut self, h: Health) {
         match h {
             Health::Down(_) => {}
             Health::Up(id) => {

@@ -6,7 +6,6 @@
 //! whenever the neighbour speaks and are never aged out while it does.
 //!
 //! Owns: the table. Must not: build frames (the core emits ARP with `wire`).
-#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

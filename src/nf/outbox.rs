@@ -1,6 +1,5 @@
 //! Frames the core emits itself, queued for the datapath. Buffers are recycled, so steady
 //! emission (replica writes, probes) allocates nothing after warm-up.
-#![forbid(unsafe_code)]
 
 use super::Dest;
 use crate::wire::MAX_FRAME;

@@ -1,5 +1,4 @@
 //! Client requests: admission, parsing, detection, cache hits, routing and forwarding.
-#![forbid(unsafe_code)]
 
 use std::net::SocketAddrV4;
 
@@ -171,7 +170,7 @@ impl Core {
                     cap_left: self.guard.reply_cap(client.ip),
                     expect,
                 });
-                self.forward(now, frame, &u, client, backend, kind)
+                self.forward(now, frame, &u, backend, kind)
             }
         }
     }
@@ -320,7 +319,7 @@ impl Core {
             }
             Request::Verbosity { noreply, .. } => {
                 self.stats.requests.other += 1;
-                self.broadcast(now, client, req, !noreply)
+                self.broadcast(now, req, !noreply)
             }
             Request::FlushAll { noreply, .. } => {
                 self.stats.requests.writes += 1;
@@ -330,7 +329,7 @@ impl Core {
                 for k in keys {
                     self.hot.on_write(&k, false, false, now);
                 }
-                self.broadcast(now, client, req, !noreply)
+                self.broadcast(now, req, !noreply)
             }
             Request::Quit => {
                 self.stats.requests.other += 1;
@@ -457,13 +456,7 @@ impl Core {
     }
 
     /// flush_all / verbosity: to every live backend; the client gets the first one's reply.
-    fn broadcast(
-        &mut self,
-        now: Instant,
-        client: &Client,
-        req: &Request<'_>,
-        answered: bool,
-    ) -> Action {
+    fn broadcast(&mut self, now: Instant, req: &Request<'_>, answered: bool) -> Action {
         let live: Vec<BackendId> = (0..self.backends.len())
             .filter(|&b| self.backends.get(b).is_up())
             .collect();
@@ -488,7 +481,6 @@ impl Core {
         if flush {
             self.caches.flush_sent();
         }
-        let _ = client;
         Action::Forward {
             backend: first,
             retrieval: false,
@@ -500,7 +492,6 @@ impl Core {
 
     /// A plain single-key get: cache hit in place, fenced miss, or a read routed to the
     /// primary or a ready replica (learning the value if the key is hot or warm).
-    #[allow(clippy::too_many_arguments)]
     fn get_one<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
@@ -610,7 +601,7 @@ impl Core {
             cap_left: self.guard.reply_cap(client.ip),
             expect: Expect::Value(h),
         });
-        self.forward(now, frame, u, client, backend, kind)
+        self.forward(now, frame, u, backend, kind)
     }
 
     /// A reply kvlb wrote over `client`'s request frame leaves from kvlb's MAC on the
@@ -636,11 +627,9 @@ impl Core {
         now: Instant,
         frame: &mut F,
         u: &UdpFrame,
-        client: Client,
         backend: BackendId,
         kind: FlowKind,
     ) -> Verdict {
-        let _ = client;
         let addr = self.backends.get(backend).addr();
         let expect_reply = match &kind {
             FlowKind::Client(cf) => cf.expect_reply,
@@ -947,7 +936,6 @@ impl Core {
     /// [`Opaque`] (`ms <key> <len> F<flags> T<exptime> O<opaque>`, the same semantics as
     /// `set`, exptime included), tracked for its acknowledgement; a copy that cannot
     /// leave counts as not acknowledged.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn emit_replica_write(
         &mut self,
         now: Instant,
@@ -1033,7 +1021,6 @@ impl Core {
     /// Emits one of kvlb's own meta requests to `to` (`<command> <key> [<len>] <args>
     /// O<n>`, `data` after it for `ms`) with a fresh [`Opaque`] n, tracked as `kind(n)`;
     /// its reply must echo n. Returns whether it left (see [`Core::emit_request`]).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn emit_own_meta(
         &mut self,
         now: Instant,

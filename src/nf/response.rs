@@ -1,6 +1,5 @@
 //! Backend responses: matching, learning, replication acks, probes, and the way back to the
 //! client.
-#![forbid(unsafe_code)]
 
 use std::net::SocketAddrV4;
 
@@ -223,7 +222,7 @@ impl Core {
             }
         }
         if let Some(h) = health {
-            self.apply_health(now, h);
+            self.apply_health(h);
         }
         self.stats.count_drop(DropReason::Absorbed);
         Verdict::Drop(DropReason::Absorbed)
@@ -231,7 +230,6 @@ impl Core {
 
     /// A datagram of the reply to a client request: learn, strip split-get ENDs, cap, and
     /// rewrite it back to the client.
-    #[allow(clippy::too_many_arguments)]
     fn client_reply<F: FrameBuf + ?Sized>(
         &mut self,
         now: Instant,
@@ -388,7 +386,7 @@ impl Core {
             .backends
             .on_response(flow.backend, bytes, sent, latency, error, false)
         {
-            self.apply_health(now, h);
+            self.apply_health(h);
         }
     }
 
@@ -488,7 +486,7 @@ impl Core {
             return; // nothing was owed: not outstanding, not a timeout
         }
         if let Some(Health::Down(id)) = self.backends.on_timeout(backend, sent, now) {
-            self.apply_health(now, Health::Down(id));
+            self.apply_health(Health::Down(id));
         }
     }
 }

@@ -1,5 +1,4 @@
 //! The core's periodic work: expiry, heat changes, the L2 switch, replication, probes, ARP.
-#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -102,11 +101,11 @@ impl Core {
             let mut changes = std::mem::take(&mut self.timers.changes);
             let complete = d.drain_changes(&mut changes);
             for c in changes.drain(..) {
-                self.heat_changed(now, &c.key, c.from, c.to);
+                self.heat_changed(&c.key, c.from, c.to);
             }
             self.timers.changes = changes;
             if !complete {
-                self.resync_hot_set(now);
+                self.resync_hot_set();
             }
         }
 
@@ -156,8 +155,7 @@ impl Core {
         }
     }
 
-    fn heat_changed(&mut self, now: Instant, key: &[u8], from: Heat, to: Heat) {
-        let _ = now;
+    fn heat_changed(&mut self, key: &[u8], from: Heat, to: Heat) {
         let h = self.caches.key_hash(key);
         match (from, to) {
             (_, Heat::Hot) => {
@@ -196,7 +194,7 @@ impl Core {
     }
 
     /// The detector lost heat changes: rebuild the hot set from its current report.
-    fn resync_hot_set(&mut self, now: Instant) {
+    fn resync_hot_set(&mut self) {
         let Some(d) = &self.detector else { return };
         let hot: Vec<Vec<u8>> = d.hot_items().into_iter().map(|i| i.key).collect();
         let stale: Vec<Box<[u8]>> = self
@@ -206,11 +204,11 @@ impl Core {
             .map(Box::from)
             .collect();
         for k in stale {
-            self.heat_changed(now, &k, Heat::Hot, Heat::Cold);
+            self.heat_changed(&k, Heat::Hot, Heat::Cold);
         }
         for k in hot {
             if !self.hot.contains(&k) {
-                self.heat_changed(now, &k, Heat::Cold, Heat::Hot);
+                self.heat_changed(&k, Heat::Cold, Heat::Hot);
             }
         }
     }

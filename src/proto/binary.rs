@@ -12,7 +12,8 @@ pub const RESPONSE_MAGIC: u8 = 0x81;
 /// Length of the binary header.
 pub const HEADER_LEN: usize = 24;
 
-/// Opcodes (memcached `protocol_binary.h`).
+/// Opcodes (memcached `protocol_binary.h`). The whole table as the header defines it, so it
+/// reads against the header; kvlb names only the opcodes it treats specially.
 pub mod op {
     pub const GET: u8 = 0x00;
     pub const SET: u8 = 0x01;

@@ -3,9 +3,8 @@
 
 use super::request::{simple_get, Command, Request, Retrieval};
 use super::response::{Response, Value};
-use std::fmt;
 
-use super::text::{check_key, digits_u64, CountSink, Sink, SliceSink};
+use super::text::{digits_u64, CountSink, Sink, SliceSink};
 use super::Error;
 use crate::wire::{
     self, checksum, ipv4, mc_header, udp, FrameBuf, McHeader, UdpEndpoints, UdpFrame,
@@ -89,95 +88,6 @@ pub fn write_hit_reply<F: FrameBuf + ?Sized>(
     s.put(b"\r\nEND\r\n");
     s.finish()?;
     reply.finish(buf);
-    Ok(())
-}
-
-/// A cached item rendered once as memcached's whole reply message
-/// (`VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n`) together with its checksum
-/// sum, so a hit costs headers, one copy and no summing: [`write_rendered_reply`].
-///
-/// Built when a value enters the cache (it allocates; the hit path does not). A hot key is
-/// answered many times per insert, so rendering at insert is the cheaper place.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RenderedValue {
-    message: Box<[u8]>,
-    /// Folded ones'-complement sum of `message` (from an even offset).
-    sum: u16,
-    key_len: u8,
-    flags: u32,
-    cas: Option<u64>,
-    data_at: u32,
-}
-
-impl RenderedValue {
-    /// Renders `value`; [`Error::ReplyTooLarge`] if the message would not fit one datagram
-    /// (such items cannot be answered in place anyway), key errors for a bad key.
-    pub fn new(value: &Value<'_>) -> Result<RenderedValue, Error> {
-        check_key(value.key)?;
-        let len = Response::Value(*value).buffer_len() + 5;
-        if len > UDP_DATA_SIZE {
-            return Err(Error::ReplyTooLarge);
-        }
-        let mut message = Vec::with_capacity(len);
-        value.emit_to(&mut message);
-        message.extend_from_slice(b"END\r\n");
-        let data_at = message.len() - 7 - value.data.len();
-        Ok(RenderedValue {
-            sum: checksum::fold(checksum::sum(&message)),
-            message: message.into_boxed_slice(),
-            key_len: value.key.len() as u8,
-            flags: value.flags,
-            cas: value.cas,
-            data_at: data_at as u32,
-        })
-    }
-
-    /// The whole reply message.
-    pub fn message(&self) -> &[u8] {
-        &self.message
-    }
-
-    /// The item, borrowed from the rendered message.
-    pub fn value(&self) -> Value<'_> {
-        let key = self
-            .message
-            .get(6..6 + usize::from(self.key_len))
-            .unwrap_or(&[]);
-        let start = self.data_at as usize;
-        let end = self.message.len().saturating_sub(7);
-        Value {
-            key,
-            flags: self.flags,
-            cas: self.cas,
-            data: self.message.get(start..end).unwrap_or(&[]),
-        }
-    }
-}
-
-impl fmt::Debug for RenderedValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RenderedValue")
-            .field("value", &self.value())
-            .field("sum", &self.sum)
-            .finish()
-    }
-}
-
-/// [`write_hit_reply`] for a pre-rendered item: the same bytes, without formatting or
-/// summing the message on the hit path.
-#[inline]
-pub fn write_rendered_reply<F: FrameBuf + ?Sized>(
-    frame: &mut F,
-    request: &UdpFrame,
-    item: &RenderedValue,
-) -> Result<(), Error> {
-    let reply = begin_reply(frame, request, item.message.len())?;
-    let buf = frame.bytes_mut();
-    match buf.get_mut(reply.msg_at..reply.end) {
-        Some(dst) => dst.copy_from_slice(&item.message),
-        None => return Err(Error::NoRoom),
-    }
-    reply.finish_with_sum(buf, u64::from(item.sum));
     Ok(())
 }
 
@@ -341,7 +251,7 @@ fn begin_reply<F: FrameBuf + ?Sized>(
 /// count 1) carrying `request` into `buf`; returns the frame length.
 ///
 /// Use it for replica writes (`Request::Storage(Storage::set(..))`) and probes
-/// ([`emit_version_probe`]). [`Error::NoRoom`] if `buf` is too small, [`Error::Wire`] if
+/// (`Request::Version`). [`Error::NoRoom`] if `buf` is too small, [`Error::Wire`] if
 /// the request does not fit one IPv4 datagram.
 pub fn emit_request_frame(
     buf: &mut [u8],
@@ -359,33 +269,9 @@ pub fn emit_request_frame(
     )
 }
 
-/// Emits a `version\r\n` request frame: kvlb's health probe.
-pub fn emit_version_probe(
-    buf: &mut [u8],
-    endpoints: &UdpEndpoints,
-    ip_ident: u16,
-    request_id: u16,
-) -> Result<usize, Error> {
-    emit_request_frame(buf, endpoints, ip_ident, request_id, &Request::Version)
-}
-
-/// Emits a whole frame carrying response `items` as one message with `header` (tests,
-/// socket-side tools and replies kvlb originates).
-pub fn emit_response_frame(
-    buf: &mut [u8],
-    endpoints: &UdpEndpoints,
-    ip_ident: u16,
-    header: McHeader,
-    items: &[Response<'_>],
-) -> Result<usize, Error> {
-    emit_message_frame(buf, endpoints, ip_ident, header, |s| {
-        for item in items {
-            item.emit_to(s);
-        }
-    })
-}
-
-/// [`emit_request_frame`] into a `Vec` (the core's outbox), replacing its contents.
+/// [`emit_request_frame`] into a `Vec`, replacing its contents. No production caller (the
+/// core writes into its outbox's buffers): it stays as the one way the tests, benches and
+/// fuzz targets build a request frame.
 pub fn emit_request_frame_vec(
     out: &mut Vec<u8>,
     endpoints: &UdpEndpoints,
@@ -471,14 +357,14 @@ mod tests {
         assert_eq!(h, McHeader::single(0x0101));
         assert_eq!(req, set);
         let mut buf = [0u8; 128];
-        let n = emit_version_probe(&mut buf, &ep, 2, 9).unwrap();
+        let n = emit_request_frame(&mut buf, &ep, 2, 9, &Request::Version).unwrap();
         let u = udp(&buf[..n]);
         assert_eq!(
             parse_datagram(u.payload(&buf[..n])).unwrap().1,
             Request::Version
         );
         assert_eq!(
-            emit_version_probe(&mut buf[..50], &ep, 2, 9),
+            emit_request_frame(&mut buf[..50], &ep, 2, 9, &Request::Version),
             Err(Error::NoRoom)
         );
     }
@@ -534,43 +420,6 @@ mod tests {
             want.extend_from_slice(b"\r\nEND\r\n");
             assert_eq!(&payload[8..], &want[..]);
         }
-    }
-
-    #[test]
-    fn rendered_reply_matches_formatted_reply() {
-        let ep = client();
-        for cas in [None, Some(u64::MAX)] {
-            let data: Vec<u8> = (0..=255u8).collect();
-            let value = Value {
-                key: b"some:key",
-                flags: 0xdead_beef,
-                cas,
-                data: &data,
-            };
-            let rendered = RenderedValue::new(&value).unwrap();
-            assert_eq!(rendered.value(), value);
-            let get = Request::parse(b"get some:key\r\n").unwrap();
-            let mut a = request_frame(&ep, 0x77, &get);
-            let mut b = a.clone();
-            let req = udp(&a);
-            write_hit_reply(&mut a, &req, &value).unwrap();
-            write_rendered_reply(&mut b, &req, &rendered).unwrap();
-            assert_eq!(a, b);
-            assert_eq!(udp(&b).payload_len as usize, 8 + rendered.message().len());
-        }
-        let big = vec![0u8; UDP_DATA_SIZE];
-        let value = Value {
-            key: b"k",
-            flags: 0,
-            cas: None,
-            data: &big,
-        };
-        assert_eq!(RenderedValue::new(&value), Err(Error::ReplyTooLarge));
-        let bad = Value {
-            key: b"a b",
-            ..value
-        };
-        assert_eq!(RenderedValue::new(&bad), Err(Error::IllegalKey));
     }
 
     #[test]
@@ -662,15 +511,5 @@ mod tests {
             write_hit_reply(&mut short, &req, &value),
             Err(Error::Wire(wire::Error::Truncated))
         );
-    }
-
-    #[test]
-    fn response_frames() {
-        let ep = client().reversed();
-        let mut buf = [0u8; 256];
-        let n = emit_response_frame(&mut buf, &ep, 3, McHeader::single(77), &[Response::Stored])
-            .unwrap();
-        let u = udp(&buf[..n]);
-        assert_eq!(&u.payload(&buf[..n])[8..], b"STORED\r\n");
     }
 }

@@ -39,15 +39,11 @@
 //!   (frame header: the request's id, sequence 0, count 1). Only replies that fit one
 //!   datagram ([`UDP_DATA_SIZE`] message bytes) are written; larger ones fail with
 //!   [`Error::ReplyTooLarge`], frame untouched (forward the GET instead).
-//! - [`RenderedValue`] + [`write_rendered_reply`]: the same reply from an item rendered once
-//!   when it enters the cache (message bytes and their checksum): the hit path is then
-//!   headers plus one copy. This is the one the cache should use.
 //! - [`write_reply`]: any single-datagram message (e.g. `END` for a miss) the same way.
-//! - [`emit_request_frame`] / [`emit_request_frame_vec`] (kvlb's own requests: replica
-//!   writes, fetches, fences, probes), [`emit_version_probe`], [`emit_response_frame`].
+//! - [`emit_request_frame`] (kvlb's own requests: replica writes, fetches, fences, probes)
+//!   and [`emit_request_frame_vec`] (the same into a `Vec`, for tests and tools).
 //!
 //! [`Error::name`] is the stable stats key of every refusal.
-#![forbid(unsafe_code)]
 
 pub mod binary;
 mod frames;
@@ -58,8 +54,7 @@ mod text;
 
 pub use binary::BinaryResponse;
 pub use frames::{
-    emit_request_frame, emit_request_frame_vec, emit_response_frame, emit_version_probe,
-    parse_datagram, write_hit_reply, write_rendered_reply, write_reply, RenderedValue,
+    emit_request_frame, emit_request_frame_vec, parse_datagram, write_hit_reply, write_reply,
     UDP_DATA_SIZE,
 };
 pub use reassembly::{Progress, Reassembler};

@@ -90,7 +90,8 @@ impl Reassembler {
         self.request_id
     }
 
-    /// Whether the reply is whole.
+    /// Whether the reply is whole. (The core acts on [`Progress`]; the tests and the fuzz
+    /// target check the reassembler's own state with this.)
     pub fn is_complete(&self) -> bool {
         self.complete
     }

@@ -112,27 +112,6 @@ impl Command {
         }
     }
 
-    /// get, gets, gat, gats.
-    pub const fn is_retrieval(self) -> bool {
-        matches!(
-            self,
-            Command::Get | Command::Gets | Command::Gat | Command::Gats
-        )
-    }
-
-    /// set, add, replace, append, prepend, cas (the commands with a data block).
-    pub const fn is_storage(self) -> bool {
-        matches!(
-            self,
-            Command::Set
-                | Command::Add
-                | Command::Replace
-                | Command::Append
-                | Command::Prepend
-                | Command::Cas
-        )
-    }
-
     fn from_word(word: &[u8]) -> Option<Command> {
         Some(match word {
             b"get" => Command::Get,

@@ -505,11 +505,6 @@ impl<'a> ResponseReader<'a> {
         }
     }
 
-    /// Bytes not read yet.
-    pub fn remaining(&self) -> &'a [u8] {
-        self.rest
-    }
-
     /// Scans a whole message: [`MessageStatus::Complete`] if its last item is terminal and
     /// nothing follows it, [`MessageStatus::Incomplete`] if it may continue, an error if
     /// it is malformed (including bytes after a terminal item).

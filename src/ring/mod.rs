@@ -61,7 +61,6 @@
 //! looks up a 2^[`BUCKET_BITS`]-entry table indexed by the hash's top bits that narrows the
 //! binary search to the few points of one bucket. [`KetamaRing::replicas`] walks the
 //! continuum from the primary's point and allocates nothing.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io::Write as _;
@@ -354,22 +353,19 @@ impl KetamaRing {
         None
     }
 
-    /// Number of servers in the list the ring was built from (live or not).
-    pub fn server_count(&self) -> usize {
-        self.points_per_server.len()
-    }
-
     /// Servers that own at least one point.
     pub fn servers_on_ring(&self) -> usize {
         self.servers_on_ring
     }
 
-    /// Total continuum points.
+    /// Total continuum points (the tests' view).
+    #[cfg(test)]
     pub fn point_count(&self) -> usize {
         self.values.len()
     }
 
-    /// Points of server `i` (0 when it is down, or out of range).
+    /// Points of server `i` (0 when it is down, or out of range). For the tests, which check
+    /// the continuum against libmemcached's.
     pub fn points_of(&self, i: usize) -> u32 {
         self.points_per_server.get(i).copied().unwrap_or(0)
     }

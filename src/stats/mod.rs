@@ -11,7 +11,6 @@
 //! Frames are counted by reason in fixed arrays ([`ReasonCounts`]) indexed by the reason's
 //! dense index: counting is one add, with no hashing and no allocation. Reports show only
 //! the reasons counted at least once, ordered by name.
-#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io::{self, Write};

@@ -98,6 +98,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer
     }
 
+    /// The view reads every field; this and [`protocol_type`](Self::protocol_type) only the
+    /// tests ([`check`](Self::check) compares both with Ethernet/IPv4 itself).
     #[inline]
     pub fn hardware_type(&self) -> u16 {
         let b = &self.buffer.as_ref()[field::HTYPE];

@@ -1,5 +1,4 @@
 //! A frame buffer that can be rewritten in place and grown into its tailroom.
-#![forbid(unsafe_code)]
 
 /// A frame buffer the core may rewrite in place and grow into its tailroom (a cache hit
 /// turns the request into the reply inside the same buffer). DPDK mbufs, `Vec<u8>` and

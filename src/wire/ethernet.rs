@@ -65,7 +65,8 @@ mod field {
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
 /// Length of one VLAN tag (TPID + TCI).
 pub const VLAN_TAG_LEN: usize = 4;
-/// Most VLAN tags kvlb looks through (an 802.1ad outer tag and an 802.1Q inner tag).
+/// Most VLAN tags kvlb looks through (an 802.1ad outer tag and an 802.1Q inner tag). Only
+/// documentation names it (the parser's two-tag walk is written out).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// The broadcast address.
 pub const BROADCAST: Mac = [0xff; 6];
@@ -140,6 +141,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         self.buffer.as_mut()[field::SOURCE].copy_from_slice(&mac);
     }
 
+    /// The view's setter for its last field; only the tests call it.
     #[inline]
     pub fn set_ethertype(&mut self, t: EtherType) {
         self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&u16::from(t).to_be_bytes());
@@ -166,7 +168,8 @@ pub struct VlanTag {
 }
 
 impl VlanTag {
-    /// An 802.1Q tag with priority 0 for VLAN `vid` (masked to 12 bits).
+    /// An 802.1Q tag with priority 0 for VLAN `vid` (masked to 12 bits). The tests' way to
+    /// build tagged frames; no production caller.
     pub fn dot1q(vid: u16) -> VlanTag {
         VlanTag {
             tpid: 0x8100,

@@ -206,6 +206,9 @@ impl<'a> UdpFrameMut<'a> {
         udp::Packet::new_unchecked(&mut self.buf[at..end])
     }
 
+    /// No production caller (the core rewrites with [`retarget`](Self::retarget)): this and
+    /// the other field setters below are the field-by-field reference that
+    /// `tests/wire_props.rs` checks `retarget` against, and the fuzz target's rewrites.
     #[inline]
     pub fn set_src_mac(&mut self, mac: Mac) {
         ethernet::Frame::new_unchecked(&mut *self.buf).set_src_addr(mac);
@@ -298,7 +301,8 @@ impl<'a> UdpFrameMut<'a> {
     }
 
     /// Swaps source and destination MACs, IPs and ports: the frame now travels back to its
-    /// sender. Checksums are sums, so a swap leaves them unchanged.
+    /// sender. Checksums are sums, so a swap leaves them unchanged. (Replies are written by
+    /// `proto`; this stays for the property tests and the fuzz target.)
     #[inline]
     pub fn swap_endpoints(&mut self) {
         let l = self.layout;
@@ -370,7 +374,6 @@ impl<'a> UdpFrameMut<'a> {
     }
 
     /// The UDP payload, writable. Changing it invalidates the UDP checksum: finish with
-    /// [`fill_udp_checksum`](Self::fill_udp_checksum) or
     /// [`set_payload_len`](Self::set_payload_len).
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -399,14 +402,6 @@ impl<'a> UdpFrameMut<'a> {
             udp.fill_checksum(l.src_ip, l.dst_ip);
         }
         Ok(())
-    }
-
-    /// Recomputes the UDP checksum over the current payload (and marks it present).
-    #[inline]
-    pub fn fill_udp_checksum(&mut self) {
-        let (src, dst) = (self.layout.src_ip, self.layout.dst_ip);
-        self.udp().fill_checksum(src, dst);
-        self.layout.udp_checksum = true;
     }
 }
 
@@ -438,7 +433,8 @@ pub struct UdpEndpoints {
 }
 
 impl UdpEndpoints {
-    /// The same path in the other direction (VLAN tags kept).
+    /// The same path in the other direction (VLAN tags kept). The tests' expected reply
+    /// path; no production caller.
     #[inline]
     pub fn reversed(&self) -> UdpEndpoints {
         UdpEndpoints {

@@ -144,17 +144,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.read_u16(field::FLG_OFF.start) & FLAG_DF != 0
     }
 
-    #[inline]
-    pub fn more_frags(&self) -> bool {
-        self.read_u16(field::FLG_OFF.start) & FLAG_MF != 0
-    }
-
-    /// Fragment offset in bytes.
-    #[inline]
-    pub fn frag_offset(&self) -> u16 {
-        (self.read_u16(field::FLG_OFF.start) & FRAG_OFFSET_MASK) << 3
-    }
-
     /// Whether this packet is a fragment (more fragments follow or offset ≠ 0).
     #[inline]
     pub fn is_fragment(&self) -> bool {

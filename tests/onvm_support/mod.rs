@@ -11,6 +11,8 @@
 pub mod kvlb_stats;
 #[path = "../skip/mod.rs"]
 pub mod skip;
+#[path = "../workspace_bin/mod.rs"]
+pub mod workspace_bin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -520,7 +522,7 @@ impl kvlb::nf::Pipeline for Relay {
 }
 
 /// Reads the receiver's output: the datagrams it got, after its `ready` line.
-pub fn received(child: std::process::Child) -> Vec<Vec<u8>> {
+pub fn received(child: Child) -> Vec<Vec<u8>> {
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -633,9 +635,9 @@ pub mod e2e {
         }
 
         /// A command run inside network namespace `ns`.
-        pub fn in_ns(ns: &str, program: &str) -> Command {
+        pub fn in_ns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, program]);
+            c.args(["netns", "exec", ns]).arg(program);
             c
         }
 
@@ -662,7 +664,7 @@ pub mod e2e {
 
         /// One memcached's own `stats` (read over TCP from inside the server namespace).
         pub fn server_stats(&self, port: u16) -> Option<Value> {
-            let out = Manager::in_ns(&self.server_ns, env!("CARGO_BIN_EXE_kvbench"))
+            let out = Manager::in_ns(&self.server_ns, super::workspace_bin::kvbench())
                 .args(["--stats-of", &format!("{}:{port}", self.server_ip())])
                 .args(["--proto", "tcp", "--json"])
                 .stderr(Stdio::null())
@@ -719,7 +721,7 @@ pub mod e2e {
                 .push(Proc::adopt("kvlb", child, dir.join("kvlb.log")));
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let ok = Manager::in_ns(&self.client_ns, env!("CARGO_BIN_EXE_kvbench"))
+                let ok = Manager::in_ns(&self.client_ns, super::workspace_bin::kvbench())
                     .args(["--stats-of", &self.vip(), "--proto", "udp", "--json"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -747,7 +749,7 @@ pub mod e2e {
         /// gets, every key loaded first, `seconds` long. Returns its JSON summary; fails
         /// the test when kvbench fails, and so on any stale or corrupt read (status 3).
         pub fn kvbench(&self, seconds: u32) -> Value {
-            let out = Manager::in_ns(&self.client_ns, env!("CARGO_BIN_EXE_kvbench"))
+            let out = Manager::in_ns(&self.client_ns, super::workspace_bin::kvbench())
                 .args([
                     "--server",
                     &self.vip(),

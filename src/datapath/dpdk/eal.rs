@@ -99,33 +99,10 @@ impl Eal {
         unsafe { onvm_sys::rte_socket_id() as i32 }
     }
 
-    /// The calling thread's lcore id, or `None` on a thread EAL did not create.
-    pub fn lcore_id(self) -> Option<u32> {
-        // SAFETY: EAL is up; rte_lcore_id reads a thread-local.
-        let id = unsafe { onvm_sys::kvlb_lcore_id() };
-        (id != u32::MAX).then_some(id)
-    }
-
-    /// How many lcores EAL runs.
+    /// How many lcores EAL runs (for `tests/dpdk_layer.rs`; kvlb runs on one).
     pub fn lcore_count(self) -> u32 {
         // SAFETY: EAL is up; reads its configuration.
         unsafe { onvm_sys::rte_lcore_count() }
-    }
-
-    /// Releases EAL's resources (hugepage mappings, runtime files, plugins).
-    ///
-    /// # Safety
-    /// No DPDK object (pool, mbuf, port, ring) may be used afterwards, by any thread; EAL
-    /// cannot be started again in this process.
-    pub unsafe fn cleanup(self) {
-        // SAFETY: the caller guarantees nothing DPDK is used afterwards.
-        let ret = unsafe { onvm_sys::rte_eal_cleanup() };
-        if ret != 0 {
-            log::warn!(
-                "rte_eal_cleanup: {}",
-                DpdkError::from_ret("rte_eal_cleanup", ret)
-            );
-        }
     }
 }
 

@@ -69,7 +69,9 @@ impl RteMbuf {
         self.0.port
     }
 
-    /// Free bytes in front of the data.
+    /// Free bytes in front of the data. With [`prepend`](Self::prepend) and
+    /// [`adj`](Self::adj), the front-of-data part of the mbuf interface: the datapaths never
+    /// move the front of a frame, `tests/dpdk_layer.rs` checks these against DPDK.
     #[inline]
     pub fn headroom(&self) -> usize {
         usize::from(self.0.data_off)

@@ -86,7 +86,7 @@ impl Mempool {
         unsafe { onvm_sys::rte_mempool_avail_count(self.raw.as_ptr()) }
     }
 
-    /// Mbufs currently allocated from the pool.
+    /// Mbufs currently allocated from the pool (the tests' leak check).
     pub fn in_use(&self) -> u32 {
         // SAFETY: as for available.
         unsafe { onvm_sys::rte_mempool_in_use_count(self.raw.as_ptr()) }

@@ -16,7 +16,6 @@
 //!   and freeing a pool would need a proof that none of them is alive. kvlb creates one pool
 //!   per process (or uses ONVM's), so nothing leaks in practice.
 //! - Mbufs are owned ([`Mbuf`], freed on drop) or borrowed for a callback ([`RteMbuf`]).
-#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod app;

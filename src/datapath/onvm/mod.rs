@@ -31,7 +31,6 @@
 //! - ONVM installs its own SIGINT/SIGTERM handler; it clears the context's `keep_running`,
 //!   which the loop checks every round, and calls back here.
 //! - On stop the library writes `<tag>_stats.csv` into the working directory.
-#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{c_int, CString};
@@ -49,7 +48,7 @@ use crate::nf::{Dest, DropReason, Pipeline, PortId, PortInfo, Verdict};
 /// What can go wrong starting the NF.
 #[derive(Debug, thiserror::Error)]
 pub enum OnvmError {
-    #[error("onvm_nflib_init failed ({0}); is the ONVM manager running, and are the EAL and ONVM arguments right (`-r SERVICE_ID` is required)?")]
+    #[error("onvm_nflib_init failed ({0}); is the ONVM manager running, and are the EAL and ONVM arguments right (`-r SERVICE_ID` is required)? If EAL said \"Cannot initialize tailq\", this NF links DPDK libraries the manager does not: kvlb linked {}; build it against the DPDK (and its ldflags.txt) the manager was built with", onvm_sys::DPDK_LINK)]
     Init(i32),
     #[error("stopped by a signal during start-up")]
     Interrupted,

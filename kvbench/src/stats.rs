@@ -2,7 +2,7 @@
 //! (what the server says it served, not what a load generator claims it sent).
 //!
 //! [`fetch_stats`] works over TCP or UDP (where the reply spans several datagrams and is
-//! reassembled with [`crate::proto::Reassembler`]); [`StatsDelta`] is the difference of two
+//! reassembled with [`kvlb::proto::Reassembler`]); [`StatsDelta`] is the difference of two
 //! readings for the cumulative counters. `kvbench --stats-of HOST:PORT [--json]` prints one
 //! reading; `kvbench --server-stats` / `--stats-server` difference readings around a run.
 //!
@@ -14,8 +14,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::config::Transport;
-use crate::proto::{self, Progress, Reassembler, Request, Response};
-use crate::wire::McHeader;
+use kvlb::proto::{self, Progress, Reassembler, Request, Response};
+use kvlb::wire::McHeader;
 
 /// Why a server's stats could not be read.
 #[derive(Debug, thiserror::Error)]

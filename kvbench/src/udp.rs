@@ -17,8 +17,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, recvmmsg, send, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use super::exchange::{on_item, Books, Failure, Pending, Shared, Step};
-use crate::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
-use crate::wire::McHeader;
+use kvlb::proto::{MessageStatus, Progress, Reassembler, Response, ResponseReader};
+use kvlb::wire::McHeader;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 32;
@@ -103,11 +103,6 @@ impl UdpConn {
     /// Requests in flight (sent or queued).
     pub fn in_flight(&self) -> usize {
         self.busy
-    }
-
-    /// Whether another request fits (half the slots, so id allocation stays cheap).
-    pub fn has_room(&self) -> bool {
-        self.busy < self.slots.len() / 2 || (self.slots.len() == 1 && self.busy == 0)
     }
 
     /// Queues a request: `fill` sets up the pending entry and appends the request bytes
@@ -484,11 +479,11 @@ fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::SizeDist;
-    use crate::bench::exchange::{KeyRef, Kind, RequestBuilder};
-    use crate::bench::validate::KeyVersions;
-    use crate::bench::value::{encode, Stamp};
-    use crate::bench::workload::KeySpace;
+    use crate::dist::SizeDist;
+    use crate::exchange::{KeyRef, Kind, RequestBuilder};
+    use crate::validate::KeyVersions;
+    use crate::value::{encode, Stamp};
+    use crate::workload::KeySpace;
     use std::time::Duration;
 
     struct Rig {

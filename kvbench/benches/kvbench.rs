@@ -3,18 +3,18 @@
 //! GET (vs copying the same bytes), writing and checking a 1 KiB value (vs memcpy of 1 KiB)
 //! — the user-space part of what kvbench spends per request on top of the system calls.
 //!
-//! `cargo bench --bench kvbench`
+//! `cargo bench -p kvbench --bench kvbench`
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kvlb::bench::dist::{KeyDist, SizeDist, Zipf};
-use kvlb::bench::exchange::{KeyRef, RequestBuilder, Shared};
-use kvlb::bench::rng::Rng;
-use kvlb::bench::validate::{self, KeyVersions};
-use kvlb::bench::value::{self, Stamp};
-use kvlb::bench::workload::{KeySpace, Mix, OpStream, Shifts};
+use kvbench::dist::{KeyDist, SizeDist};
+use kvbench::exchange::{KeyRef, RequestBuilder, Shared};
+use kvbench::validate::{self, KeyVersions};
+use kvbench::value::{self, Stamp};
+use kvbench::workload::{KeySpace, Mix, OpStream, Shifts};
+use kvlb::random::{Rng, Zipf};
 
 fn keys(c: &mut Criterion) {
     let mut g = c.benchmark_group("key");

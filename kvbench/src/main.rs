@@ -1,18 +1,19 @@
 //! `kvbench`: memcached load generator and consistency checker. Parses the command line,
-//! runs [`kvlb::bench`], prints the live lines, the summary and the files asked for.
+//! runs [`kvbench`], prints the live lines, the summary and the files asked for.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kvlb::bench::config::{Command, StatsOf, HELP};
-use kvlb::bench::report::{write_hgrm, IntervalReport, ServerInterval};
-use kvlb::bench::{engine, Settings};
+use kvbench::config::{Command, StatsOf, HELP};
+use kvbench::report::{write_hgrm, IntervalReport, ServerInterval};
+use kvbench::{engine, Settings};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let command = match kvlb::bench::parse_args(std::env::args_os().skip(1)) {
+    let command = match kvbench::parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kvbench: {e}\n(kvbench --help for usage)");

@@ -9,7 +9,7 @@
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use heavykeeper::TopK;
 
-use super::{sort_items, threshold, AnyDetector, Detector, HotItem, ReportRule};
+use kvlb::hotkey::{sort_items, threshold, AnyDetector, Detector, HotItem, ReportRule};
 
 /// Something that counts a key stream and reports frequent keys.
 pub trait Summary {
@@ -20,8 +20,7 @@ pub trait Summary {
     /// Keys reported at `support` (of the summary's total weight), hottest first.
     fn report(&self, support: f64) -> Vec<HotItem>;
     /// Keys reported at `support` under `rule` (summaries without rules ignore it).
-    fn report_rule(&self, support: f64, rule: ReportRule) -> Vec<HotItem> {
-        let _ = rule;
+    fn report_rule(&self, support: f64, _rule: ReportRule) -> Vec<HotItem> {
         self.report(support)
     }
     /// The set a balancer would act on now (kvlb detectors: the hot set; baselines: their
@@ -120,6 +119,7 @@ impl DataSketchesFrequent {
         }
     }
 
+    #[cfg(test)]
     pub fn map_size(&self) -> usize {
         self.sketch.max_map_size()
     }

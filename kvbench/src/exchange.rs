@@ -1,5 +1,5 @@
 //! One request's life on the client side, whatever the transport: building its bytes with
-//! [`crate::proto`], following the items of its reply, judging the values it returns, and
+//! [`kvlb::proto`], following the items of its reply, judging the values it returns, and
 //! the per-thread books that a completed, failed or timed-out request is entered in.
 //!
 //! Owns: request bytes, reply matching rules (classic and meta), counters. Must not: touch
@@ -11,7 +11,7 @@ use super::rate::Lag;
 use super::validate::{self, KeyVersions, Verdict};
 use super::value::{self, Stamp};
 use super::workload::KeySpace;
-use crate::proto::{Command, Keys, Meta, MetaStatus, Request, Response, Retrieval, Storage};
+use kvlb::proto::{Command, Keys, Meta, MetaStatus, Request, Response, Retrieval, Storage};
 
 /// Everything the threads of one run share (read-only but for the atomics inside
 /// [`KeyVersions`]).
@@ -556,8 +556,8 @@ impl RequestBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::SizeDist;
-    use crate::proto::ResponseReader;
+    use crate::dist::SizeDist;
+    use kvlb::proto::ResponseReader;
 
     fn shared(meta: bool) -> Shared {
         Shared {

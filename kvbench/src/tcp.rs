@@ -1,5 +1,5 @@
 //! One kvbench TCP connection to one server: pipelined requests, replies read off the
-//! stream item by item with [`crate::proto::Response::parse`] and matched in order,
+//! stream item by item with [`kvlb::proto::Response::parse`] and matched in order,
 //! timeouts (which reset the connection), and reconnection.
 //!
 //! Owns: the stream, its buffers and its queue of requests in flight. Must not: draw
@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::exchange::{on_item, Books, Failure, Pending, Shared, Step};
-use crate::proto::{self, Response};
+use kvlb::proto::{self, Response};
 
 const READ_CHUNK: usize = 64 << 10;
 /// Wait this long before reconnecting after a failure.
@@ -303,10 +303,10 @@ pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::SizeDist;
-    use crate::bench::exchange::{KeyRef, Kind, RequestBuilder};
-    use crate::bench::validate::KeyVersions;
-    use crate::bench::workload::KeySpace;
+    use crate::dist::SizeDist;
+    use crate::exchange::{KeyRef, Kind, RequestBuilder};
+    use crate::validate::KeyVersions;
+    use crate::workload::KeySpace;
     use std::net::TcpListener;
 
     struct Rig {
@@ -388,10 +388,10 @@ mod tests {
         r.read_requests(3);
         let mut reply = Vec::new();
         let mut v = Vec::new();
-        crate::bench::value::encode(
+        crate::value::encode(
             &mut v,
             b"k:01",
-            crate::bench::value::Stamp {
+            crate::value::Stamp {
                 run_id: 9,
                 version: 3,
             },

@@ -4,12 +4,14 @@
 //! al., "Workload Analysis of a Large-Scale Key-Value Store", SIGMETRICS 2012).
 //!
 //! Owns: sampling and the `--dist`/`--key-size`/`--value-size` spec grammar. Must not: know
-//! key names, sockets or time (the hot-set shift lives in [`super::workload`]).
+//! key names, sockets or time (the hot-set shift lives in [`super::workload`]); the
+//! generator and the Zipf sampler are kvlb's ([`kvlb::random`]), shared with the detector
+//! experiments.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::rng::Rng;
+use kvlb::random::Rng;
 
 /// A spec that does not parse; the message says what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -118,86 +120,6 @@ impl fmt::Display for KeyDist {
             KeyDist::Gaussian { sd } => write!(f, "gauss:{sd}"),
             KeyDist::Sequential => f.write_str("seq"),
         }
-    }
-}
-
-/// Zipf over ranks `1..=n` by rejection-inversion (Hörmann and Derflinger, "Rejection-
-/// inversion to generate variates from monotone discrete distributions", 1996): exact for
-/// any n and any exponent ≥ 0, O(1) memory, about 1.1 uniforms per sample.
-#[derive(Clone, Debug)]
-pub struct Zipf {
-    n: f64,
-    exponent: f64,
-    h_integral_x1: f64,
-    h_integral_n: f64,
-    s: f64,
-}
-
-impl Zipf {
-    /// Zipf over `1..=n` (n ≥ 1) with `exponent` ≥ 0.
-    pub fn new(n: u64, exponent: f64) -> Zipf {
-        let n = n.max(1) as f64;
-        let mut z = Zipf {
-            n,
-            exponent,
-            h_integral_x1: 0.0,
-            h_integral_n: 0.0,
-            s: 0.0,
-        };
-        z.h_integral_x1 = z.h_integral(1.5) - 1.0;
-        z.h_integral_n = z.h_integral(n + 0.5);
-        z.s = 2.0 - z.h_integral_inverse(z.h_integral(2.5) - z.h(2.0));
-        z
-    }
-
-    /// A rank in `1..=n`.
-    pub fn sample(&self, rng: &mut Rng) -> u64 {
-        loop {
-            let u = self.h_integral_n + rng.next_f64() * (self.h_integral_x1 - self.h_integral_n);
-            let x = self.h_integral_inverse(u);
-            let k = (x + 0.5).floor().clamp(1.0, self.n);
-            if k - x <= self.s || u >= self.h_integral(k + 0.5) - self.h(k) {
-                return k as u64;
-            }
-        }
-    }
-
-    /// ∫ h from 1 to x, where h(x) = x^-exponent, written to stay accurate near
-    /// exponent = 1: (x^(1-e) - 1) / (1 - e).
-    fn h_integral(&self, x: f64) -> f64 {
-        let log_x = x.ln();
-        helper2((1.0 - self.exponent) * log_x) * log_x
-    }
-
-    fn h(&self, x: f64) -> f64 {
-        (-self.exponent * x.ln()).exp()
-    }
-
-    fn h_integral_inverse(&self, x: f64) -> f64 {
-        let mut t = x * (1.0 - self.exponent);
-        if t < -1.0 {
-            // Rounding can push t just below -1 (where ln1p is undefined).
-            t = -1.0;
-        }
-        (helper1(t) * x).exp()
-    }
-}
-
-/// ln(1 + x) / x, accurate near 0.
-fn helper1(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.ln_1p() / x
-    } else {
-        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
-    }
-}
-
-/// (e^x - 1) / x, accurate near 0.
-fn helper2(x: f64) -> f64 {
-    if x.abs() > 1e-8 {
-        x.exp_m1() / x
-    } else {
-        1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
     }
 }
 
@@ -350,67 +272,6 @@ impl fmt::Display for SizeDist {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn zipf_pmf(n: u64, a: f64) -> Vec<f64> {
-        let w: Vec<f64> = (1..=n).map(|k| (k as f64).powf(-a)).collect();
-        let total: f64 = w.iter().sum();
-        w.into_iter().map(|x| x / total).collect()
-    }
-
-    /// Pearson's chi-square of `counts` against `pmf`.
-    fn chi_square(counts: &[u64], pmf: &[f64]) -> f64 {
-        let n: u64 = counts.iter().sum();
-        counts
-            .iter()
-            .zip(pmf)
-            .map(|(&c, &p)| {
-                let e = p * n as f64;
-                (c as f64 - e).powi(2) / e
-            })
-            .sum()
-    }
-
-    #[test]
-    fn zipf_is_exact_on_small_key_spaces() {
-        // Critical values of chi-square at p = 0.001: df 9 → 27.88, df 4 → 18.47,
-        // df 49 → 85.35. Seeds are fixed, so this is deterministic.
-        for (n, a, crit) in [
-            (10u64, 0.99, 27.88),
-            (10, 1.0, 27.88),
-            (10, 1.2, 27.88),
-            (10, 0.5, 27.88),
-            (10, 0.0, 27.88),
-            (5, 2.5, 18.47),
-            (50, 0.99, 85.35),
-        ] {
-            let z = Zipf::new(n, a);
-            let mut rng = Rng::new(n ^ a.to_bits());
-            let mut counts = vec![0u64; n as usize];
-            for _ in 0..400_000 {
-                let k = z.sample(&mut rng);
-                assert!((1..=n).contains(&k));
-                counts[(k - 1) as usize] += 1;
-            }
-            let chi = chi_square(&counts, &zipf_pmf(n, a));
-            assert!(chi < crit, "n={n} a={a}: chi²={chi} counts={counts:?}");
-        }
-    }
-
-    #[test]
-    fn zipf_one_key_and_huge_key_spaces() {
-        let mut rng = Rng::new(1);
-        let z = Zipf::new(1, 0.99);
-        assert!((0..100).all(|_| z.sample(&mut rng) == 1));
-        let z = Zipf::new(1 << 40, 1.2);
-        let mut top = 0;
-        for _ in 0..100_000 {
-            let k = z.sample(&mut rng);
-            assert!((1..=1 << 40).contains(&k));
-            top += u32::from(k == 1);
-        }
-        // P(rank 1) = 1/ζ(1.2) ≈ 0.1807 for an (effectively) infinite key space.
-        assert!((17_000..19_200).contains(&top), "{top}");
-    }
 
     #[test]
     fn key_dist_specs() {

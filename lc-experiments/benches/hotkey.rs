@@ -1,13 +1,15 @@
 //! Hot-key detector update and query rates on one Zipf(1.0) stream over 10⁶ memcached-style
 //! keys, against Apache DataSketches' frequent-items sketch and HeavyKeeper measured in the
-//! same run. `cargo bench --bench hotkey`; compare rates within one run only (the machine
-//! is shared and noisy). `kvlb lc-experiments` prints the same comparison as ratios.
+//! same run. `cargo bench -p kvlb-lc-experiments --bench hotkey`; compare rates within one
+//! run only (the machine is shared and noisy). `kvlb lc-experiments` prints the same
+//! comparison as ratios.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use kvlb::hotkey::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
-use kvlb::hotkey::eval::{zipf_stream, KeySpace, Rng, Zipf, KEY_LEN};
+use kvlb::hotkey::eval::{zipf_stream, KeySpace, KEY_LEN};
 use kvlb::hotkey::{build, build_boxed, Algo, Detector, DetectorParams};
+use kvlb::random::{Rng, Zipf};
+use kvlb_lc_experiments::baselines::{DataSketchesFrequent, HeavyKeeperTopK, Summary};
 
 const KEYS: usize = 1_000_000;
 const REQUESTS: usize = 1_000_000;
@@ -19,7 +21,7 @@ const ERROR: f64 = 0.0025;
 /// packets (indexing a 16 MB key table instead would measure cache misses, not detectors).
 fn workload() -> Vec<u8> {
     let keys = KeySpace::new(KEYS);
-    let zipf = Zipf::new(KEYS, 1.0);
+    let zipf = Zipf::new(KEYS as u64, 1.0);
     let mut rng = Rng::new(42);
     let perm = rng.permutation(KEYS);
     let mut flat = Vec::with_capacity(REQUESTS * KEY_LEN);

@@ -1,5 +1,9 @@
 //! kvbench: a load generator and consistency checker for memcached and for kvlb in front
-//! of it (the `kvbench` binary is a thin shell over this module).
+//! of it (the `kvbench` binary, `src/main.rs`, is a thin shell over this library).
+//!
+//! A crate of its own in kvlb's workspace: it depends on the kvlb library for the protocol
+//! code it shares with the NF, without kvlb's DPDK/ONVM features, so building the NF never
+//! compiles kvbench and building kvbench never compiles DPDK.
 //!
 //! It speaks memcached's ASCII protocol over UDP (frame header, replies matched by request
 //! id, multi-datagram and one-message-per-key multi-get replies reassembled, losses
@@ -10,12 +14,13 @@
 //! written carries its key's version and a checksum, so every value read is checked for
 //! staleness and corruption.
 //!
-//! Owns: workload generation ([`dist`], [`workload`], [`rng`]), pacing ([`rate`]), the
+//! Owns: workload generation ([`dist`], [`workload`]; the generator and the Zipf law are
+//! [`kvlb::random`]'s), pacing ([`rate`]), the
 //! client side of requests ([`exchange`], [`udp`], [`tcp`]), validation ([`value`],
 //! [`validate`]), the run ([`engine`]), reporting ([`report`]), server stats ([`stats`]),
 //! and the command line ([`config`]). Must not: implement memcached's protocol a second
-//! time — requests are built and replies parsed by [`crate::proto`], frame headers by
-//! [`crate::wire::McHeader`], key placement by [`crate::ring`]; nor print (the binary
+//! time — requests are built and replies parsed by [`kvlb::proto`], frame headers by
+//! [`kvlb::wire::McHeader`], key placement by [`kvlb::ring`]; nor print (the binary
 //! does).
 //!
 //! For scripts and the demo: [`stats::fetch_stats`] reads a server's `stats` over UDP or
@@ -29,7 +34,6 @@ pub mod engine;
 pub mod exchange;
 pub mod rate;
 pub mod report;
-pub mod rng;
 pub mod stats;
 pub mod tcp;
 pub mod udp;

@@ -417,7 +417,6 @@ impl ServerInterval {
 }
 
 impl Summary {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: &Settings,
         run_id: u32,

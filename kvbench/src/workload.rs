@@ -15,9 +15,9 @@
 
 use std::sync::Arc;
 
-use super::dist::{KeyDist, SizeDist, Zipf};
-use super::rng::{mix64, Rng};
-use crate::proto::MAX_KEY_LEN;
+use super::dist::{KeyDist, SizeDist};
+use kvlb::proto::MAX_KEY_LEN;
+use kvlb::random::{mix64, Rng, Zipf};
 
 /// A key space that cannot be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -254,9 +254,7 @@ impl OpStream {
         let offset = self.shifts.offset(elapsed_ns);
         match &mut self.sampler {
             Sampler::Uniform => self.space.index_of_rank(self.rng.below(n), offset),
-            Sampler::Zipf(z) => self
-                .space
-                .index_of_rank(z.sample(&mut self.rng) - 1, offset),
+            Sampler::Zipf(z) => self.space.index_of_rank(z.sample(&mut self.rng), offset),
             Sampler::Gaussian { sd } => {
                 let mean = n as f64 / 2.0;
                 let sd = *sd * n as f64;
@@ -324,8 +322,8 @@ impl OpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::dist::ETC_KEY;
-    use crate::proto::check_key;
+    use crate::dist::ETC_KEY;
+    use kvlb::proto::check_key;
 
     fn mix(get_ratio: f64, multiget: u16) -> Mix {
         Mix {

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::rng::Rng;
+use kvlb::random::Rng;
 
 /// How requests are spaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! Needs `memcached` on PATH (Debian: `apt-get install memcached`); each test starts its
 //! own servers on free ports and kills them by PID when it ends.
 
+#[path = "../../tests/skip/mod.rs"]
 mod skip;
 
 use std::io::{Read, Write};
@@ -369,7 +370,7 @@ fn stats_of_prints_the_servers_counters() {
 /// reported as stale and corrupt, and kvbench exits with status 3.
 #[test]
 fn validator_flags_stale_and_corrupt_values() {
-    use kvlb::bench::value::{encode, Stamp};
+    use kvbench::value::{encode, Stamp};
     let m = Memcached::start();
     let run_id = 0x0000_beefu32;
     let keys = ["kvb:000000000000", "kvb:000000000001", "kvb:000000000002"];

@@ -29,13 +29,13 @@ use super::exchange::{
 };
 use super::rate::{Lag, Schedule};
 use super::report::{IntervalReport, LoadSummary, ServerInterval, Summary, Totals};
-use super::rng::{mix64, Rng};
 use super::stats::{fetch_stats, ServerStats, StatsDelta, StatsError};
 use super::tcp::{self, Change, TcpConn};
 use super::udp::{UdpConn, UdpScratch};
 use super::validate::KeyVersions;
 use super::workload::{KeySpace, Mix, OpKind, OpStream, Shifts, WorkloadError};
-use crate::ring::{KetamaRing, RingServer};
+use kvlb::random::{mix64, Rng};
+use kvlb::ring::{KetamaRing, RingServer};
 
 const SECOND_NS: u64 = 1_000_000_000;
 /// How often in-flight requests are checked for timeouts.

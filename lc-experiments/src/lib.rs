@@ -1,12 +1,18 @@
 //! `kvlb lc-experiments`: the lossy counting experiments. Sweeps detectors × Zipf skew ×
 //! stream length × key count, a drift scenario, weighted (Facebook-ETC-like) streams and a
-//! same-run speed comparison against the crates.io baselines; writes CSV files and a
-//! markdown summary to an output folder (`scripts/plot_lc.py` draws the PNGs).
+//! same-run speed comparison against the crates.io baselines ([`baselines`]); writes CSV
+//! files and a markdown summary to an output folder (`scripts/plot_lc.py` draws the PNGs).
+//!
+//! A crate of its own in kvlb's workspace, on the kvlb library's detectors (without its
+//! features): the NF never compiles the harness or its baselines. Its binary,
+//! `kvlb-lc-experiments`, is what `kvlb lc-experiments` runs.
 //!
 //! Timing is the only clock use, and it lives here, at the edge: the detectors never read
 //! one. Rates are given by wall clock and by the thread's CPU time (from
 //! `/proc/thread-self/stat`, 10 ms ticks), since the machine is shared.
 #![forbid(unsafe_code)]
+
+pub mod baselines;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -17,14 +23,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::hotkey::baselines::{DataSketchesFrequent, DetectorSummary, HeavyKeeperTopK, Summary};
-use crate::hotkey::eval::{
-    accuracy, etc_value_sizes, exact_counts, zipf_hot_ranks, zipf_stream, Accuracy, KeySpace, Rng,
-    Zipf, KEY_LEN,
+use crate::baselines::{DataSketchesFrequent, DetectorSummary, HeavyKeeperTopK, Summary};
+use kvlb::hotkey::eval::{
+    accuracy, etc_value_sizes, exact_counts, zipf_hot_ranks, zipf_stream, Accuracy, KeySpace,
+    KEY_LEN,
 };
-use crate::hotkey::{
+use kvlb::hotkey::{
     build, build_boxed, Algo, Detector, DetectorParams, HotItem, ReportRule, SpaceSaving,
 };
+use kvlb::random::{Rng, Zipf};
 
 const HELP: &str = "\
 kvlb lc-experiments: hot-key detector experiments (accuracy, memory, speed, drift)
@@ -416,7 +423,7 @@ impl Contender {
             Contender::SpaceSavingWeighted => {
                 let p = DetectorParams::new(Algo::SpaceSaving, s, e);
                 Box::new(DetectorSummary::new(
-                    crate::hotkey::AnyDetector::SpaceSaving(SpaceSaving::new_weighted(&p)?),
+                    kvlb::hotkey::AnyDetector::SpaceSaving(SpaceSaving::new_weighted(&p)?),
                     ReportRule::Tight,
                     self.name(),
                 ))
@@ -488,7 +495,7 @@ fn thresholds(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     md.push_str("\n|---|---|---|---|---|---|---|---|---|\n");
     for &alpha in &ALPHAS {
         for &n in &plan.key_counts {
-            let z = Zipf::new(n, alpha);
+            let z = Zipf::new(n as u64, alpha);
             let top10: f64 = (0..10).map(|r| z.pmf(r)).sum();
             let hot: Vec<usize> = supports
                 .iter()
@@ -546,12 +553,6 @@ struct Row {
     timing: Timing,
 }
 
-fn mix(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(seed ^ 0x9e37_79b9_7f4a_7c15, |h, &p| {
-        (h ^ p).wrapping_mul(0x100_0000_01b3).rotate_left(29)
-    })
-}
-
 fn sweep(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     let contenders = [
         Contender::Lossy,
@@ -591,11 +592,8 @@ fn sweep(plan: &Plan, out: &Path) -> anyhow::Result<String> {
             keyspace = Some(KeySpace::new(max_keys));
         }
         let ks = keyspace.as_ref().context("key space")?;
-        let zipf = Zipf::new(n_keys, alpha);
-        let mut rng = Rng::new(mix(
-            plan.seed,
-            &[alpha.to_bits(), len as u64, n_keys as u64],
-        ));
+        let zipf = Zipf::new(n_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[alpha.to_bits(), len as u64, n_keys as u64]);
         let stream = Stream::new(ks, zipf_ids(&zipf, n_keys, len, &mut rng), None);
         let counts = exact_counts(ks.len(), &stream.ids, None);
         let epoch = len / 10;
@@ -797,8 +795,8 @@ fn drift(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     );
     for &alpha in &plan.drift_alphas {
         progress(&format!("[drift] α={alpha}: generating"));
-        let zipf = Zipf::new(n_keys, alpha);
-        let mut rng = Rng::new(mix(plan.seed, &[alpha.to_bits(), 77]));
+        let zipf = Zipf::new(n_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[alpha.to_bits(), 77]);
         let p1 = rng.permutation(n_keys);
         let p2 = rng.permutation(n_keys);
         let mut ids = zipf_stream(&zipf, &p1, change, &mut rng);
@@ -898,7 +896,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     let len = plan.weighted_len;
     let support = default_support();
     let ks = KeySpace::new(n_keys);
-    let mut rng = Rng::new(mix(plan.seed, &[99]));
+    let mut rng = Rng::derive(plan.seed, &[99]);
     let sizes = etc_value_sizes(n_keys, &mut rng);
     let contenders = [
         Contender::LossyWeighted,
@@ -921,7 +919,7 @@ fn weighted(plan: &Plan, out: &Path) -> anyhow::Result<String> {
     );
     for &alpha in &plan.weighted_alphas {
         progress(&format!("[weighted] α={alpha}: generating"));
-        let zipf = Zipf::new(n_keys, alpha);
+        let zipf = Zipf::new(n_keys as u64, alpha);
         let ids = zipf_ids(&zipf, n_keys, len, &mut rng);
         let stream = Stream::new(&ks, ids, Some(&sizes));
         let counts = exact_counts(n_keys, &stream.ids, Some(&sizes));
@@ -1027,8 +1025,8 @@ fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
         "[bench] Zipf 1.0, {n_keys} keys, {len} requests: generating"
     ));
     let ks = KeySpace::new(n_keys);
-    let zipf = Zipf::new(n_keys, 1.0);
-    let mut rng = Rng::new(mix(plan.seed, &[1234]));
+    let zipf = Zipf::new(n_keys as u64, 1.0);
+    let mut rng = Rng::derive(plan.seed, &[1234]);
     let stream = Stream::new(&ks, zipf_ids(&zipf, n_keys, len, &mut rng), None);
     let flat = &stream.flat;
     let p = |algo| DetectorParams::new(algo, support, error);
@@ -1178,7 +1176,7 @@ fn bench(plan: &Plan, out: &Path) -> anyhow::Result<String> {
 struct SampledRun {
     /// Sampling rate R (0: exact).
     above: u64,
-    d: crate::hotkey::Sampled<crate::hotkey::AnyDetector>,
+    d: kvlb::hotkey::Sampled<kvlb::hotkey::AnyDetector>,
     hits: usize,
     reported: usize,
     true_hot: usize,
@@ -1197,9 +1195,9 @@ struct SampledRun {
 /// where sampling applies: precision and recall of each epoch's hot set against the exact
 /// counts of that epoch, and the miss bound of `hotkey::sample` they are checked against.
 fn sampled(plan: &Plan, out: &Path) -> anyhow::Result<String> {
-    use crate::clock::Instant as Virtual;
-    use crate::hotkey::sample::{miss_bound, sample_margin};
-    use crate::hotkey::{build_sampled, Heat};
+    use kvlb::clock::Instant as Virtual;
+    use kvlb::hotkey::sample::{miss_bound, sample_margin};
+    use kvlb::hotkey::{build_sampled, Heat};
     // kvlb's default for 8 backends: s = 1/(16·8), ε = s/10.
     let support = 1.0 / 128.0;
     let error = support / 10.0;
@@ -1228,8 +1226,8 @@ fn sampled(plan: &Plan, out: &Path) -> anyhow::Result<String> {
         plan.sampled_keys, per_epoch, per_epoch as f64, plan.sampled_epochs,
     );
     for alpha in [0.99, 1.2] {
-        let zipf = Zipf::new(plan.sampled_keys, alpha);
-        let mut rng = Rng::new(mix(plan.seed, &[0x5a4d_504c, alpha.to_bits()]));
+        let zipf = Zipf::new(plan.sampled_keys as u64, alpha);
+        let mut rng = Rng::derive(plan.seed, &[0x5a4d_504c, alpha.to_bits()]);
         let mut runs: Vec<SampledRun> = std::iter::once(0)
             .chain(plan.sampled_rates.iter().copied())
             .map(|above| {
@@ -1353,8 +1351,8 @@ mod tests {
 
     #[test]
     fn quick_sections_run_end_to_end() {
-        // The thresholds section alone is fast; the others are exercised by
-        // tests/hotkey_experiments.rs with tiny sizes.
+        // The thresholds section alone is fast; every section runs at tiny sizes in
+        // every_section_runs_at_tiny_sizes.
         let dir = tempfile::tempdir().unwrap();
         run(vec![
             "--out".into(),

@@ -14,7 +14,7 @@
 //! Owns: the byte layout. Must not: decide staleness (that needs the writer's bookkeeping,
 //! see [`super::validate`]).
 
-use super::rng::mix64;
+use kvlb::random::mix64;
 
 /// Bytes of the header; values are never shorter.
 pub const HEADER_LEN: usize = 32;

@@ -206,7 +206,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::value::encode;
+    use crate::value::encode;
 
     #[test]
     fn one_set_in_flight_per_key() {
