@@ -260,6 +260,14 @@ impl Caches {
         self.l1.end_miss_probe(h, key);
     }
 
+    /// Whether a GET reply that carried `ticket` may still be believed: no write to the key
+    /// was in flight when it was sent, and none was sent or ended since (see
+    /// [`super::stamps`]).
+    #[inline]
+    pub fn may_learn(&self, h: KeyHash, ticket: ReadTicket) -> bool {
+        self.stamps.may_learn(h, ticket)
+    }
+
     /// A GET for `key` is being forwarded: the ticket to keep in its flow entry.
     #[inline]
     pub fn read_sent(&self, h: KeyHash) -> ReadTicket {

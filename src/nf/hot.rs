@@ -342,6 +342,65 @@ impl HotKeys {
         Some(replicas)
     }
 
+    /// The copies a cooled key left on `replicas` are about to be deleted: its clean-up, sent
+    /// once no read routed to a replica during the hot period can still be in flight (a
+    /// delete sent at once could overtake such a read and make it miss). The deletes count
+    /// as writes in flight: the entry stays, cooling, until each is answered, so a new hot
+    /// period of the key writes to none of these replicas before its delete is answered
+    /// (the one-write-in-flight rule). Returns the sequence the deletes carry and the
+    /// replicas to send them to; `None` while the key is hot again (its servers' copies are
+    /// being read; the next cooling cleans them up) or when every replica listed has a
+    /// write in flight already.
+    pub fn cleanup_sent(
+        &mut self,
+        key: &[u8],
+        replicas: &[BackendId],
+    ) -> Option<(u64, Vec<BackendId>)> {
+        if replicas.is_empty() || self.get(key).is_some() {
+            return None;
+        }
+        let seq = self.next_seq();
+        let h = self.keys.entry(key.into()).or_insert_with(|| HotKey {
+            primary: replicas[0],
+            replicas: Vec::new(),
+            write_seq: seq,
+            fetching: None,
+            last_fetch: None,
+            primary_pending: 0,
+            last_unacked_write: None,
+            fenced: false,
+            fence_in_flight: false,
+            cooling: true,
+        });
+        let mut targets = Vec::new();
+        for &b in replicas {
+            match h.replicas.iter_mut().find(|r| r.backend == b) {
+                Some(r) if r.in_flight => {}
+                Some(r) => {
+                    r.in_flight = true;
+                    r.holds = None;
+                    targets.push(b);
+                }
+                None => {
+                    h.replicas.push(Replica {
+                        backend: b,
+                        member: false,
+                        holds: None,
+                        in_flight: true,
+                    });
+                    targets.push(b);
+                }
+            }
+        }
+        if targets.is_empty() {
+            if !h.any_in_flight() {
+                self.keys.remove(key);
+            }
+            return None;
+        }
+        Some((seq, targets))
+    }
+
     /// A client write of `key` is being forwarded to the primary at `now`. `broadcast` is
     /// true for a plain `set` (copied to replicas); other writes only invalidate the
     /// replicas. `answered`: the primary will reply (not `noreply`); then the core must call

@@ -416,6 +416,15 @@ impl Core {
                 return;
             }
         };
+        if !self.caches.may_learn(learn.key_hash, learn.ticket) {
+            // A write to the key was sent or ended since the fetch left (also one the
+            // hot-key state never saw, made before the key turned hot): the fetched value
+            // may be older than it, so it is neither cached nor copied to the replicas.
+            // The fetch is retried.
+            self.stats.replication.stale_fetches += 1;
+            self.hot.fetch_failed(key, seq);
+            return;
+        }
         let absent_too = self.cache_misses;
         let targets = {
             let backends = &self.backends;

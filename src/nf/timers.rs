@@ -1,9 +1,10 @@
 //! The core's periodic work: expiry, heat changes, the L2 switch, replication, probes, ARP.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{Core, Dest, FlowKind, Learn, Mode};
-use crate::cache::GateTransition;
+use super::{BackendId, Core, Dest, FlowKind, Learn, Mode};
+use crate::cache::{GateTransition, ReadTicket};
 use crate::clock::Instant;
 use crate::config::Config;
 use crate::hotkey::{Detector, Heat, HeatChange};
@@ -25,6 +26,20 @@ pub(super) struct Timers {
     last_decay: Option<Instant>,
     changes: Vec<HeatChange>,
     top_k: usize,
+    /// Keys that cooled, with the replicas that may hold their copies, due for clean-up
+    /// (in order of due time; see [`Core::clean_up_cooled`]).
+    cleanups: VecDeque<Cleanup>,
+    /// How long after cooling a key's copies are deleted: the request timeout, after which
+    /// no read routed to a replica while the key was hot is still in flight.
+    cleanup_after: Duration,
+}
+
+/// A cooled key's copies, to delete at `due`.
+#[derive(Debug)]
+struct Cleanup {
+    due: Instant,
+    key: Box<[u8]>,
+    replicas: Vec<BackendId>,
 }
 
 impl Timers {
@@ -37,6 +52,8 @@ impl Timers {
             last_decay: None,
             changes: Vec::new(),
             top_k: cfg.l1_max_keys.max(1),
+            cleanups: VecDeque::new(),
+            cleanup_after: cfg.request_timeout,
         }
     }
 }
@@ -75,6 +92,9 @@ impl Core {
         if let Some(probe) = self.backends.next_probe() {
             next = next.min(probe);
         }
+        if let Some(c) = t.cleanups.front() {
+            next = next.min(c.due);
+        }
         Some(next)
     }
 
@@ -101,11 +121,11 @@ impl Core {
             let mut changes = std::mem::take(&mut self.timers.changes);
             let complete = d.drain_changes(&mut changes);
             for c in changes.drain(..) {
-                self.heat_changed(&c.key, c.from, c.to);
+                self.heat_changed(now, &c.key, c.from, c.to);
             }
             self.timers.changes = changes;
             if !complete {
-                self.resync_hot_set();
+                self.resync_hot_set(now);
             }
         }
 
@@ -142,6 +162,7 @@ impl Core {
             self.timers.next_replication = now + REPLICATION_PERIOD;
             self.replicate(now);
         }
+        self.clean_up_cooled(now);
 
         let mut probes = Vec::new();
         self.backends.due_probes(now, |id| probes.push(id));
@@ -155,7 +176,43 @@ impl Core {
         }
     }
 
-    fn heat_changed(&mut self, key: &[u8], from: Heat, to: Heat) {
+    /// Deletes the copies of keys that cooled a request timeout ago from their replicas,
+    /// with tracked `md` requests that count as writes in flight (see
+    /// [`super::hot::HotKeys::cleanup_sent`]). Not at once: a read routed to a replica
+    /// just before the key cooled may still be on its way, and a delete that overtook it
+    /// would make it miss a key that was stored. A key that cooled again since waits for
+    /// its later clean-up (which takes over these replicas); one that is hot again keeps
+    /// its copies (its next cooling cleans them up).
+    fn clean_up_cooled(&mut self, now: Instant) {
+        while self.timers.cleanups.front().is_some_and(|c| c.due <= now) {
+            let Some(c) = self.timers.cleanups.pop_front() else {
+                break;
+            };
+            if let Some(later) = self.timers.cleanups.iter_mut().find(|l| l.key == c.key) {
+                for r in c.replicas {
+                    if !later.replicas.contains(&r) {
+                        later.replicas.push(r);
+                    }
+                }
+                continue;
+            }
+            let up: Vec<BackendId> = c
+                .replicas
+                .iter()
+                .copied()
+                .filter(|&r| self.backends.get(r).is_up())
+                .collect();
+            let Some((seq, targets)) = self.hot.cleanup_sent(&c.key, &up) else {
+                continue;
+            };
+            for r in targets {
+                self.stats.replication.cleanup_deletes += 1;
+                self.emit_replica_delete(now, r, &c.key, seq);
+            }
+        }
+    }
+
+    fn heat_changed(&mut self, now: Instant, key: &[u8], from: Heat, to: Heat) {
         let h = self.caches.key_hash(key);
         match (from, to) {
             (_, Heat::Hot) => {
@@ -176,12 +233,14 @@ impl Core {
                 };
                 self.caches.demote(h, key, warm_estimate);
                 if let Some(replicas) = self.hot.cool(key) {
-                    // Their copies are never read again; free the memory on the replicas.
-                    let del = Request::Delete { key, noreply: true };
-                    for r in replicas {
-                        if self.backends.get(r).is_up() {
-                            self.emit_untracked(r, &del);
-                        }
+                    // Their copies are never read again: delete them from the replicas
+                    // once no read sent to them can still be in flight.
+                    if !replicas.is_empty() {
+                        self.timers.cleanups.push_back(Cleanup {
+                            due: now + self.timers.cleanup_after,
+                            key: key.into(),
+                            replicas,
+                        });
                     }
                 }
             }
@@ -194,7 +253,7 @@ impl Core {
     }
 
     /// The detector lost heat changes: rebuild the hot set from its current report.
-    fn resync_hot_set(&mut self) {
+    fn resync_hot_set(&mut self, now: Instant) {
         let Some(d) = &self.detector else { return };
         let hot: Vec<Vec<u8>> = d.hot_items().into_iter().map(|i| i.key).collect();
         let stale: Vec<Box<[u8]>> = self
@@ -204,11 +263,11 @@ impl Core {
             .map(Box::from)
             .collect();
         for k in stale {
-            self.heat_changed(&k, Heat::Hot, Heat::Cold);
+            self.heat_changed(now, &k, Heat::Hot, Heat::Cold);
         }
         for k in hot {
             if !self.hot.contains(&k) {
-                self.heat_changed(&k, Heat::Cold, Heat::Hot);
+                self.heat_changed(now, &k, Heat::Cold, Heat::Hot);
             }
         }
     }
@@ -229,12 +288,19 @@ impl Core {
             .collect();
         let fences = self.hot.fences_due();
         for (key, primary) in due {
+            let key_hash = self.caches.key_hash(&key);
+            let ticket = self.caches.read_sent(key_hash);
+            if ticket == ReadTicket::NEVER {
+                // A write is in flight that the hot-key state may not know of (one sent
+                // before the key turned hot): a fetch now could read the value from before
+                // it and make the replicas ready with it. Try again next round.
+                continue;
+            }
             let Some(seq) = self.hot.fetch_sent(&key, now) else {
                 continue;
             };
-            let key_hash = self.caches.key_hash(&key);
             let learn = Learn {
-                ticket: self.caches.read_sent(key_hash),
+                ticket,
                 key_hash,
                 ring_hash: self.ring_memo.hash(key_hash.raw(), &key),
             };

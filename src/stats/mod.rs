@@ -432,6 +432,10 @@ pub struct ReplicationCounters {
     pub keys_turned_hot: u64,
     pub keys_cooled: u64,
     pub fetches: u64,
+    /// Fetches whose value was dropped: a write to the key was sent or ended meanwhile.
+    pub stale_fetches: u64,
+    /// Copies of cooled keys deleted from their replicas (a request timeout after cooling).
+    pub cleanup_deletes: u64,
     pub replica_writes: u64,
     pub replica_acks: u64,
     /// Reads of hot keys served by a replica rather than the primary.
