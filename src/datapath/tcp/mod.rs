@@ -1,0 +1,6 @@
+//! memcached over TCP for `kvlb serve`: client connections terminated in kvlb, every request
+//! decided by the one [`crate::nf::Core`] (see `front` for how), backends reached over small
+//! pools of persistent connections.
+#![forbid(unsafe_code)]
+
+pub mod framing;
