@@ -3,4 +3,7 @@
 //! pools of persistent connections.
 #![forbid(unsafe_code)]
 
+mod buf;
 pub mod framing;
+pub mod front;
+pub use front::{TcpCounters, TcpFront, TcpSettings};
