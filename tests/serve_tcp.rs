@@ -633,3 +633,100 @@ fn a_lost_backend_connection_answers_its_requests_server_error() {
     tcp_thread.join().unwrap();
     udp_thread.join().unwrap();
 }
+
+/// The TCP counters kvlb logs when it stops.
+fn tcp_counters(kvlb: Kvlb) -> serde_json::Value {
+    let log = kvlb.proc.terminate();
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("kvlb serve: TCP ").map(|(_, j)| j.to_string()))
+        .unwrap_or_else(|| panic!("no TCP counters in kvlb's log:\n{log}"));
+    assert!(!log.contains("panicked"), "{log}");
+    serde_json::from_str(&line).unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client that pipelines large gets without reading gets backpressure: kvlb stops reading
+/// it instead of buffering every reply, and serves it all once it reads.
+#[test]
+fn a_client_that_does_not_read_gets_backpressure_not_unbounded_buffers() {
+    let m = Memcached::start();
+    // 128 outstanding 500 KB replies take longer than the default 250 ms to come back from
+    // one backend connection in a debug build: see the README on --timeout over TCP.
+    let kvlb = Kvlb::serve(&[&m], &["--timeout", "5s"]);
+    let mut c = Tcp::connect(kvlb.vip);
+    let value = vec![b'v'; 500_000];
+    c.send(format!("set big 0 0 {}\r\n", value.len()).as_bytes());
+    c.send(&value);
+    c.send(b"\r\n");
+    assert_eq!(c.reply(), "STORED\r\n");
+    let before = rss_kib(kvlb.proc.pid());
+    // 600 replies of 500 KB: 300 MB if kvlb buffered them all.
+    let n = 600;
+    let req = "get big\r\n".repeat(n);
+    let mut w = c.s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(req.as_bytes()).unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = rss_kib(kvlb.proc.pid()).saturating_sub(before);
+    assert!(
+        grown < 150 * 1024,
+        "kvlb grew by {grown} KiB with a client not reading"
+    );
+    let mut want = format!("VALUE big 0 {}\r\n", value.len()).into_bytes();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\nEND\r\n");
+    for i in 0..n {
+        assert!(c.reply().as_bytes() == want.as_slice(), "reply {i}");
+    }
+    writer.join().unwrap();
+    drop(c);
+    let counters = tcp_counters(kvlb);
+    assert!(counters["backpressure"].as_u64().unwrap() > 0, "{counters}");
+}
+
+/// --max-conns, --idle-timeout, and a client gone mid-request: nothing left behind.
+#[test]
+fn connection_limits_idle_timeout_and_clients_gone_mid_request() {
+    let m = Memcached::start();
+    let kvlb = Kvlb::serve(&[&m], &["--max-conns", "2", "--idle-timeout", "500ms"]);
+    let mut a = Tcp::connect(kvlb.vip);
+    let mut b = Tcp::connect(kvlb.vip);
+    assert!(a.ask("version\r\n").starts_with("VERSION"));
+    assert!(b.ask("version\r\n").starts_with("VERSION"));
+    // A third is told and closed.
+    let mut third = Tcp::connect(kvlb.vip);
+    let mut got = String::new();
+    third.s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "ERROR Too many open connections\r\n");
+    // Gone mid-request: half a set, half a value; then mid-pipeline.
+    a.send(b"set k 0 0 100\r\nabc");
+    drop(a);
+    b.send(b"get k\r\nset k2 0 0 3\r\nxyz\r\nget k2\r\nget k2\r\n");
+    drop(b);
+    std::thread::sleep(Duration::from_millis(300));
+    // The slots are free again, and an idle connection is closed after --idle-timeout.
+    let mut c = Tcp::connect(kvlb.vip);
+    assert_eq!(c.ask("get k\r\n"), "END\r\n");
+    assert_eq!(c.ask("get k2\r\n"), "VALUE k2 0 3\r\nxyz\r\nEND\r\n");
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(c.s.read_to_end(&mut rest).unwrap(), 0);
+    let idle = t.elapsed();
+    assert!(
+        idle >= Duration::from_millis(400) && idle < Duration::from_secs(3),
+        "closed after {idle:?}"
+    );
+    let counters = tcp_counters(kvlb);
+    assert_eq!(counters["accepted"], 3, "{counters}");
+    assert_eq!(counters["closed"], 3, "{counters}");
+    assert_eq!(counters["refused"], 1, "{counters}");
+    assert_eq!(counters["idle_closed"], 1, "{counters}");
+}

@@ -83,6 +83,9 @@ const BACKEND_TOKENS: usize = 1 << 32;
 const MAX_BACKEND_CONNS: usize = 64;
 /// How long a slot may wait for its reply before the client gets `SERVER_ERROR`.
 const SLOT_DEADLINE: Duration = Duration::from_secs(5);
+/// A backend connection whose oldest request waits this long (or 4 request timeouts, if
+/// longer) is given up.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// Wait before reconnecting a failed backend connection.
 const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 /// Read room per `read` call: client and backend connections.
@@ -144,7 +147,7 @@ pub struct TcpCounters {
     pub server_errors: u64,
     pub late_replies: u64,
     pub slot_timeouts: u64,
-    /// Times a client was not read because of its outstanding requests or unsent replies.
+    /// Times a client was left unread because of its outstanding requests or unsent replies.
     pub backpressure: u64,
     pub backend_connects: u64,
     pub backend_failures: u64,
@@ -664,7 +667,7 @@ impl TcpFront {
             if c.over_limits(&self.settings) {
                 // Backpressure: read nothing more until replies drain (a delivery or a
                 // writable socket brings the connection back here).
-                self.counters.backpressure += u64::from(!limited);
+                self.counters.backpressure += 1;
                 return;
             }
             if limited && !c.rbuf.data().is_empty() {
@@ -1246,10 +1249,15 @@ impl TcpFront {
                 msg = &msg[..msg.len() - b"MN\r\n".len()];
             }
             if now.saturating_duration_since(p.sent) >= self.settings.request_timeout {
-                // The core may have given the token to another request: not shown to it.
+                // The core gave up on it and may have given its token to another request:
+                // not shown to the core. The reply is still this request's (the connection
+                // keeps order), so a client request gets it as it is; nothing is learned.
                 self.counters.late_replies += 1;
                 if let Some(slot) = p.origin {
-                    self.fail_slot(slot);
+                    if !msg.is_empty() {
+                        self.deliver(slot, msg, true);
+                    }
+                    self.settle(slot);
                 }
                 continue;
             }
@@ -1507,6 +1515,22 @@ impl TcpFront {
                 self.close_client(ix);
             }
         }
+        // A connection whose oldest request waits far beyond the core's timeout is stalled:
+        // the core has given up on it; fail it (its clients get SERVER_ERROR) and reconnect.
+        let stalled = (self.settings.request_timeout * 4).max(STALLED_AFTER);
+        for (pi, p) in self.pools.iter().enumerate() {
+            for (ci, bc) in p.conns.iter().enumerate() {
+                if bc
+                    .fifo
+                    .front()
+                    .is_some_and(|e| now.saturating_duration_since(e.sent) >= stalled)
+                {
+                    log::warn!("TCP connection to backend {} stalled: reconnecting", p.addr);
+                    self.failed.push((pi, ci));
+                }
+            }
+        }
+        self.clean_failed(driver, now, udp);
         for (pi, p) in self.pools.iter_mut().enumerate() {
             for (ci, bc) in p.conns.iter_mut().enumerate() {
                 if bc.stream.is_none() && now >= bc.retry_at {
