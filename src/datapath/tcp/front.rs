@@ -262,6 +262,8 @@ struct ClientConn {
     closing: bool,
     /// The socket may hold unread bytes (edge-triggered readiness).
     readable: bool,
+    /// The peer closed its side (or the socket failed): read on until the end shows.
+    read_closed: bool,
     /// Reply bytes held in slots.
     held: usize,
 }
@@ -316,6 +318,8 @@ struct Pending {
 struct BackendConn {
     stream: Option<TcpStream>,
     connected: bool,
+    /// The backend closed its side: read on until the end shows.
+    read_closed: bool,
     retry_at: Instant,
     wbuf: Vec<u8>,
     wpos: usize,
@@ -425,6 +429,7 @@ impl TcpFront {
                     .map(|_| BackendConn {
                         stream: None,
                         connected: false,
+                        read_closed: false,
                         retry_at: Instant::ZERO,
                         wbuf: Vec::new(),
                         wpos: 0,
@@ -503,7 +508,7 @@ impl TcpFront {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        let tokens: Vec<(MioToken, bool, bool, bool)> = self
+        let tokens: Vec<(MioToken, bool, bool, bool, bool)> = self
             .events
             .iter()
             .map(|e| {
@@ -512,20 +517,25 @@ impl TcpFront {
                     e.is_readable() || e.is_read_closed(),
                     e.is_writable(),
                     e.is_error(),
+                    e.is_read_closed() || e.is_error(),
                 )
             })
             .collect();
-        for (token, readable, writable, error) in tokens {
+        for (token, readable, writable, error, closed) in tokens {
             if token == LISTENER {
                 self.accept(now);
             } else if token.0 >= BACKEND_TOKENS {
                 let pool = (token.0 - BACKEND_TOKENS) / MAX_BACKEND_CONNS;
                 let conn = (token.0 - BACKEND_TOKENS) % MAX_BACKEND_CONNS;
+                if let Some(bc) = self.pools.get_mut(pool).and_then(|p| p.conns.get_mut(conn)) {
+                    bc.read_closed |= closed;
+                }
                 self.backend_event(driver, now, pool, conn, readable, writable, error, udp);
             } else if let Some(Some(c)) = self.clients.get_mut(token.0) {
                 if readable {
                     c.readable = true;
                 }
+                c.read_closed |= closed;
                 let _ = writable;
                 self.busy.push(token.0);
             }
@@ -621,6 +631,7 @@ impl TcpFront {
                 last_active: now,
                 closing: false,
                 readable: true,
+                read_closed: false,
                 held: 0,
             });
             self.busy.push(ix);
@@ -685,6 +696,7 @@ impl TcpFront {
             let room = c.rbuf.spare(READ_CHUNK);
             let n = room.len().min(limit);
             let room = &mut room[..n];
+            let room_len = room.len();
             match c.stream.read(room) {
                 Ok(0) => {
                     // The client is gone (or half-closed): nothing it asked for is owed.
@@ -692,6 +704,11 @@ impl TcpFront {
                     return;
                 }
                 Ok(n) => {
+                    // A short read emptied the socket: readiness is edge-triggered, so
+                    // more bytes bring a new event; no read just to see EAGAIN.
+                    if n < room_len && !c.read_closed {
+                        c.readable = false;
+                    }
                     c.rbuf.filled(n);
                     c.last_active = now;
                     self.counters.bytes_in += n as u64;
@@ -1108,6 +1125,7 @@ impl TcpFront {
                 }
                 bc.stream = Some(s);
                 bc.connected = false;
+                bc.read_closed = false;
                 true
             }
             Err(e) => {
@@ -1190,12 +1208,18 @@ impl TcpFront {
             let Some(stream) = bc.stream.as_mut() else {
                 return;
             };
-            match stream.read(bc.rbuf.spare(BACKEND_READ)) {
+            let room = bc.rbuf.spare(BACKEND_READ);
+            let room_len = room.len();
+            let mut drained = false;
+            match stream.read(room) {
                 Ok(0) => {
                     self.failed.push((pool, conn));
                     return;
                 }
-                Ok(n) => bc.rbuf.filled(n),
+                Ok(n) => {
+                    drained = n < room_len && !bc.read_closed; // as for clients
+                    bc.rbuf.filled(n);
+                }
                 Err(e) => {
                     if would_block(&e) {
                         return;
@@ -1208,6 +1232,9 @@ impl TcpFront {
             }
             if !self.take_replies(driver, now, pool, conn, udp) {
                 self.failed.push((pool, conn));
+                return;
+            }
+            if drained {
                 return;
             }
         }
