@@ -99,6 +99,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut front = if tcp_on {
         let vip = cfg.vip.unwrap_or(sockets.vip());
         tcp.request_timeout = cfg.request_timeout;
+        tcp.cache_max_value = cfg.cache_max_value;
         tcp.allow = cfg.allow.clone();
         let backends: Vec<SocketAddrV4> = cfg.backends.iter().map(|b| b.addr).collect();
         Some(

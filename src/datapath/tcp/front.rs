@@ -72,8 +72,10 @@ const PORT: PortId = PortId(0);
 const HEADERS: usize = 14 + 20 + 8 + mc_header::HEADER_LEN;
 /// The largest message shown to the core in one frame.
 const FRAME_MSG: usize = MAX_FRAME - HEADERS;
-/// How much of a large reply the core sees at each end.
-const LARGE_EDGE: usize = 4096;
+/// How much of a large reply the core sees at each end (a `VALUE` line and an `END`).
+const LARGE_EDGE: usize = 1024;
+/// Largest buffer a connection keeps for reuse.
+const SPARE_MAX: usize = 64 * 1024;
 /// Requests handed to the core per burst.
 const BURST: usize = 32;
 const LISTENER: MioToken = MioToken(usize::MAX);
@@ -111,6 +113,9 @@ pub struct TcpSettings {
     pub request_timeout: Duration,
     /// `--allow`: who may connect (empty: anyone).
     pub allow: Vec<Cidr>,
+    /// `--cache-max-value`: a reply with a larger value cannot be learned, so it need not
+    /// go through the core whole (see the module documentation).
+    pub cache_max_value: usize,
 }
 
 impl Default for TcpSettings {
@@ -124,6 +129,7 @@ impl Default for TcpSettings {
             max_buffered: 4 << 20,
             request_timeout: Duration::from_millis(250),
             allow: Vec::new(),
+            cache_max_value: 1200,
         }
     }
 }
@@ -266,6 +272,8 @@ struct ClientConn {
     read_closed: bool,
     /// Reply bytes held in slots.
     held: usize,
+    /// An empty buffer kept for the next slot.
+    spare: Vec<u8>,
 }
 
 impl ClientConn {
@@ -283,13 +291,20 @@ impl ClientConn {
     /// Moves the whole slots at the front into the write buffer.
     fn release_slots(&mut self) {
         while self.slots.front().is_some_and(|s| s.done) {
-            let s = self.slots.pop_front().expect("front exists");
+            let mut s = self.slots.pop_front().expect("front exists");
             self.held -= s.buf.len();
-            if self.wbuf.len() == self.wpos && self.wpos > 0 {
-                self.wbuf.clear();
+            if self.wbuf.len() == self.wpos {
+                // Nothing unsent: the slot's buffer becomes the write buffer (no copy), and
+                // the old one is kept for the next slot (no allocation).
+                let old = std::mem::replace(&mut self.wbuf, std::mem::take(&mut s.buf));
                 self.wpos = 0;
+                if old.capacity() <= SPARE_MAX && old.capacity() > self.spare.capacity() {
+                    self.spare = old;
+                    self.spare.clear();
+                }
+            } else {
+                self.wbuf.extend_from_slice(&s.buf);
             }
-            self.wbuf.extend_from_slice(&s.buf);
             if s.close_after {
                 self.closing = true;
                 self.slots.clear();
@@ -385,6 +400,8 @@ pub struct TcpFront {
     next_maintenance: Instant,
     /// The client connection whose requests the core is deciding (see `route`).
     affinity: Option<usize>,
+    /// Replies longer than this go through the core as their two ends only.
+    large_reply_above: usize,
     counters: TcpCounters,
 }
 
@@ -439,6 +456,10 @@ impl TcpFront {
                     .collect(),
             })
             .collect();
+        // A reply holding a value the caches could take (plus its VALUE line and END) goes
+        // through the core whole; longer ones cannot be learned.
+        let large_reply_above =
+            (settings.cache_max_value + 512).clamp(2 * LARGE_EDGE + 1, FRAME_MSG);
         Ok(TcpFront {
             settings,
             poll,
@@ -457,6 +478,7 @@ impl TcpFront {
             busy: Vec::new(),
             next_maintenance: Instant::ZERO,
             affinity: None,
+            large_reply_above,
             counters: TcpCounters::default(),
         })
     }
@@ -633,6 +655,7 @@ impl TcpFront {
                 readable: true,
                 read_closed: false,
                 held: 0,
+                spare: Vec::new(),
             });
             self.busy.push(ix);
         }
@@ -752,9 +775,10 @@ impl TcpFront {
     fn new_slot(c: &mut ClientConn, now: Instant, end: SlotEnd) -> u16 {
         let seq = c.next_seq;
         c.next_seq = c.next_seq.wrapping_add(1);
+        let buf = std::mem::take(&mut c.spare);
         c.slots.push_back(Slot {
             seq,
-            buf: Vec::new(),
+            buf,
             done: false,
             end,
             deadline: now + SLOT_DEADLINE,
@@ -1298,7 +1322,7 @@ impl TcpFront {
                     _ => continue,
                 }
             }
-            if msg.len() > FRAME_MSG {
+            if msg.len() > self.large_reply_above {
                 self.flush_replies(driver, now, &mut frames, udp);
                 self.large_reply(driver, now, &mut frames, &p, msg, udp);
                 continue;
@@ -1416,6 +1440,9 @@ impl TcpFront {
                         let payload = u.payload(frames[0].bytes());
                         let part = &payload[mc_header::HEADER_LEN..];
                         if i == 0 {
+                            if let Some(s) = self.client(slot).and_then(|c| c.slot_mut(slot.seq)) {
+                                s.buf.reserve(msg.len());
+                            }
                             self.deliver(slot, part, false);
                             self.deliver(slot, middle, false);
                             target = Some(slot);
@@ -1629,6 +1656,7 @@ fn request_frame(
     match ep.emit_message(&mut f.buf, 0, McHeader::single(slot.seq), &msg) {
         Ok(n) => {
             f.len = n;
+            no_udp_checksum(f);
             true
         }
         Err(_) => false,
@@ -1695,5 +1723,15 @@ fn reply_frame(
         ttl: 64,
     };
     f.len = ep.emit_message(&mut f.buf, 0, header, msg)?;
+    no_udp_checksum(f);
     Ok(())
+}
+
+/// Clears a synthetic frame's UDP checksum (optional over IPv4): nothing on a wire can
+/// corrupt these bytes, and an absent checksum is neither verified when the core classifies
+/// the frame nor updated when it rewrites it.
+fn no_udp_checksum(f: &mut Frame) {
+    // Ethernet (no VLAN) + IPv4 (no options) + the UDP checksum's offset.
+    const UDP_CHECKSUM: std::ops::Range<usize> = 14 + 20 + 6..14 + 20 + 8;
+    f.buf[UDP_CHECKSUM].fill(0);
 }
