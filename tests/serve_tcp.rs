@@ -730,3 +730,75 @@ fn connection_limits_idle_timeout_and_clients_gone_mid_request() {
     assert_eq!(counters["refused"], 1, "{counters}");
     assert_eq!(counters["idle_closed"], 1, "{counters}");
 }
+
+/// Hot-key handling sees TCP requests: a key read hot over TCP alone is detected,
+/// replicated to every server and answered from kvlb's cache without reaching a server; a
+/// write over TCP is seen at once over TCP and UDP.
+#[test]
+fn a_key_hot_over_tcp_is_replicated_cached_and_kept_fresh() {
+    let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let kvlb = Kvlb::serve(
+        &ms.iter().collect::<Vec<_>>(),
+        &[
+            "--hot-epoch",
+            "500ms",
+            "--replicas",
+            "2",
+            "--cache-policy",
+            "always",
+        ],
+    );
+    let mut c = Tcp::connect(kvlb.vip);
+    assert_eq!(c.ask("set hot 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    // Pipelined: every other get is the hot key, the rest spread over 500 cold keys.
+    let skewed = |c: &mut Tcp, n: usize| {
+        let mut req = String::new();
+        for i in 0..n {
+            if i % 2 == 0 {
+                req += "get hot\r\n";
+            } else {
+                req += &format!("get cold:{}\r\n", i % 500);
+            }
+        }
+        c.send(req.as_bytes());
+        for i in 0..n {
+            let r = c.reply();
+            if i % 2 == 0 {
+                assert_eq!(r, "VALUE hot 0 2\r\nv1\r\nEND\r\n");
+            }
+        }
+    };
+    skewed(&mut c, 4000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ms.iter().all(|m| m.get("hot").as_deref() == Some("v1")) {
+        assert!(
+            Instant::now() < deadline,
+            "the hot key was not replicated everywhere"
+        );
+        skewed(&mut c, 400);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Cached: gets of the hot key no longer reach the servers.
+    let before: u64 = ms.iter().map(|m| m.stat("cmd_get")).sum();
+    c.send("get hot\r\n".repeat(500).as_bytes());
+    for _ in 0..500 {
+        assert_eq!(c.reply(), "VALUE hot 0 2\r\nv1\r\nEND\r\n");
+    }
+    let after: u64 = ms.iter().map(|m| m.stat("cmd_get")).sum();
+    assert!(
+        after - before < 50,
+        "{} gets reached the servers",
+        after - before
+    );
+    eprintln!(
+        "hot over TCP: on every server; {} of 500 gets of it reached a server",
+        after - before
+    );
+    // A write over TCP is seen at once, over TCP and over UDP.
+    assert_eq!(c.ask("set hot 0 0 2\r\nv2\r\n"), "STORED\r\n");
+    let udp = UdpClient::new(kvlb.vip);
+    for _ in 0..100 {
+        assert_eq!(c.ask("get hot\r\n"), "VALUE hot 0 2\r\nv2\r\nEND\r\n");
+        assert_eq!(udp.get("hot"), Some(Some("v2".to_string())));
+    }
+}
