@@ -4,11 +4,15 @@
 # memcached's own `stats` (cmd_get), rounds alternating.
 #
 #   scripts/bench-serve.sh [--seconds S] [--rounds N] [--keys K] [--tool kvbench|memaslap]
-#                          [-- KVLB_ARGS...]
+#                          [--tcp] [--value-size BYTES] [-- KVLB_ARGS...]
 #
 # Arguments after `--` are passed to `kvlb serve` (e.g. `-- --source-ports 1`).
-# Prints both rates per round and the ratio kvlb/direct. Everything runs on loopback and is
-# stopped by PID on exit. Build first: cargo build --release -p kvlb -p kvbench.
+# Prints both rates per round and the ratio kvlb/direct. With --tcp, the load is memcached
+# over TCP (kvbench: 32 pipelined connections of depth 4; memaslap: 64 connections), and
+# each round also measures twemproxy (Debian's `nutcracker`, one server pool, same load)
+# and prints kvlb/twemproxy. --value-size sets the values' size (default 32). Everything
+# runs on loopback and is stopped by PID on exit. Build first: cargo build --release -p kvlb
+# -p kvbench.
 #
 # Checks before any figure is printed: memcached answers `stats`; kvlb serve answers a
 # set/get round trip through the VIP (within 10 s) before each measured run, is still
@@ -19,26 +23,29 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
-seconds=10 rounds=3 keys=100000 tool=kvbench
+seconds=10 rounds=3 keys=100000 tool=kvbench proto=udp value_size=32
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds=$2; shift ;;
         --rounds) rounds=$2; shift ;;
         --keys) keys=$2; shift ;;
         --tool) tool=$2; shift ;;
+        --tcp) proto=tcp ;;
+        --value-size) value_size=$2; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "bench-serve.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
     shift
 done
-for v in "seconds=$seconds" "rounds=$rounds" "keys=$keys"; do
+for v in "seconds=$seconds" "rounds=$rounds" "keys=$keys" "value-size=$value_size"; do
     [[ ${v#*=} =~ ^[1-9][0-9]*$ ]] || { echo "bench-serve.sh: --${v%%=*} expects a positive integer, not '${v#*=}'" >&2; exit 2; }
 done
 case "$tool" in kvbench|memaslap) ;; *) echo "bench-serve.sh: --tool expects kvbench or memaslap, not '$tool'" >&2; exit 2 ;; esac
 KVLB=${KVLB:-target/release/kvlb} KVBENCH=${KVBENCH:-target/release/kvbench}
 [ -x "$KVLB" ] && [ -x "$KVBENCH" ] || { echo "build first: cargo build --release -p kvlb -p kvbench" >&2; exit 1; }
 [ "$tool" = memaslap ] && ! command -v memcaslap >/dev/null && { echo "memcaslap not installed (libmemcached-tools)" >&2; exit 1; }
+[ "$proto" = tcp ] && ! command -v nutcracker >/dev/null && { echo "nutcracker (twemproxy) not installed (apt-get install nutcracker)" >&2; exit 1; }
 
 # fail SIDE REASON: says which side failed and why, on stderr, and exits 1 (from a command
 # substitution too: inherit_errexit ends the script on the failed assignment).
@@ -49,10 +56,10 @@ fail() {
 log_tail() { tail -n 5 "$1" 2>/dev/null | tr '\n' ' ' | cut -c1-600; }
 
 # The PIDs of the memcached and the kvlb serve running now (empty when none).
-mc='' K=''
+mc='' K='' T=''
 work=$(mktemp -d /tmp/kvlb-bench-serve.XXXXXX)
 cleanup() {
-    for p in "$K" "$mc"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+    for p in "$K" "$mc" "$T"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -70,7 +77,8 @@ for _ in $(seq 10); do
     mc=
 done
 [ -n "$mc" ] || fail memcached "did not start or does not answer stats: $(log_tail "$work/memcached.log")"
-"$KVBENCH" --server "127.0.0.1:$port" --keys "$keys" --load --duration 0 --value-size 32 --quiet --json > /dev/null ||
+"$KVBENCH" --server "127.0.0.1:$port" --proto tcp --keys "$keys" --load --duration 0 --value-size "$value_size" \
+    --quiet --json > /dev/null ||
     fail kvbench "could not load $keys keys into memcached"
 
 cmd_get() {
@@ -83,7 +91,7 @@ cmd_get() {
 # with the values set), within 10 s; returns 1 otherwise, with the reason in $work/ready.why.
 ready() {
     local status=0
-    timeout 10 "$KVBENCH" --server "$1" --keys 16 --key-prefix ready: --value-size 32 --load \
+    timeout 10 "$KVBENCH" --server "$1" --proto "$proto" --keys 16 --key-prefix ready: --value-size 32 --load \
         --requests 64 --get-ratio 1 --timeout 500 --quiet --json > "$work/ready.json" 2> "$work/ready.err" || status=$?
     if [ "$status" != 0 ]; then
         echo "kvbench exit status $status: $(log_tail "$work/ready.err")" > "$work/ready.why"
@@ -108,8 +116,11 @@ drive() {
     if [ "$tool" = kvbench ]; then
         # kvbench shares the 2 CPUs with memcached and kvlb: no polling for replies
         # (--spin-us 0), which would take CPU from the process under test.
-        "$KVBENCH" --server "$target" --threads 1 --connections 32 --depth 4 --udp-sockets thread --spin-us 0 \
+        local transport=(--udp-sockets thread --spin-us 0)
+        [ "$proto" = tcp ] && transport=(--proto tcp)
+        "$KVBENCH" --server "$target" --threads 1 --connections 32 --depth 4 "${transport[@]}" \
             --keys "$keys" --dist uniform --get-ratio 1 --duration "$seconds" --no-validate \
+            --value-size "$value_size" --max-udp-value "$value_size" \
             --quiet --json > "$work/kvbench.json" 2> "$work/kvbench.err" ||
             fail "kvbench ($side)" "exit status $?: $(log_tail "$work/kvbench.err")"
         python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["ops_per_sec"] > 0 else 1)' \
@@ -120,7 +131,9 @@ drive() {
         # rest of the run. (`-x N` would stop it after N operations, long before the run
         # ends.)
         local cfg=$work/memaslap.cfg
-        printf 'key\n16 16 1\nvalue\n32 32 1\ncmd\n0 0.0\n1 1.0\n' > "$cfg"
+        printf 'key\n16 16 1\nvalue\n%s %s 1\ncmd\n0 0.0\n1 1.0\n' "$value_size" "$value_size" > "$cfg"
+        local udp=(--udp)
+        [ "$proto" = tcp ] && udp=()
         # memaslap sometimes aborts on an assertion in its UDP reader (`ms_sort_udp_packet:
         # Assertion req_id == c->request_id`), against memcached directly too (1 run in 10
         # here): such a run is repeated, at most twice, and the aborted window is dropped.
@@ -128,7 +141,7 @@ drive() {
         for attempt in 1 2 3; do
             before=$(cmd_get)
             status=0
-            timeout $((seconds + 5)) memcaslap -s "$target" --udp -T 1 -c 64 -w 1k -t "${seconds}s" -F "$cfg" \
+            timeout $((seconds + 5)) memcaslap -s "$target" "${udp[@]}" -T 1 -c 64 -w 1k -t "${seconds}s" -F "$cfg" \
                 > "$work/memaslap.log" 2>&1 || status=$?
             if grep -q Assertion "$work/memaslap.log"; then
                 [ "$attempt" = 3 ] && fail "memaslap ($side)" "aborted on its own assertion 3 times: $(log_tail "$work/memaslap.log")"
@@ -175,10 +188,41 @@ ratio() {
         fail ratio "not a ratio of two rates > 0: '$1' / '$2'"
 }
 
-echo "get-only, uniform over $keys keys, $tool, ${seconds}s per run, memcached -t 1"
-sum_d=0 sum_k=0
+# One twemproxy run in front of the same memcached (memcached over TCP only); prints the
+# rate as drive does.
+twemproxy() {
+    local listen=$((port + 60))
+    cat > "$work/nutcracker.yml" <<YML
+kvlb_bench:
+  listen: 127.0.0.1:$listen
+  hash: fnv1a_64
+  distribution: ketama
+  timeout: 1000
+  server_connections: 2
+  servers:
+    - 127.0.0.1:$port:1
+YML
+    nutcracker -c "$work/nutcracker.yml" -s $((port + 61)) -o "$work/nutcracker.log" &
+    T=$!
+    local up=0
+    for _ in $(seq 20); do
+        sleep 0.2
+        kill -0 "$T" 2>/dev/null || { T=; fail twemproxy "exited at start: $(log_tail "$work/nutcracker.log")"; }
+        if ready "127.0.0.1:$listen"; then up=1; break; fi
+    done
+    [ "$up" = 1 ] || fail twemproxy "no set/get round trip through 127.0.0.1:$listen: $(cat "$work/ready.why")"
+    drive "127.0.0.1:$listen" twemproxy
+    kill "$T"
+    wait "$T" 2>/dev/null || true
+    T=
+}
+
+echo "get-only, uniform over $keys keys, $value_size-byte values, $tool over $proto, ${seconds}s per run, memcached -t 1"
+sum_d=0 sum_k=0 sum_t=0
 for r in $(seq "$rounds"); do
     direct=$(drive "127.0.0.1:$port" direct)
+    tw=0
+    [ "$proto" = tcp ] && tw=$(twemproxy)
     vip=$((port + 50))
     "$KVLB" serve --listen "127.0.0.1:$vip" --backend "127.0.0.1:$port" --source-port-base 0 \
         --stats-interval 0 --stats-json "$work/kvlb-stats.json" "$@" 2> "$work/kvlb.log" &
@@ -202,9 +246,17 @@ for r in $(seq "$rounds"); do
     [ "$st" = 0 ] || fail "kvlb serve" "exit status $st after SIGTERM: $(log_tail "$work/kvlb.log")"
     checked=$(check_kvlb "$work/kvlb.log" "$work/kvlb-stats.json")
     rt=$(ratio "$via" "$direct")
-    echo "round $r: direct $direct gets/s, through kvlb serve $via gets/s, ratio $rt"
+    if [ "$proto" = tcp ]; then
+        echo "round $r: direct $direct gets/s, twemproxy $tw gets/s, through kvlb serve $via gets/s, kvlb/direct $rt, kvlb/twemproxy $(ratio "$via" "$tw")"
+    else
+        echo "round $r: direct $direct gets/s, through kvlb serve $via gets/s, ratio $rt"
+    fi
     echo "  checked: $checked"
-    sum_d=$((sum_d + direct)) sum_k=$((sum_k + via))
+    sum_d=$((sum_d + direct)) sum_k=$((sum_k + via)) sum_t=$((sum_t + tw))
 done
 rt=$(ratio "$sum_k" "$sum_d")
-echo "mean: direct $((sum_d / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6)"
+if [ "$proto" = tcp ]; then
+    echo "mean: direct $((sum_d / rounds)) gets/s, twemproxy $((sum_t / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6), kvlb/twemproxy $(ratio "$sum_k" "$sum_t") (goal >= 2)"
+else
+    echo "mean: direct $((sum_d / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6)"
+fi

@@ -18,6 +18,9 @@
 #   --dpdk           run kvlb as a standalone DPDK app (net_af_packet on veths, memcached and
 #                    kvbench in network namespaces; needs root; scripts/lib/demo-dpdk.sh);
 #                    default: kernel sockets on loopback (kvlb serve)
+#   --tcp            clients speak memcached over TCP to kvlb serve (pipelined connections;
+#                    kvlb terminates them and keeps persistent connections to the servers);
+#                    default: UDP
 #   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME, RTE_SDK and RTE_TARGET of a
 #                    built ONVM whose manager runs with two TAP ports; scripts/lib/demo-onvm.sh)
 #   --balance-target F  fail (exit 4) when a phase with hot-key handling on leaves the
@@ -34,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-servers=8 keys=1000000 duration=15 quick=0 out="" mode=serve install=1 build=1 balance_target=1.10
+servers=8 keys=1000000 duration=15 quick=0 out="" mode=serve install=1 build=1 balance_target=1.10 proto=udp
 while [ $# -gt 0 ]; do
     case "$1" in
         --servers) servers=$2; shift ;;
@@ -44,15 +47,20 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift ;;
         --dpdk) mode=dpdk ;;
         --onvm) mode=onvm ;;
+        --tcp) proto=tcp ;;
         --no-install) install=0 ;;
         --no-build) build=0 ;;
         --balance-target) balance_target=$2; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$quick" = 1 ]; then keys=100000; duration=8; fi
+if [ "$proto" = tcp ] && [ "$mode" != serve ]; then
+    echo "demo.sh: --tcp needs the socket datapath (kvlb serve); the packet datapaths speak UDP" >&2
+    exit 2
+fi
 out=${out:-out/demo-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -206,9 +214,12 @@ for p in "${phases[@]}"; do
     say "phase $name: $dist, hot-key handling $hot, ${duration}s"
     start_kvlb "$dir" --hotkeys "$hot"
     # kvbench shares the CPUs with kvlb and the servers here: no polling for replies
-    # (--spin-us 0), which would take CPU from them.
+    # (--spin-us 0), which would take CPU from them. Over TCP: the same 16 streams of 2
+    # outstanding requests, each a pipelined connection.
+    transport=(--udp-sockets thread --spin-us 0)
+    [ "$proto" = tcp ] && transport=(--proto tcp)
     # shellcheck disable=SC2086
-    "${RUN_CLIENT[@]}" "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 --udp-sockets thread --spin-us 0 \
+    "${RUN_CLIENT[@]}" "$KVBENCH" --server "$VIP" --threads 1 --connections 16 --depth 2 "${transport[@]}" \
         --keys "$keys" --dist "$dist" --get-ratio 0.95 --value-size 100 \
         --duration "$duration" $extra "${stats_servers[@]}" \
         --stats-csv "$dir/servers.csv" --csv "$dir/kvbench.csv" --json --quiet \
@@ -224,7 +235,9 @@ done
 # --- the report -----------------------------------------------------------------------------
 say "writing the report"
 elapsed=$(( $(date +%s) - started ))
-"$PY" scripts/demo_report.py "$out" --mode "$mode" --servers "$servers" --keys "$keys" \
+report_mode=$mode
+[ "$proto" = tcp ] && report_mode=serve-tcp
+"$PY" scripts/demo_report.py "$out" --mode "$report_mode" --servers "$servers" --keys "$keys" \
     --duration "$duration" --elapsed "$elapsed" --setup "$setup_s"
 echo
 echo "report: $out/report.md  (JSON: $out/report.json, plots: $out/*.png)"

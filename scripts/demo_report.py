@@ -314,6 +314,7 @@ def main():
 
     where = {
         "serve": "on loopback",
+        "serve-tcp": "on loopback, clients over TCP",
         "dpdk": "in a network namespace behind kvlb's DPDK ports (net_af_packet on veths)",
         "onvm": "in a network namespace behind the ONVM manager's TAP ports",
     }.get(a.mode, "")

@@ -3,9 +3,10 @@
 # on Debian 12. Source it; it defines functions only.
 
 # apt packages the tests need (DPDK 22.11, libclang for bindgen, memcached, tshark,
-# libmemcached for the ketama compatibility test, matplotlib for plots).
+# libmemcached for the ketama compatibility test, matplotlib for plots, pymemcache as a
+# third-party TCP client).
 KVLB_TEST_PACKAGES="shellcheck build-essential pkg-config clang libclang-dev libdpdk-dev dpdk dpdk-dev
-libpcap-dev memcached tshark libmemcached-dev libmemcached-tools python3 python3-matplotlib
+libpcap-dev memcached tshark libmemcached-dev libmemcached-tools python3 python3-matplotlib python3-pymemcache
 iproute2 ethtool curl ca-certificates"
 # What the demo needs (no DPDK unless asked).
 KVLB_DEMO_PACKAGES="build-essential pkg-config memcached python3 python3-matplotlib iproute2

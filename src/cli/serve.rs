@@ -8,22 +8,35 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use lexopt::ValueExt;
 
-use crate::config::Config;
+use crate::config::{Cidr, Config};
 use crate::datapath::socket::{self, Sockets};
+use crate::datapath::tcp::{TcpFront, TcpSettings};
 
 const HELP: &str = "\
-kvlb serve: balance memcached UDP traffic with plain kernel sockets (no privileges needed)
+kvlb serve: balance memcached UDP and TCP traffic with plain kernel sockets (no privileges needed)
 
 usage: kvlb serve --listen IP:PORT --backend HOST:PORT [--backend ...] [kvlb options]
 
 Clients send memcached UDP requests to --listen (the VIP); kvlb forwards them to the
 backends from --source-ports sockets on --local-ip, answers GETs of hot keys from its
 caches, and prints a stats line every --stats-interval. Stops on SIGINT/SIGTERM and prints
-a final report.
+a final report. With --tcp on (the default), kvlb also accepts memcached TCP connections on
+the same address, as memcached does, and balances every request on them through the same
+core, over --backend-conns persistent TCP connections per backend.
 
 serve options:
   --listen IP:PORT
         address to receive client requests on (also the VIP unless --vip is given)
+  --tcp on|off
+        serve memcached over TCP on --listen's port too [default: on]
+  --backend-conns N
+        persistent TCP connections per backend [default: 2]
+  --max-item-size BYTES
+        largest data block of a storage request over TCP (memcached's -I) [default: 1048576]
+  --max-conns N
+        most client TCP connections at once [default: 4096]
+  --idle-timeout DURATION
+        close a client TCP connection idle this long; 0: never (memcached's default) [default: 0]
   -h, --help
         this help
 ";
@@ -31,6 +44,8 @@ serve options:
 pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut cfg = Config::default();
     let mut listen: Option<SocketAddrV4> = None;
+    let mut tcp_on = true;
+    let mut tcp = TcpSettings::default();
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -44,6 +59,26 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                     v.parse()
                         .with_context(|| format!("--listen '{v}': expected IPv4:PORT"))?,
                 );
+            }
+            lexopt::Arg::Long("tcp") => {
+                tcp_on = match p.value()?.string()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => bail!("--tcp '{v}': expected on or off"),
+                }
+            }
+            lexopt::Arg::Long("backend-conns") => {
+                tcp.backend_conns = p.value()?.parse()?;
+                if !(1..=64).contains(&tcp.backend_conns) {
+                    bail!("--backend-conns: expected 1 to 64");
+                }
+            }
+            lexopt::Arg::Long("max-item-size") => tcp.max_item_size = p.value()?.parse()?,
+            lexopt::Arg::Long("max-conns") => tcp.max_conns = p.value()?.parse()?,
+            lexopt::Arg::Long("idle-timeout") => {
+                let v: String = p.value()?.string()?;
+                tcp.idle_timeout = crate::config::parse_duration(&v)
+                    .map_err(|e| anyhow::anyhow!("--idle-timeout '{v}': {e}"))?;
             }
             lexopt::Arg::Long(name) => {
                 let name = name.to_string();
@@ -61,7 +96,33 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     if cfg.vip.is_none() {
         cfg.vip = Some(sockets.vip());
     }
-    let mut core = sockets.core(&cfg).context("invalid settings")?;
+    let mut front = if tcp_on {
+        let vip = cfg.vip.unwrap_or(sockets.vip());
+        tcp.request_timeout = cfg.request_timeout;
+        tcp.cache_max_value = cfg.cache_max_value;
+        tcp.allow = cfg.allow.clone();
+        let backends: Vec<SocketAddrV4> = cfg.backends.iter().map(|b| b.addr).collect();
+        Some(
+            TcpFront::bind(tcp, sockets.vip(), &backends, sockets.source_ports(), vip)
+                .context("TCP listener")?,
+        )
+    } else {
+        None
+    };
+    // TCP clients reach the core from synthetic addresses in 0.0.0.0/8 (see
+    // datapath::tcp::front): the front end checks --allow on accept, and a TCP client,
+    // which completed a handshake, is not capped as an unverified UDP source is.
+    let mut core_cfg = cfg.clone();
+    if front.is_some() {
+        let synthetic: Cidr = "0.0.0.0/8".parse().expect("a valid prefix");
+        if !core_cfg.allow.is_empty() {
+            core_cfg.allow.push(synthetic);
+        }
+        let mut trusted = core_cfg.effective_trusted();
+        trusted.push(synthetic);
+        core_cfg.trusted = Some(trusted);
+    }
+    let mut core = sockets.core(&core_cfg).context("invalid settings")?;
     log::info!(
         "kvlb serve: VIP {} → {} backends ({}), source ports {:?}",
         sockets.vip(),
@@ -78,9 +139,22 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
     }
     let mut out = super::StatsOutput::open(&cfg)?;
-    let counters = socket::serve(&cfg, &sockets, &mut core, &stop, |report, _| {
-        out.write(report);
-    })?;
+    let counters = socket::serve_with_tcp(
+        &cfg,
+        &sockets,
+        front.as_mut(),
+        &mut core,
+        &stop,
+        |report, _| {
+            out.write(report);
+        },
+    )?;
+    if let Some(f) = &front {
+        log::info!(
+            "kvlb serve: TCP {}",
+            serde_json::to_string(f.counters()).unwrap_or_default()
+        );
+    }
     log::info!(
         "kvlb serve: stopped; {} datagrams in ({} receive calls), {} out ({} send calls), {} send errors",
         counters.datagrams_in,

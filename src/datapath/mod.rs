@@ -20,6 +20,7 @@ pub mod onvm;
 pub mod driver;
 pub mod replay;
 pub mod socket;
+pub mod tcp;
 
 /// The MAC kvlb uses on datapaths that have no port MAC of their own (replay), unless
 /// `--mac` is given: locally administered, "kvlb" in ASCII.

@@ -430,6 +430,19 @@ pub fn serve(
     sockets: &Sockets,
     core: &mut Core,
     stop: &AtomicBool,
+    report: impl FnMut(Report, &SocketCounters),
+) -> Result<SocketCounters, SocketError> {
+    serve_with_tcp(cfg, sockets, None, core, stop, report)
+}
+
+/// [`serve`], and memcached over TCP too when `tcp` is given: its connections are served in
+/// the same loop, by the same core (see [`super::tcp`]).
+pub fn serve_with_tcp(
+    cfg: &Config,
+    sockets: &Sockets,
+    mut tcp: Option<&mut super::tcp::TcpFront>,
+    core: &mut Core,
+    stop: &AtomicBool,
     mut report: impl FnMut(Report, &SocketCounters),
 ) -> Result<SocketCounters, SocketError> {
     let start = std::time::Instant::now();
@@ -452,6 +465,9 @@ pub fn serve(
         let mut fds: Vec<PollFd<'_>> = (0..n_sockets)
             .map(|i| PollFd::new(sockets.socket(i).as_fd(), PollFlags::POLLIN))
             .collect();
+        if let Some(t) = tcp.as_deref() {
+            fds.push(PollFd::new(t.poll_fd(), PollFlags::POLLIN));
+        }
         match nix::poll::poll(&mut fds, PollTimeout::from(1u8)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(io("poll")(e)),
@@ -468,7 +484,7 @@ pub fn serve(
             .collect();
         drop(fds);
         let now = clock();
-        for (ix, &(readable, error)) in ready.iter().enumerate() {
+        for (ix, &(readable, error)) in ready.iter().take(n_sockets).enumerate() {
             if error && ix > 0 {
                 let core = driver.pipeline_mut();
                 drain_errors(sockets.socket(ix), &mut cmsg, core, now, &mut counters);
@@ -539,9 +555,26 @@ pub fn serve(
             }
             let burst = &mut frames[first..received.len()];
             handle_burst(&mut driver, now, burst, &mut out, sockets, &mut counters);
-            driver.drain(now, &mut |_, _, f| out.push(sockets, f, &mut counters));
+            driver.drain(now, &mut |_, _, f| {
+                if !tcp.as_deref_mut().is_some_and(|t| t.deliver_frame(f)) {
+                    out.push(sockets, f, &mut counters)
+                }
+            });
         }
-        driver.tick(now, &mut |_, _, f| out.push(sockets, f, &mut counters));
+        if let Some(t) = tcp.as_deref_mut() {
+            t.run(&mut driver, now, &mut |f| {
+                out.push(sockets, f, &mut counters)
+            })
+            .map_err(|source| SocketError::Io {
+                what: "TCP poll",
+                source,
+            })?;
+        }
+        driver.tick(now, &mut |_, _, f| {
+            if !tcp.as_deref_mut().is_some_and(|t| t.deliver_frame(f)) {
+                out.push(sockets, f, &mut counters)
+            }
+        });
         out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
             report(driver.pipeline_mut().report(now), &counters);

@@ -231,6 +231,12 @@ pub struct Kvlb {
 
 impl Kvlb {
     pub fn serve(backends: &[&Memcached], extra: &[&str]) -> Kvlb {
+        let addrs: Vec<SocketAddrV4> = backends.iter().map(|b| b.addr()).collect();
+        Kvlb::serve_addrs(&addrs, extra)
+    }
+
+    /// `kvlb serve` in front of backends at these addresses (real or fake servers).
+    pub fn serve_addrs(backends: &[SocketAddrV4], extra: &[&str]) -> Kvlb {
         let bin = env!("CARGO_BIN_EXE_kvlb");
         for _ in 0..5 {
             let port = free_port();
@@ -243,7 +249,7 @@ impl Kvlb {
                 "0",
             ]);
             for b in backends {
-                cmd.args(["--backend", &b.addr().to_string()]);
+                cmd.args(["--backend", &b.to_string()]);
             }
             cmd.args(extra)
                 .env("RUST_LOG", "info")
