@@ -1116,3 +1116,52 @@ fn ticked_lazily(extra: &[&str], gets_for: u64) -> usize {
     assert_eq!(a.backends, b.backends);
     lazy_ticks
 }
+
+#[test]
+fn no_fetch_leaves_while_a_write_from_before_the_key_turned_hot_is_in_flight() {
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "2",
+        "--timeout",
+        "1s",
+    ]);
+    // A set of hk while it is still cold: forwarded, its reply not back yet.
+    let mut s = request(7, b"set hk 0 0 2\r\nv2\r\n");
+    assert_eq!(
+        core.process_frame(ms(0), PortId(0), &mut s),
+        Verdict::Out(PortId(0))
+    );
+    for i in 0..2000u16 {
+        let key = if i % 2 == 0 {
+            "hk".to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
+    }
+    let fetches = |core: &mut Core| {
+        let mut out = vec![];
+        core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+        out.iter()
+            .filter(|f| message(f).starts_with(b"mg hk"))
+            .count()
+    };
+    core.on_tick(ms(300));
+    assert!(core.hot.contains(b"hk"));
+    // The primary may still apply the set after a fetch: the fetch would read the old
+    // value and make the replicas ready with it.
+    assert_eq!(fetches(&mut core), 0, "a fetch overtook the set in flight");
+    core.on_tick(ms(320));
+    assert_eq!(fetches(&mut core), 0);
+    let mut stored = reply_to(&s, b"STORED\r\n");
+    assert_eq!(
+        core.process_frame(ms(330), PortId(0), &mut stored),
+        Verdict::Out(PortId(0))
+    );
+    core.on_tick(ms(340));
+    assert_eq!(fetches(&mut core), 1, "the fetch once the set is answered");
+}
