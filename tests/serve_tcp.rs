@@ -518,8 +518,9 @@ fn kvbench_over_tcp_through_kvlb() {
 
 /// A backend connection that fails with requests outstanding: each is answered
 /// `SERVER_ERROR`, in order, and the next connection carries on. The backend is a fake on
-/// loopback: its first TCP connection reads two requests and closes; later ones answer
-/// every line `END`; its UDP socket answers kvlb's probes.
+/// loopback: its first TCP connection reads two gets and closes; later ones answer every
+/// get `END`; every connection answers kvlb's probes (`version`), and so does its UDP
+/// socket.
 #[test]
 fn a_lost_backend_connection_answers_its_requests_server_error() {
     use std::io::BufRead;
@@ -554,16 +555,16 @@ fn a_lost_backend_connection_answers_its_requests_server_error() {
                             Ok(_) => {}
                             Err(_) => continue,
                         }
-                        seen += 1;
-                        if n == 0 {
-                            if seen == 2 {
-                                return; // closes with both requests unanswered
-                            }
-                            continue;
-                        }
                         let reply: &[u8] = if line.starts_with("version") {
-                            b"VERSION fake\r\n"
+                            b"VERSION fake\r\n" // kvlb's probes
                         } else {
+                            seen += 1;
+                            if n == 0 {
+                                if seen == 2 {
+                                    return; // closes with both gets unanswered
+                                }
+                                continue;
+                            }
                             b"END\r\n"
                         };
                         if w.write_all(reply).is_err() {
@@ -738,17 +739,70 @@ fn connection_limits_idle_timeout_and_clients_gone_mid_request() {
 #[test]
 fn a_key_hot_over_tcp_is_replicated_cached_and_kept_fresh() {
     let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let kvlb = Kvlb::serve(
-        &ms.iter().collect::<Vec<_>>(),
-        &[
-            "--hot-epoch",
-            "500ms",
-            "--replicas",
-            "2",
-            "--cache-policy",
-            "always",
-        ],
+    let kvlb = hot_key_over_tcp(&ms, &[], false);
+    // A write over TCP is seen at once over UDP too.
+    let mut c = Tcp::connect(kvlb.vip);
+    assert_eq!(c.ask("set hot 0 0 2\r\nv3\r\n"), "STORED\r\n");
+    let udp = UdpClient::new(kvlb.vip);
+    for _ in 0..100 {
+        assert_eq!(c.ask("get hot\r\n"), "VALUE hot 0 2\r\nv3\r\nEND\r\n");
+        assert_eq!(udp.get("hot"), Some(Some("v3".to_string())));
+    }
+}
+
+/// memcached's defaults (UDP off): kvlb's own requests (the replication fetch, the copies,
+/// the probes) go over its backend connections, so a hot key is still replicated to
+/// every replica, cached, and kept fresh.
+#[test]
+fn with_tcp_only_backends_a_hot_key_is_still_replicated() {
+    let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start_tcp_only()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("kvlb.jsonl");
+    let kvlb = hot_key_over_tcp(&ms, &["--stats-json", json.to_str().unwrap()], true);
+    let log = kvlb.proc.terminate();
+    assert!(!log.contains("panicked"), "{log}");
+    let stats = last_report(&json);
+    let r = &stats["replication"];
+    assert!(r["fetches"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["replica_acks"].as_u64().unwrap() >= 2, "{r}");
+    // Nothing went as a datagram to a server that has no UDP socket.
+    assert!(
+        stats["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["up"] == true && b["timeouts"] == 0),
+        "{}",
+        stats["backends"]
     );
+}
+
+/// The last line of a `--stats-json` file (the final report).
+fn last_report(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text.lines().last().expect("a final report");
+    serde_json::from_str(line).unwrap()
+}
+
+/// A key made hot over TCP (half of 4,000 pipelined gets) is copied to every one of
+/// `ms` (two replicas besides its owner), then served from kvlb's cache, and a write
+/// over TCP is read back at once. Returns the kvlb serving. `tcp_only`: the servers have no UDP (readiness is checked over TCP).
+fn hot_key_over_tcp(ms: &[Memcached], extra: &[&str], tcp_only: bool) -> Kvlb {
+    let mut args = vec![
+        "--hot-epoch",
+        "500ms",
+        "--replicas",
+        "2",
+        "--cache-policy",
+        "always",
+    ];
+    args.extend_from_slice(extra);
+    let refs: Vec<&Memcached> = ms.iter().collect();
+    let kvlb = if tcp_only {
+        Kvlb::serve_tcp_only(&refs, &args)
+    } else {
+        Kvlb::serve(&refs, &args)
+    };
     let mut c = Tcp::connect(kvlb.vip);
     assert_eq!(c.ask("set hot 0 0 2\r\nv1\r\n"), "STORED\r\n");
     // Pipelined: every other get is the hot key, the rest spread over 500 cold keys.
@@ -795,11 +849,112 @@ fn a_key_hot_over_tcp_is_replicated_cached_and_kept_fresh() {
         "hot over TCP: on every server; {} of 500 gets of it reached a server",
         after - before
     );
-    // A write over TCP is seen at once, over TCP and over UDP.
+    // A write over TCP is seen at once.
     assert_eq!(c.ask("set hot 0 0 2\r\nv2\r\n"), "STORED\r\n");
-    let udp = UdpClient::new(kvlb.vip);
     for _ in 0..100 {
         assert_eq!(c.ask("get hot\r\n"), "VALUE hot 0 2\r\nv2\r\nEND\r\n");
-        assert_eq!(udp.get("hot"), Some(Some("v2".to_string())));
+    }
+    kvlb
+}
+
+/// memcached's defaults (UDP off), a backend that stops answering (SIGSTOP: a partition,
+/// its data kept): kvlb routes around it, its probes go over the backend connections,
+/// and when it answers again it is flushed (over TCP) before kvlb routes to it, so no read
+/// returns the value it held from before.
+#[test]
+fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed() {
+    use kvlb::config::BackendSpec;
+    use kvlb::ring::KetamaRing;
+    let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start_tcp_only()).collect();
+    let kvlb = Kvlb::serve_tcp_only(
+        &ms.iter().collect::<Vec<_>>(),
+        &[
+            "--timeout",
+            "100ms",
+            "--down-after",
+            "2",
+            "--probe-interval",
+            "100ms",
+            "--no-hotkeys",
+        ],
+    );
+    let specs: Vec<BackendSpec> = ms
+        .iter()
+        .map(|m| m.addr().to_string().parse().unwrap())
+        .collect();
+    let ring = KetamaRing::from_backends(&specs, &[true; 3]).unwrap();
+    let on0: Vec<String> = (0..400)
+        .map(|i| format!("p{i}"))
+        .filter(|k| ring.server_for_key(k.as_bytes()) == Some(0))
+        .take(20)
+        .collect();
+    let mut c = Tcp::connect(kvlb.vip);
+    for k in &on0 {
+        assert_eq!(c.ask(&format!("set {k} 0 0 3\r\nold\r\n")), "STORED\r\n");
+    }
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &ms[0].proc.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // Served again (by the next server on the ring: a miss) within a bounded time; a get
+    // left waiting on the silent server is answered SERVER_ERROR. A fresh connection per
+    // round, so no round waits behind an earlier one.
+    let gets: String = on0.iter().map(|k| format!("get {k}\r\n")).collect();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let mut c = Tcp::connect(kvlb.vip);
+        c.send(gets.as_bytes());
+        let replies: Vec<String> = on0.iter().map(|_| c.reply()).collect();
+        assert!(
+            replies
+                .iter()
+                .all(|r| r == "END\r\n" || r.starts_with("SERVER_ERROR")),
+            "{replies:?}"
+        );
+        if replies.iter().all(|r| r == "END\r\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keys of the silent server not served within 8 s: {replies:?}"
+        );
+    }
+    let mut c = Tcp::connect(kvlb.vip);
+    for k in &on0 {
+        assert_eq!(c.ask(&format!("set {k} 0 0 3\r\nnew\r\n")), "STORED\r\n");
+    }
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let read_back = |c: &mut Tcp| {
+        c.send(gets.as_bytes());
+        for k in &on0 {
+            let r = c.reply();
+            assert!(
+                r == "END\r\n" || r == format!("VALUE {k} 0 3\r\nnew\r\nEND\r\n"),
+                "{k}: {r} (the rejoining server's old value, or worse)"
+            );
+        }
+    };
+    while ms[0].stat("cmd_flush") == 0 {
+        read_back(&mut c);
+        assert!(
+            Instant::now() < deadline,
+            "the rejoining backend was not flushed within 8 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Routed to again: its keys are read from it (misses), never "old".
+    let before = ms[0].stat("cmd_get");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ms[0].stat("cmd_get") < before + on0.len() as u64 {
+        read_back(&mut c);
+        assert!(
+            Instant::now() < deadline,
+            "the rejoined backend is not read again"
+        );
     }
 }

@@ -31,6 +31,11 @@ serve options:
         serve memcached over TCP on --listen's port too [default: on]
   --backend-conns N
         persistent TCP connections per backend [default: 2]
+  --own-requests tcp|udp
+        how the requests kvlb makes itself reach the backends (replication fetches and
+        copies, fences, probes, rejoin flushes, split multi-get parts): tcp, on the
+        --backend-conns connections, works with memcached's defaults (UDP off); udp needs
+        memcached -U. Ignored with --tcp off (always udp) [default: tcp]
   --max-item-size BYTES
         largest data block of a storage request over TCP (memcached's -I) [default: 1048576]
   --max-conns N
@@ -71,6 +76,13 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                 tcp.backend_conns = p.value()?.parse()?;
                 if !(1..=64).contains(&tcp.backend_conns) {
                     bail!("--backend-conns: expected 1 to 64");
+                }
+            }
+            lexopt::Arg::Long("own-requests") => {
+                tcp.own_over_tcp = match p.value()?.string()?.as_str() {
+                    "tcp" => true,
+                    "udp" => false,
+                    v => bail!("--own-requests '{v}': expected tcp or udp"),
                 }
             }
             lexopt::Arg::Long("max-item-size") => tcp.max_item_size = p.value()?.parse()?,

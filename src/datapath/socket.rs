@@ -555,10 +555,9 @@ pub fn serve_with_tcp(
             }
             let burst = &mut frames[first..received.len()];
             handle_burst(&mut driver, now, burst, &mut out, sockets, &mut counters);
-            driver.drain(now, &mut |_, _, f| {
-                if !tcp.as_deref_mut().is_some_and(|t| t.deliver_frame(f)) {
-                    out.push(sockets, f, &mut counters)
-                }
+            driver.drain(now, &mut |_, _, f| match tcp.as_deref_mut() {
+                Some(t) => t.send_frame(now, f, &mut |g| out.push(sockets, g, &mut counters)),
+                None => out.push(sockets, f, &mut counters),
             });
         }
         if let Some(t) = tcp.as_deref_mut() {
@@ -570,11 +569,13 @@ pub fn serve_with_tcp(
                 source,
             })?;
         }
-        driver.tick(now, &mut |_, _, f| {
-            if !tcp.as_deref_mut().is_some_and(|t| t.deliver_frame(f)) {
-                out.push(sockets, f, &mut counters)
-            }
+        driver.tick(now, &mut |_, _, f| match tcp.as_deref_mut() {
+            Some(t) => t.send_frame(now, f, &mut |g| out.push(sockets, g, &mut counters)),
+            None => out.push(sockets, f, &mut counters),
         });
+        if let Some(t) = tcp.as_deref_mut() {
+            t.flush();
+        }
         out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
             report(driver.pipeline_mut().report(now), &counters);

@@ -47,6 +47,7 @@ use crate::clock::Instant;
 use crate::config::{CachePolicy, Config, ConfigError, Mac, ReplicaSelect};
 
 pub use crate::config::{PortId, ServiceId};
+use crate::flow::Token;
 use crate::hotkey::{self, AnyDetector, Detector, DetectorParams, Sampled};
 use crate::ring::{KetamaRing, RingHashMemo};
 use crate::stats::{BackendReport, HotKeyReport, Report, Stats};
@@ -573,6 +574,38 @@ impl Core {
                 self.apply_health(h);
             }
         }
+    }
+
+    /// A request kvlb sent from `local` to `backend` (the flow token's source address and
+    /// the request id of its frame header) will never be answered: the connection it went
+    /// on failed (the TCP front end's backend pools). Ended as if it had timed out now, so
+    /// the backend's timeout streak grows (a failed connection is no sign of life) and a
+    /// split get ends without the part. False if no such request is outstanding.
+    pub fn request_failed(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        request_id: u16,
+        backend: SocketAddrV4,
+    ) -> bool {
+        if *local.ip() != self.local_ip {
+            return false;
+        }
+        let Some(port_index) = self.source_ports.iter().position(|&p| p == local.port()) else {
+            return false;
+        };
+        let Some(id) = self.backends.find(backend) else {
+            return false;
+        };
+        let token = Token {
+            port_index: port_index as u16,
+            request_id,
+        };
+        let Some((sent, flow)) = self.flows.remove(now, token, id) else {
+            return false;
+        };
+        self.expired(now, flow.backend, sent, flow.kind);
+        true
     }
 
     /// A backend went down or came back: its keys move to (or back from) the next live

@@ -731,6 +731,74 @@ fn timeouts_mark_a_backend_down_and_keys_move() {
         .any(|f| message(f) == b"version\r\n" && udp(f).dst_ip == *backend(owner as u8 + 1).ip()));
 }
 
+/// The token (kvlb's source address, request id) a frame kvlb sent carries.
+fn token_of(frame: &[u8]) -> (SocketAddrV4, u16) {
+    let u = udp(frame);
+    let header = McHeader::parse(u.payload(frame)).unwrap();
+    (SocketAddrV4::new(u.src_ip, u.src_port), header.request_id)
+}
+
+#[test]
+fn requests_whose_connection_failed_end_as_timeouts_and_never_revive() {
+    let mut core = core_with(&[
+        "--no-hotkeys",
+        "--timeout",
+        "10ms",
+        "--down-after",
+        "2",
+        "--probe-interval",
+        "5ms",
+    ]);
+    let owner = core.ring.server_for_key(b"k").unwrap();
+    let to = backend(owner as u8 + 1);
+    for i in 0..2u16 {
+        let mut f = request(i, b"get k\r\n");
+        core.process_frame(ms(u64::from(i)), PortId(0), &mut f);
+        let (local, rid) = token_of(&f);
+        assert!(core.request_failed(ms(2), local, rid, to));
+        assert!(!core.request_failed(ms(2), local, rid, to), "ended once");
+    }
+    assert!(
+        !core.backends.get(owner).is_up(),
+        "two failed requests are two timeouts"
+    );
+    assert_eq!(core.backends.get(owner).counters.timeouts, 2);
+    // Its probe's connection fails too: it stays down; a probe answered brings it back.
+    core.on_tick(ms(20));
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    let probe = out
+        .iter()
+        .find(|f| message(f) == b"version\r\n" && udp(f).dst_ip == *to.ip())
+        .expect("a probe of the down backend");
+    let (local, rid) = token_of(probe);
+    assert!(core.request_failed(ms(21), local, rid, to));
+    assert!(!core.backends.get(owner).is_up());
+    core.on_tick(ms(40));
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    let probe = out
+        .iter()
+        .find(|f| message(f) == b"version\r\n" && udp(f).dst_ip == *to.ip())
+        .expect("another probe");
+    let mut answer = reply_to(probe, b"VERSION 1.6\r\n");
+    core.process_frame(ms(41), PortId(0), &mut answer);
+    core.on_tick(ms(42));
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    // With --rejoin-flush on (the default), the answer starts a flush, not a return.
+    let flush = out
+        .iter()
+        .find(|f| message(f) == b"flush_all\r\n" && udp(f).dst_ip == *to.ip())
+        .expect("a rejoin flush");
+    let mut ok = reply_to(flush, b"OK\r\n");
+    core.process_frame(ms(43), PortId(0), &mut ok);
+    assert!(core.backends.get(owner).is_up());
+    // Unknown tokens and addresses are refused.
+    assert!(!core.request_failed(ms(44), local, rid, to));
+    assert!(!core.request_failed(ms(44), local, rid, backend(9)));
+}
+
 #[test]
 fn lost_datagrams_of_a_backend_that_answers_later_requests_do_not_mark_it_down() {
     // Three GETs are lost, the fourth (sent later) is answered; the three expire together

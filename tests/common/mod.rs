@@ -111,9 +111,23 @@ impl Memcached {
         panic!("memcached did not start");
     }
 
+    /// A memcached with memcached's own default of UDP off: TCP only.
+    pub fn start_tcp_only() -> Memcached {
+        for _ in 0..5 {
+            if let Some(m) = Memcached::spawn_on(free_port(), false) {
+                return m;
+            }
+        }
+        panic!("memcached did not start");
+    }
+
     /// A memcached on `port` (e.g. restarting one a test killed), or None if it did not
     /// answer within 5 s.
     pub fn start_on(port: u16) -> Option<Memcached> {
+        Memcached::spawn_on(port, true)
+    }
+
+    fn spawn_on(port: u16, udp: bool) -> Option<Memcached> {
         assert!(
             have("memcached"),
             "memcached is not installed (scripts/test.sh installs it)"
@@ -125,7 +139,7 @@ impl Memcached {
                 "-p",
                 &port.to_string(),
                 "-U",
-                &port.to_string(),
+                &if udp { port } else { 0 }.to_string(),
             ])
             .args(["-t", "1", "-m", "64", "-u", "root"])
             .stdout(Stdio::null())
@@ -237,6 +251,10 @@ impl Kvlb {
 
     /// `kvlb serve` in front of backends at these addresses (real or fake servers).
     pub fn serve_addrs(backends: &[SocketAddrV4], extra: &[&str]) -> Kvlb {
+        Kvlb::serve_with(backends, extra, false)
+    }
+
+    fn serve_with(backends: &[SocketAddrV4], extra: &[&str], ready_over_tcp: bool) -> Kvlb {
         let bin = env!("CARGO_BIN_EXE_kvlb");
         for _ in 0..5 {
             let port = free_port();
@@ -263,23 +281,44 @@ impl Kvlb {
                     name: format!("kvlb:{port}"),
                 },
             };
-            if k.wait_ready() {
+            if k.wait_ready(ready_over_tcp) {
                 return k;
             }
         }
         panic!("kvlb serve did not start");
     }
 
-    /// Ready once a `version` through the VIP is answered.
-    fn wait_ready(&self) -> bool {
+    /// [`Kvlb::serve`] in front of servers without UDP (memcached's default): its
+    /// readiness is checked over TCP, so no datagram reaches them from the check.
+    pub fn serve_tcp_only(backends: &[&Memcached], extra: &[&str]) -> Kvlb {
+        let addrs: Vec<SocketAddrV4> = backends.iter().map(|b| b.addr()).collect();
+        Kvlb::serve_with(&addrs, extra, true)
+    }
+
+    /// Ready once a `version` through the VIP is answered (over TCP if `tcp`).
+    fn wait_ready(&self, tcp: bool) -> bool {
         let c = UdpClient::new(self.vip);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if c.request(b"version\r\n", Duration::from_millis(100))
-                .is_some()
-            {
-                return true;
+            if !tcp {
+                if c.request(b"version\r\n", Duration::from_millis(100))
+                    .is_some()
+                {
+                    return true;
+                }
+                continue;
             }
+            if let Ok(mut s) = TcpStream::connect(self.vip) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 64];
+                let answered = s.write_all(b"version\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"VERSION"));
+                if answered {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         false
     }

@@ -21,7 +21,9 @@
 //!   core learns values, counts replica acks and completes writes as for a datagram, and
 //!   rewrites it toward the slot;
 //! - frames the core emits meanwhile (multi-get parts, replica copies, fences, broadcast
-//!   copies) go the same way.
+//!   copies) go the same way, and so do those it emits from its timers or while deciding
+//!   UDP datagrams (replication fetches, probes, rejoin flushes; [`TcpFront::send_frame`]):
+//!   kvlb's own requests need no UDP on the backends (`--own-requests tcp`, the default).
 //!
 //! Replies leave each connection in request order: a slot is written once it and every
 //! slot before it are whole.
@@ -41,8 +43,10 @@
 //! done (a synthetic success line the client never sees).
 //!
 //! # Failures
-//! A backend connection that fails answers each of its outstanding requests with
-//! `SERVER_ERROR` (through the core, which completes their flows) and is re-established.
+//! A backend connection that fails ends each of its outstanding requests in the core as
+//! timed out ([`Core::request_failed`]: a lost connection is no sign of life, so it counts
+//! toward marking the backend down, and never revives one), answers the clients' among
+//! them `SERVER_ERROR`, and is re-established.
 //! A reply that comes after the core's request timeout is not shown to the core (its token
 //! may have been reused): its client gets `SERVER_ERROR` instead.
 
@@ -115,6 +119,10 @@ pub struct TcpSettings {
     /// `--cache-max-value`: a reply with a larger value cannot be learned, so it need not
     /// go through the core whole (see the module documentation).
     pub cache_max_value: usize,
+    /// `--own-requests tcp`: the requests the core makes itself (replication fetches and
+    /// copies, fences, probes, rejoin flushes, split-get parts, broadcast copies) go on the
+    /// backend pools, so backends need no UDP; false: they go as datagrams.
+    pub own_over_tcp: bool,
 }
 
 impl Default for TcpSettings {
@@ -129,6 +137,7 @@ impl Default for TcpSettings {
             request_timeout: Duration::from_millis(250),
             allow: Vec::new(),
             cache_max_value: 1200,
+            own_over_tcp: true,
         }
     }
 }
@@ -501,18 +510,18 @@ impl TcpFront {
         self.live
     }
 
-    /// Takes a frame the core sent toward a synthetic TCP client outside the front end's
-    /// own calls (a tick ending a split get): true if it was one.
-    pub fn deliver_frame(&mut self, frame: &[u8]) -> bool {
-        let Ok(Classified::Udp(u)) = wire::classify(frame) else {
-            return false;
-        };
-        let Some(slot) = SlotRef::of_frame(&u, frame) else {
-            return false;
-        };
-        let msg = &u.payload(frame)[mc_header::HEADER_LEN..];
-        self.deliver(slot, msg, true);
-        true
+    /// Takes a frame the core emitted outside the front end's own calls (a tick, the
+    /// drain after a UDP burst): a reply toward a TCP client goes into its slot, a request
+    /// of kvlb's own toward a backend onto that backend's pool (with `own_over_tcp`), and
+    /// anything else to `udp`. What it queues for backends is written by
+    /// [`flush`](Self::flush) or the next [`run`](Self::run).
+    pub fn send_frame(&mut self, now: Instant, frame: &[u8], udp: &mut dyn FnMut(&[u8])) {
+        self.route(now, frame, None, None, udp);
+    }
+
+    /// Writes what is queued for backends.
+    pub fn flush(&mut self) {
+        self.flush_backends();
     }
 
     /// Does all the TCP work that is ready: accepts, reads, hands whole requests and replies
@@ -1056,6 +1065,10 @@ impl TcpFront {
             self.deliver(slot, msg, true);
             return Some(slot);
         }
+        if original.is_none() && !self.settings.own_over_tcp {
+            udp(frame);
+            return None;
+        }
         let to = SocketAddrV4::new(u.dst_ip, u.dst_port);
         let pool = self.pools.iter().position(|p| p.addr == to);
         let port_ix = self.source_ports.iter().position(|&p| p == u.src_port);
@@ -1479,27 +1492,21 @@ impl TcpFront {
             bc.rbuf.clear();
             bc.retry_at = now + RECONNECT_AFTER;
             let fifo = std::mem::take(&mut bc.fifo);
-            let mut frames = std::mem::take(&mut self.frames);
-            self.fed.clear();
             for p in fifo {
-                if now.saturating_duration_since(p.sent) >= self.settings.request_timeout {
-                    if let Some(slot) = p.origin {
-                        self.fail_slot(slot);
-                    }
-                    continue;
+                // The core ends the request as timed out (not as answered: a lost
+                // connection is no sign of life), unless it already gave up on it; its
+                // client, if it is a client's, is answered SERVER_ERROR. A split get's
+                // part ends its group without it, as a lost datagram would.
+                if now.saturating_duration_since(p.sent) < self.settings.request_timeout {
+                    driver
+                        .pipeline_mut()
+                        .request_failed(now, p.local, p.request_id, p.backend);
                 }
-                let f = &mut frames[self.fed.len()];
-                let line = b"SERVER_ERROR backend connection lost\r\n";
-                if reply_frame(f, &p, McHeader::single(p.request_id), line).is_ok() {
-                    self.counters.server_errors += 1;
-                    self.fed.push(Fed::Reply { origin: p.origin });
-                }
-                if self.fed.len() == BURST {
-                    self.flush_replies(driver, now, &mut frames, udp);
+                if let Some(slot) = p.origin {
+                    self.fail_slot(slot);
                 }
             }
-            self.flush_replies(driver, now, &mut frames, udp);
-            self.frames = frames;
+            self.drain(driver, now, udp);
         }
     }
 
