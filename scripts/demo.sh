@@ -19,8 +19,8 @@
 #                    kvbench in network namespaces; needs root; scripts/lib/demo-dpdk.sh);
 #                    default: kernel sockets on loopback (kvlb serve)
 #   --tcp            clients speak memcached over TCP to kvlb serve (pipelined connections;
-#                    kvlb terminates them and keeps persistent connections to the servers);
-#                    default: UDP
+#                    kvlb terminates them and keeps persistent connections to the servers,
+#                    which run with memcached's default of UDP off); default: UDP
 #   --onvm           run kvlb as an OpenNetVM NF (needs ONVM_HOME, RTE_SDK and RTE_TARGET of a
 #                    built ONVM whose manager runs with two TAP ports; scripts/lib/demo-onvm.sh)
 #   --balance-target F  fail (exit 4) when a phase with hot-key handling on leaves the
@@ -146,7 +146,11 @@ backends=() stats_servers=() direct=()
 say "starting $servers memcached servers on $SERVER_IP:$base.."
 for i in $(seq 0 $((servers - 1))); do
     port=$((base + i))
-    "${RUN_SERVER[@]}" memcached -u "$(id -un)" -l "$SERVER_IP" -p "$port" -U "$port" -t 1 -m 256 &
+    # Over TCP the servers run with memcached's default of UDP off: kvlb reaches them, its
+    # own replication requests and probes included, over TCP only.
+    udp_port=$port
+    [ "$proto" = tcp ] && udp_port=0
+    "${RUN_SERVER[@]}" memcached -u "$(id -un)" -l "$SERVER_IP" -p "$port" -U "$udp_port" -t 1 -m 256 &
     PIDS+=($!)
     backends+=(--backend "$SERVER_IP:$port")
     stats_servers+=(--stats-server "$SERVER_IP:$port")
@@ -160,7 +164,7 @@ for _ in $(seq 50); do
 done
 
 say "loading $keys keys (100-byte values) into the cluster"
-"${RUN_CLIENT[@]}" "$KVBENCH" "${direct[@]}" --keys "$keys" --load --duration 0 --value-size 100 \
+"${RUN_CLIENT[@]}" "$KVBENCH" "${direct[@]}" --proto "$proto" --keys "$keys" --load --duration 0 --value-size 100 \
     --threads 1 --connections 8 --depth 8 --quiet --json > "$out/load.json"
 
 # --- kvlb, per datapath -----------------------------------------------------------------
@@ -181,7 +185,7 @@ start_kvlb() { # $1 = phase dir, rest = kvlb options
     PIDS+=("$KVLB_PID")
     # Ready when a stats request through the VIP is answered.
     for _ in $(seq 100); do
-        "${RUN_CLIENT[@]}" "$KVBENCH" --stats-of "$VIP" --stats-proto udp --json > /dev/null 2>&1 && return 0
+        "${RUN_CLIENT[@]}" "$KVBENCH" --stats-of "$VIP" --stats-proto "$proto" --json > /dev/null 2>&1 && return 0
         kill -0 "$KVLB_PID" 2> /dev/null || break
         sleep 0.1
     done

@@ -69,7 +69,15 @@ pub enum BenchError {
     System(String),
     #[error("a worker thread failed: {0}")]
     Worker(String),
+    #[error(
+        "load phase: no server answered a {transport} request in {seconds} s \
+         (is {transport} on there? memcached serves UDP only with -U PORT)"
+    )]
+    Unanswered { seconds: u64, transport: Transport },
 }
+
+/// A load phase ends once this long has passed without one reply.
+const LOAD_SILENCE_NS: u64 = 5 * SECOND_NS;
 
 fn sys(what: &str, e: impl std::fmt::Display) -> BenchError {
     BenchError::System(format!("{what}: {e}"))
@@ -326,6 +334,12 @@ pub fn run(
                     ))
                 }
             }
+        }
+        if snap.counters.completed == 0 {
+            return Err(BenchError::Unanswered {
+                seconds: LOAD_SILENCE_NS / SECOND_NS,
+                transport: settings.transport,
+            });
         }
         Some(LoadSummary::new(settings.keys, seconds, &snap.counters))
     } else {
@@ -744,11 +758,15 @@ impl Worker {
                     interval += 1;
                 }
             }
-            // End of the phase.
+            // End of the phase. A load that no server has answered for LOAD_SILENCE_NS
+            // ends too (the run then fails, see `run`): with every request timing out it
+            // would take hours.
             if stopping_at.is_none() {
                 let out_of_time = phase.end_ns.is_some_and(|e| now >= e);
                 let out_of_work = self.conns.iter().all(|c| c.budget == Some(0));
-                if out_of_time || out_of_work {
+                let unanswered =
+                    phase.load && now >= LOAD_SILENCE_NS && self.books.counters.completed == 0;
+                if out_of_time || out_of_work || unanswered {
                     stopping_at = Some(now);
                 }
             }

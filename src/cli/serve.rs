@@ -27,21 +27,8 @@ core, over --backend-conns persistent TCP connections per backend.
 serve options:
   --listen IP:PORT
         address to receive client requests on (also the VIP unless --vip is given)
-  --tcp on|off
-        serve memcached over TCP on --listen's port too [default: on]
-  --backend-conns N
-        persistent TCP connections per backend [default: 2]
-  --own-requests tcp|udp
-        how the requests kvlb makes itself reach the backends (replication fetches and
-        copies, fences, probes, rejoin flushes, split multi-get parts): tcp, on the
-        --backend-conns connections, works with memcached's defaults (UDP off); udp needs
-        memcached -U. Ignored with --tcp off (always udp) [default: tcp]
-  --max-item-size BYTES
-        largest data block of a storage request over TCP (memcached's -I) [default: 1048576]
-  --max-conns N
-        most client TCP connections at once [default: 4096]
-  --idle-timeout DURATION
-        close a client TCP connection idle this long; 0: never (memcached's default) [default: 0]
+  (the TCP options --tcp, --backend-conns, --own-requests, --max-item-size, --max-conns,
+  --idle-timeout, --max-pending and --max-client-buffer are among kvlb's options below)
   -h, --help
         this help
 ";
@@ -49,8 +36,6 @@ serve options:
 pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     let mut cfg = Config::default();
     let mut listen: Option<SocketAddrV4> = None;
-    let mut tcp_on = true;
-    let mut tcp = TcpSettings::default();
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
         match arg {
@@ -64,33 +49,6 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
                     v.parse()
                         .with_context(|| format!("--listen '{v}': expected IPv4:PORT"))?,
                 );
-            }
-            lexopt::Arg::Long("tcp") => {
-                tcp_on = match p.value()?.string()?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    v => bail!("--tcp '{v}': expected on or off"),
-                }
-            }
-            lexopt::Arg::Long("backend-conns") => {
-                tcp.backend_conns = p.value()?.parse()?;
-                if !(1..=64).contains(&tcp.backend_conns) {
-                    bail!("--backend-conns: expected 1 to 64");
-                }
-            }
-            lexopt::Arg::Long("own-requests") => {
-                tcp.own_over_tcp = match p.value()?.string()?.as_str() {
-                    "tcp" => true,
-                    "udp" => false,
-                    v => bail!("--own-requests '{v}': expected tcp or udp"),
-                }
-            }
-            lexopt::Arg::Long("max-item-size") => tcp.max_item_size = p.value()?.parse()?,
-            lexopt::Arg::Long("max-conns") => tcp.max_conns = p.value()?.parse()?,
-            lexopt::Arg::Long("idle-timeout") => {
-                let v: String = p.value()?.string()?;
-                tcp.idle_timeout = crate::config::parse_duration(&v)
-                    .map_err(|e| anyhow::anyhow!("--idle-timeout '{v}': {e}"))?;
             }
             lexopt::Arg::Long(name) => {
                 let name = name.to_string();
@@ -108,11 +66,20 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     if cfg.vip.is_none() {
         cfg.vip = Some(sockets.vip());
     }
-    let mut front = if tcp_on {
+    let mut front = if cfg.tcp {
         let vip = cfg.vip.unwrap_or(sockets.vip());
-        tcp.request_timeout = cfg.request_timeout;
-        tcp.cache_max_value = cfg.cache_max_value;
-        tcp.allow = cfg.allow.clone();
+        let tcp = TcpSettings {
+            max_item_size: cfg.max_item_size,
+            backend_conns: cfg.backend_conns,
+            max_conns: cfg.max_conns,
+            idle_timeout: cfg.idle_timeout,
+            max_pending: cfg.max_pending,
+            max_buffered: cfg.max_client_buffer,
+            request_timeout: cfg.request_timeout,
+            allow: cfg.allow.clone(),
+            cache_max_value: cfg.cache_max_value,
+            own_over_tcp: cfg.own_requests_over_tcp,
+        };
         let backends: Vec<SocketAddrV4> = cfg.backends.iter().map(|b| b.addr).collect();
         Some(
             TcpFront::bind(tcp, sockets.vip(), &backends, sockets.source_ports(), vip)
@@ -164,7 +131,7 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<()> {
     if let Some(f) = &front {
         log::info!(
             "kvlb serve: TCP {}",
-            serde_json::to_string(f.counters()).unwrap_or_default()
+            serde_json::to_string(&f.counters()).unwrap_or_default()
         );
     }
     log::info!(

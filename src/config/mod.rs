@@ -273,6 +273,25 @@ pub struct Config {
     /// dropped.
     pub pass_other: bool,
 
+    // --- memcached over TCP (kvlb serve) ---
+    /// Serve memcached over TCP on the listening port too.
+    pub tcp: bool,
+    /// Persistent TCP connections per backend.
+    pub backend_conns: usize,
+    /// kvlb's own requests (replication, fences, probes, flushes, split-get parts) go on
+    /// the backend TCP connections rather than as datagrams.
+    pub own_requests_over_tcp: bool,
+    /// Largest data block of a storage request over TCP (memcached's `-I`).
+    pub max_item_size: usize,
+    /// Most client TCP connections at once.
+    pub max_conns: usize,
+    /// A client TCP connection idle this long is closed (zero: never).
+    pub idle_timeout: Duration,
+    /// Requests one TCP client may have outstanding before kvlb stops reading it.
+    pub max_pending: usize,
+    /// Reply bytes kvlb holds for one TCP client before it stops reading it.
+    pub max_client_buffer: usize,
+
     // --- hot keys ---
     /// Hot-key handling (detection, caching, replication) on or off.
     pub hotkeys: bool,
@@ -359,6 +378,14 @@ impl Default for Config {
             exit_when_idle: false,
             udp_gso: true,
             pass_other: true,
+            tcp: true,
+            backend_conns: 2,
+            own_requests_over_tcp: true,
+            max_item_size: 1 << 20,
+            max_conns: 4096,
+            idle_timeout: Duration::ZERO,
+            max_pending: 128,
+            max_client_buffer: 4 << 20,
             hotkeys: true,
             hotkey_algo: "lossy-decayed".to_string(),
             hot_support: None,
@@ -413,6 +440,13 @@ fn num<T: FromStr>(v: &str) -> Result<T, String> {
     v.trim()
         .parse()
         .map_err(|_| "not a valid number of the expected range".to_string())
+}
+
+fn positive(v: &str) -> Result<usize, String> {
+    match num(v)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
 }
 
 fn fraction(v: &str) -> Result<f64, String> {
@@ -518,6 +552,40 @@ pub static OPTIONS: &[OptSpec] = &[
     opt!("udp-gso", Some("on|off"), false,
         "socket mode: send runs of equal-sized datagrams to one peer as one UDP GSO send (falls back by itself where the kernel refuses) [default: on]",
         |c, v| c.udp_gso = flag(v)?),
+    opt!("tcp", Some("on|off"), false,
+        "kvlb serve: serve memcached over TCP on --listen's port too [default: on]",
+        |c, v| c.tcp = match v {
+            "on" => true,
+            "off" => false,
+            _ => return Err("expected on or off".into()),
+        }),
+    opt!("backend-conns", Some("N"), false,
+        "kvlb serve: persistent TCP connections per backend, 1 to 64 [default: 2]",
+        |c, v| c.backend_conns = match num(v)? {
+            n @ 1..=64 => n,
+            _ => return Err("expected 1 to 64".into()),
+        }),
+    opt!("own-requests", Some("tcp|udp"), false,
+        "kvlb serve: how the requests kvlb makes itself reach the backends (replication fetches and copies, fences, probes, rejoin flushes, split multi-get parts): tcp, on the --backend-conns connections, works with memcached's defaults (UDP off); udp needs memcached -U. With --tcp off always udp [default: tcp]",
+        |c, v| c.own_requests_over_tcp = match v {
+            "tcp" => true,
+            "udp" => false,
+            _ => return Err("expected tcp or udp".into()),
+        }),
+    opt!("max-item-size", Some("BYTES"), false,
+        "kvlb serve: largest data block of a storage request over TCP (memcached's -I) [default: 1048576]",
+        |c, v| c.max_item_size = positive(v)?),
+    opt!("max-conns", Some("N"), false, "kvlb serve: most client TCP connections at once [default: 4096]",
+        |c, v| c.max_conns = positive(v)?),
+    opt!("idle-timeout", Some("DURATION"), false,
+        "kvlb serve: close a client TCP connection idle this long; 0: never (memcached's default) [default: 0]",
+        |c, v| c.idle_timeout = parse_duration(v)?),
+    opt!("max-pending", Some("N"), false,
+        "kvlb serve: requests one TCP client may have outstanding before kvlb stops reading from it (backpressure) [default: 128]",
+        |c, v| c.max_pending = positive(v)?),
+    opt!("max-client-buffer", Some("BYTES"), false,
+        "kvlb serve: reply bytes kvlb holds for one TCP client before it stops reading from it (backpressure) [default: 4194304]",
+        |c, v| c.max_client_buffer = positive(v)?),
     opt!("exit-when-idle", None, false, "packet datapaths stop when their input is exhausted",
         |c, v| c.exit_when_idle = flag(v)?),
     opt!("other-traffic", Some("pass|drop"), false,
@@ -871,6 +939,37 @@ mod tests {
         // 2 backends, k = 16: s = 1/32, ε = s/10.
         assert!((c.effective_support() - 1.0 / 32.0).abs() < 1e-12);
         assert!((c.effective_error() - 1.0 / 320.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tcp_options_are_options_like_the_others() {
+        let c = Config::default();
+        assert!(c.tcp && c.own_requests_over_tcp);
+        assert_eq!(
+            (c.backend_conns, c.max_pending, c.max_client_buffer),
+            (2, 128, 4 << 20)
+        );
+        let mut c = Config::default();
+        c.apply_json(
+            r#"{"tcp": "off", "backend-conns": 4, "own-requests": "udp", "idle-timeout": "2s",
+                "max-item-size": 2097152, "max-conns": 10, "max-pending": 16,
+                "max-client-buffer": 65536}"#,
+        )
+        .unwrap();
+        assert!(!c.tcp && !c.own_requests_over_tcp);
+        assert_eq!(c.backend_conns, 4);
+        assert_eq!(c.idle_timeout, Duration::from_secs(2));
+        assert_eq!((c.max_item_size, c.max_conns), (2 << 20, 10));
+        assert_eq!((c.max_pending, c.max_client_buffer), (16, 65536));
+        for bad in [
+            ["--backend-conns", "0"],
+            ["--backend-conns", "65"],
+            ["--tcp", "maybe"],
+            ["--own-requests", "sctp"],
+            ["--max-pending", "0"],
+        ] {
+            assert!(Config::from_args(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

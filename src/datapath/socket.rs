@@ -578,11 +578,15 @@ pub fn serve_with_tcp(
         }
         out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
-            report(driver.pipeline_mut().report(now), &counters);
+            let mut r = driver.pipeline_mut().report(now);
+            r.tcp = tcp.as_deref().map(|t| t.counters());
+            report(r, &counters);
             next_report = now + cfg.stats_interval;
         }
     }
-    report(driver.pipeline_mut().report(clock()), &counters);
+    let mut r = driver.pipeline_mut().report(clock());
+    r.tcp = tcp.as_deref().map(|t| t.counters());
+    report(r, &counters);
     Ok(counters)
 }
 

@@ -753,6 +753,7 @@ impl Core {
             backends,
             hot_keys,
             outstanding: self.flows.len() as u64,
+            tcp: None,
         }
     }
 }

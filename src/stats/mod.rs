@@ -490,6 +490,40 @@ pub struct Report {
     pub hot_keys: Vec<HotKeyReport>,
     /// Requests tracked in the flow table.
     pub outstanding: u64,
+    /// The TCP front end's counters (`kvlb serve` with TCP on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCounters>,
+}
+
+/// What the TCP front end of `kvlb serve` counted (`datapath::tcp`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Client connections open now.
+    pub open: u64,
+    pub accepted: u64,
+    /// Connections refused: over `--max-conns`, or outside `--allow`.
+    pub refused: u64,
+    pub closed: u64,
+    pub idle_closed: u64,
+    pub requests: u64,
+    /// Requests answered with memcached's error line without reaching the core.
+    pub malformed: u64,
+    /// Requests or replies too large for one frame, streamed around the core.
+    pub large_requests: u64,
+    pub large_replies: u64,
+    /// Requests answered `SERVER_ERROR` by kvlb (backend connection lost, late reply, no
+    /// backend, slot deadline).
+    pub server_errors: u64,
+    pub late_replies: u64,
+    pub slot_timeouts: u64,
+    /// Times a client was left unread because of its outstanding requests or unsent replies.
+    pub backpressure: u64,
+    pub backend_connects: u64,
+    pub backend_failures: u64,
+    /// Core replies for a slot that no longer waits (its connection closed, a deadline).
+    pub orphan_replies: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// Per-interval figures derived from two consecutive reports.
@@ -630,7 +664,7 @@ pub fn human_line(r: &Report, iv: &Interval) -> String {
     let up = r.backends.iter().filter(|b| b.up).count();
     let p99 = r.backends.iter().map(|b| b.p99_us).max().unwrap_or(0);
     format!(
-        "[{:>7.1}s] req {}/s  in {}/s out {}/s  hit L1 {:.1}% L2 {:.1}%{}  hot {}  imbalance {:.2}  up {}/{}  p99 {}us  outstanding {}  drops {}",
+        "[{:>7.1}s] req {}/s  in {}/s out {}/s  hit L1 {:.1}% L2 {:.1}%{}  hot {}  imbalance {:.2}  up {}/{}  p99 {}us  outstanding {}  drops {}{}",
         r.uptime_s,
         si(iv.requests_per_s),
         si(iv.frames_in_per_s),
@@ -645,6 +679,10 @@ pub fn human_line(r: &Report, iv: &Interval) -> String {
         p99,
         r.outstanding,
         iv.drops,
+        match &r.tcp {
+            Some(t) => format!("  tcp {} conns", t.open),
+            None => String::new(),
+        },
     )
 }
 

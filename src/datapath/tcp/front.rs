@@ -67,6 +67,7 @@ use crate::datapath::driver::Driver;
 use crate::datapath::socket::{KVLB_MAC, PEER_MAC};
 use crate::nf::{Core, DropReason, FrameBuf, NoRoom, PortId, Verdict, MAX_FRAME};
 use crate::proto::{self, Command, Request};
+pub use crate::stats::TcpCounters;
 use crate::wire::{self, mc_header, Classified, McHeader, UdpEndpoints};
 
 /// The socket datapath's one pseudo-port.
@@ -140,35 +141,6 @@ impl Default for TcpSettings {
             own_over_tcp: true,
         }
     }
-}
-
-/// What the TCP front end counted.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct TcpCounters {
-    pub accepted: u64,
-    /// Connections refused: over `--max-conns`, or outside `--allow`.
-    pub refused: u64,
-    pub closed: u64,
-    pub idle_closed: u64,
-    pub requests: u64,
-    /// Requests answered with memcached's error line without reaching the core.
-    pub malformed: u64,
-    /// Requests or replies too large for one frame, streamed around the core.
-    pub large_requests: u64,
-    pub large_replies: u64,
-    /// Requests answered `SERVER_ERROR` by kvlb (backend connection lost, late reply, no
-    /// backend, slot deadline).
-    pub server_errors: u64,
-    pub late_replies: u64,
-    pub slot_timeouts: u64,
-    /// Times a client was left unread because of its outstanding requests or unsent replies.
-    pub backpressure: u64,
-    pub backend_connects: u64,
-    pub backend_failures: u64,
-    /// Core replies for a slot that no longer waits (its connection closed, a deadline).
-    pub orphan_replies: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
 }
 
 /// Errors setting up the TCP front end.
@@ -501,8 +473,12 @@ impl TcpFront {
         self.poll.registry().as_fd()
     }
 
-    pub fn counters(&self) -> &TcpCounters {
-        &self.counters
+    /// What the front end counted so far (with the connections open now).
+    pub fn counters(&self) -> TcpCounters {
+        TcpCounters {
+            open: self.live as u64,
+            ..self.counters.clone()
+        }
     }
 
     /// Open client connections.
