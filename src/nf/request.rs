@@ -202,9 +202,14 @@ impl Core {
                     }
                 }
                 if r.exptime.is_some() {
-                    // gat/gats change the exptime: a write for the caches and replicas.
+                    // gat/gats change the exptime: a write for the caches and replicas. A
+                    // one-key request's flow reports its hot key's write done when it ends
+                    // (`hot_write`); a split one's parts do not track hot writes, so those
+                    // count as unacknowledged writes (replication waits out the settle
+                    // time), not as pending ones nothing would ever release.
+                    let answered = r.keys.len() == 1;
                     for k in r.keys.iter() {
-                        self.note_write(now, k, false, true);
+                        self.note_write(now, k, false, answered);
                     }
                 }
                 if r.keys.len() > 1 {

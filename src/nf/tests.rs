@@ -1233,3 +1233,55 @@ fn no_fetch_leaves_while_a_write_from_before_the_key_turned_hot_is_in_flight() {
     core.on_tick(ms(340));
     assert_eq!(fetches(&mut core), 1, "the fetch once the set is answered");
 }
+
+#[test]
+fn a_multi_key_gat_of_a_hot_key_does_not_stop_its_replication() {
+    let mut core = core_with(&[
+        "--hot-support",
+        "0.2",
+        "--hot-error",
+        "0.02",
+        "--replicas",
+        "2",
+        "--timeout",
+        "50ms",
+    ]);
+    for i in 0..2000u16 {
+        let key = if i % 2 == 0 {
+            "hk".to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
+    }
+    core.on_tick(ms(300));
+    assert!(core.hot.contains(b"hk"));
+    let mut out = vec![];
+    core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
+    // A gat of hk and another key, split over servers: every part answered.
+    let mut gat = request(9000, b"gat 0 hk c1\r\n");
+    core.process_frame(ms(310), PortId(0), &mut gat);
+    let mut parts = vec![];
+    core.drain_emitted(&mut |_, f| parts.push(f.to_vec()));
+    let parts: Vec<Vec<u8>> = parts
+        .into_iter()
+        .filter(|f| message(f).starts_with(b"gat "))
+        .collect();
+    assert!(!parts.is_empty(), "the gat was not sent on");
+    for p in &parts {
+        let mut end = reply_to(p, b"END\r\n");
+        core.process_frame(ms(315), PortId(0), &mut end);
+    }
+    core.drain_emitted(&mut |_, _| {});
+    // The gat changed hk's exptime: its replicas are refreshed by a later fetch.
+    let mut fetches = 0;
+    for t in (350..3000).step_by(50) {
+        core.on_tick(ms(t));
+        core.drain_emitted(&mut |_, f| {
+            if message(f).starts_with(b"mg hk ") {
+                fetches += 1;
+            }
+        });
+    }
+    assert!(fetches > 0, "hk is never replicated again after the gat");
+}
