@@ -66,9 +66,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# memcached on a free port (it exits at once when the port is taken).
+# memcached on a free port (it exits at once when the port is taken), below Linux's
+# ephemeral range (32768 and up) like every port this script listens on (port + 50, 60,
+# 61): the load's own connections can then never hold one of them.
 for _ in $(seq 10); do
-    port=$(( (RANDOM % 300 + 300) * 100 ))
+    port=$(( (RANDOM % 120 + 200) * 100 ))
     memcached -u "$(id -un)" -l 127.0.0.1 -p "$port" -U "$port" -t 1 -m 256 2> "$work/memcached.log" &
     mc=$!
     sleep 0.3
@@ -183,6 +185,18 @@ PY
     echo "$verdict"
 }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || fail cpu "cannot read /proc/$1/stat"
+}
+
+# us_per_get TICKS RATE: CPU microseconds per get, from ticks over the run and its rate.
+us_per_get() {
+    awk -v t="$1" -v r="$2" -v s="$seconds" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (t > 0 && r > 0) printf "%.2f", t / hz * 1e6 / (r * s); else exit 1 }' ||
+        fail cpu "no CPU time or no rate measured ($1 ticks, $2 gets/s)"
+}
+
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else exit 1 }' ||
         fail ratio "not a ratio of two rates > 0: '$1' / '$2'"
@@ -211,18 +225,21 @@ YML
         if ready "127.0.0.1:$listen"; then up=1; break; fi
     done
     [ "$up" = 1 ] || fail twemproxy "no set/get round trip through 127.0.0.1:$listen: $(cat "$work/ready.why")"
-    drive "127.0.0.1:$listen" twemproxy
+    local c0 rate
+    c0=$(cpu_ticks "$T")
+    rate=$(drive "127.0.0.1:$listen" twemproxy)
+    echo "$rate $(us_per_get $(( $(cpu_ticks "$T") - c0 )) "$rate")"
     kill "$T"
     wait "$T" 2>/dev/null || true
     T=
 }
 
 echo "get-only, uniform over $keys keys, $value_size-byte values, $tool over $proto, ${seconds}s per run, memcached -t 1"
-sum_d=0 sum_k=0 sum_t=0
+sum_d=0 sum_k=0 sum_t=0 sum_kc=0 sum_tc=0
 for r in $(seq "$rounds"); do
     direct=$(drive "127.0.0.1:$port" direct)
-    tw=0
-    [ "$proto" = tcp ] && tw=$(twemproxy)
+    tw=0 tw_cpu=0
+    [ "$proto" = tcp ] && read -r tw tw_cpu <<< "$(twemproxy)"
     vip=$((port + 50))
     "$KVLB" serve --listen "127.0.0.1:$vip" --backend "127.0.0.1:$port" --source-port-base 0 \
         --stats-interval 0 --stats-json "$work/kvlb-stats.json" "$@" 2> "$work/kvlb.log" &
@@ -234,7 +251,9 @@ for r in $(seq "$rounds"); do
         if ready "127.0.0.1:$vip"; then up=1; break; fi
     done
     [ "$up" = 1 ] || fail "kvlb serve" "no set/get round trip through its VIP 127.0.0.1:$vip after 20 tries: $(cat "$work/ready.why")"
+    c0=$(cpu_ticks "$K")
     via=$(drive "127.0.0.1:$vip" "through kvlb")
+    k_cpu=$(us_per_get $(( $(cpu_ticks "$K") - c0 )) "$via")
     if ! kill -0 "$K" 2>/dev/null; then
         st=0; wait "$K" || st=$?
         K=
@@ -248,6 +267,9 @@ for r in $(seq "$rounds"); do
     rt=$(ratio "$via" "$direct")
     if [ "$proto" = tcp ]; then
         echo "round $r: direct $direct gets/s, twemproxy $tw gets/s, through kvlb serve $via gets/s, kvlb/direct $rt, kvlb/twemproxy $(ratio "$via" "$tw")"
+        echo "  CPU per get: kvlb $k_cpu us, twemproxy $tw_cpu us, twemproxy/kvlb $(ratio "$tw_cpu" "$k_cpu")"
+        sum_kc=$(awk -v a="$sum_kc" -v b="$k_cpu" 'BEGIN { print a + b }')
+        sum_tc=$(awk -v a="$sum_tc" -v b="$tw_cpu" 'BEGIN { print a + b }')
     else
         echo "round $r: direct $direct gets/s, through kvlb serve $via gets/s, ratio $rt"
     fi
@@ -257,6 +279,7 @@ done
 rt=$(ratio "$sum_k" "$sum_d")
 if [ "$proto" = tcp ]; then
     echo "mean: direct $((sum_d / rounds)) gets/s, twemproxy $((sum_t / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6), kvlb/twemproxy $(ratio "$sum_k" "$sum_t") (goal >= 2)"
+    echo "mean CPU per get: kvlb $(awk -v a="$sum_kc" -v n="$rounds" 'BEGIN { printf "%.2f", a / n }') us, twemproxy $(awk -v a="$sum_tc" -v n="$rounds" 'BEGIN { printf "%.2f", a / n }') us, twemproxy/kvlb $(ratio "$sum_tc" "$sum_kc")"
 else
     echo "mean: direct $((sum_d / rounds)) gets/s, kvlb $((sum_k / rounds)) gets/s, kvlb/direct $rt (goal >= 0.6)"
 fi
