@@ -763,10 +763,15 @@ fn with_tcp_only_backends_a_hot_key_is_still_replicated() {
     assert!(!log.contains("panicked"), "{log}");
     let stats = last_report(&json);
     // The TCP counters are in the stats report (and on its human line).
-    assert!(stats["tcp"]["requests"].as_u64().unwrap() >= 4000, "{}", stats["tcp"]);
+    assert!(
+        stats["tcp"]["requests"].as_u64().unwrap() >= 4000,
+        "{}",
+        stats["tcp"]
+    );
     assert!(stats["tcp"]["accepted"].as_u64().unwrap() >= 1);
     assert!(
-        log.lines().any(|l| l.contains("drops 0  tcp ") && l.ends_with(" conns")),
+        log.lines()
+            .any(|l| l.contains("drops 0  tcp ") && l.ends_with(" conns")),
         "{log}"
     );
     let r = &stats["replication"];
