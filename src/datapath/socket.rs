@@ -461,30 +461,52 @@ pub fn serve_with_tcp(
     let mut driver = Driver::new(core, Ticking::Interval(TICK), BATCH);
     let mut next_report = clock() + cfg.stats_interval;
 
+    // With TCP on, the UDP sockets are in the TCP front end's (edge-triggered) epoll: one
+    // wait per turn for both transports. A socket stays marked readable until a receive
+    // comes back short.
+    let mut ready = vec![(false, false); n_sockets];
+    if let Some(t) = tcp.as_deref_mut() {
+        let fds: Vec<_> = (0..n_sockets).map(|i| sockets.socket(i).as_fd()).collect();
+        t.register_udp(&fds).map_err(|source| SocketError::Io {
+            what: "adding the UDP sockets to the TCP poll",
+            source,
+        })?;
+    }
     while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<PollFd<'_>> = (0..n_sockets)
-            .map(|i| PollFd::new(sockets.socket(i).as_fd(), PollFlags::POLLIN))
-            .collect();
-        if let Some(t) = tcp.as_deref() {
-            fds.push(PollFd::new(t.poll_fd(), PollFlags::POLLIN));
+        match tcp.as_deref_mut() {
+            Some(t) => {
+                let timeout = if ready.iter().any(|r| r.0) {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(1)
+                };
+                t.wait(timeout, &mut ready)
+                    .map_err(|source| SocketError::Io {
+                        what: "poll",
+                        source,
+                    })?;
+            }
+            None => {
+                let mut fds: Vec<PollFd<'_>> = (0..n_sockets)
+                    .map(|i| PollFd::new(sockets.socket(i).as_fd(), PollFlags::POLLIN))
+                    .collect();
+                match nix::poll::poll(&mut fds, PollTimeout::from(1u8)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => return Err(io("poll")(e)),
+                }
+                for (r, f) in ready.iter_mut().zip(&fds) {
+                    let ev = f.revents().unwrap_or(PollFlags::empty());
+                    *r = (
+                        ev.contains(PollFlags::POLLIN),
+                        ev.contains(PollFlags::POLLERR),
+                    );
+                }
+            }
         }
-        match nix::poll::poll(&mut fds, PollTimeout::from(1u8)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(io("poll")(e)),
-        }
-        let ready: Vec<(bool, bool)> = fds
-            .iter()
-            .map(|f| {
-                let r = f.revents().unwrap_or(PollFlags::empty());
-                (
-                    r.contains(PollFlags::POLLIN),
-                    r.contains(PollFlags::POLLERR),
-                )
-            })
-            .collect();
-        drop(fds);
         let now = clock();
-        for (ix, &(readable, error)) in ready.iter().take(n_sockets).enumerate() {
+        for (ix, slot) in ready.iter_mut().enumerate() {
+            let (readable, error) = *slot;
+            slot.1 = false;
             if error && ix > 0 {
                 let core = driver.pipeline_mut();
                 drain_errors(sockets.socket(ix), &mut cmsg, core, now, &mut counters);
@@ -511,13 +533,21 @@ pub fn serve_with_tcp(
                     MsgFlags::MSG_DONTWAIT,
                     None,
                 ) {
-                    Ok(res) => res
-                        .filter_map(|m| {
-                            m.address
-                                .map(|a: SockaddrIn| (m.bytes, SocketAddrV4::from(a)))
-                        })
-                        .collect(),
-                    Err(Errno::EAGAIN | Errno::EINTR) => Vec::new(),
+                    Ok(res) => {
+                        let got: Vec<(usize, Option<SockaddrIn>)> =
+                            res.map(|m| (m.bytes, m.address)).collect();
+                        if got.len() < BATCH {
+                            slot.0 = false; // drained
+                        }
+                        got.into_iter()
+                            .filter_map(|(n, a)| a.map(|a| (n, SocketAddrV4::from(a))))
+                            .collect()
+                    }
+                    Err(Errno::EAGAIN) => {
+                        slot.0 = false;
+                        Vec::new()
+                    }
+                    Err(Errno::EINTR) => Vec::new(),
                     Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => {
                         let core = driver.pipeline_mut();
                         drain_errors(sockets.socket(ix), &mut cmsg, core, now, &mut counters);

@@ -53,7 +53,7 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -83,6 +83,10 @@ const SPARE_MAX: usize = 64 * 1024;
 /// Requests handed to the core per burst.
 const BURST: usize = 32;
 const LISTENER: MioToken = MioToken(usize::MAX);
+/// Tokens of the socket datapath's UDP sockets ([`TcpFront::register_udp`]): this base plus
+/// the socket's index.
+const UDP_TOKENS: usize = usize::MAX - 1 - MAX_UDP_SOCKETS;
+const MAX_UDP_SOCKETS: usize = 1 << 16;
 /// Backend connections' poll tokens start here (client connections are their index).
 const BACKEND_TOKENS: usize = 1 << 32;
 /// Most connections one backend pool holds (poll token arithmetic).
@@ -383,6 +387,10 @@ pub struct TcpFront {
     /// Replies longer than this go through the core as their two ends only.
     large_reply_above: usize,
     counters: TcpCounters,
+    /// UDP sockets in the poll ([`TcpFront::register_udp`]).
+    udp_registered: usize,
+    /// `events` holds what [`TcpFront::wait`] found, for the next `run`.
+    waited: bool,
 }
 
 impl std::fmt::Debug for TcpFront {
@@ -460,6 +468,8 @@ impl TcpFront {
             affinity: None,
             large_reply_above,
             counters: TcpCounters::default(),
+            udp_registered: 0,
+            waited: false,
         })
     }
 
@@ -468,9 +478,45 @@ impl TcpFront {
         self.listener.local_addr()
     }
 
-    /// A descriptor that polls readable when the front end has something to do.
-    pub fn poll_fd(&self) -> BorrowedFd<'_> {
-        self.poll.registry().as_fd()
+    /// Adds the socket datapath's UDP sockets to the front end's poll, so one
+    /// [`wait`](Self::wait) covers both transports (one system call per loop turn, not a
+    /// `poll` and an `epoll_wait`). Readiness is edge-triggered: the caller reads a socket
+    /// until it comes back short before it waits for it again.
+    pub fn register_udp(&mut self, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        assert!(fds.len() <= MAX_UDP_SOCKETS, "too many UDP sockets");
+        for (i, fd) in fds.iter().enumerate() {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+            self.poll.registry().register(
+                &mut mio::unix::SourceFd(&raw),
+                MioToken(UDP_TOKENS + i),
+                Interest::READABLE,
+            )?;
+        }
+        self.udp_registered = fds.len();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for anything to do: TCP events, kept for the next
+    /// [`run`](Self::run), and the UDP sockets given to [`register_udp`](Self::register_udp)
+    /// that became readable or have an error queued, or-ed into `udp` as (readable, error)
+    /// by socket index.
+    pub fn wait(&mut self, timeout: Duration, udp: &mut [(bool, bool)]) -> std::io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.waited = true;
+        for e in self.events.iter() {
+            let t = e.token().0;
+            if (UDP_TOKENS..UDP_TOKENS + self.udp_registered).contains(&t) {
+                if let Some(r) = udp.get_mut(t - UDP_TOKENS) {
+                    r.0 |= e.is_readable();
+                    r.1 |= e.is_error();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the front end counted so far (with the connections open now).
@@ -509,14 +555,17 @@ impl TcpFront {
         now: Instant,
         udp: &mut dyn FnMut(&[u8]),
     ) -> std::io::Result<()> {
-        match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if !std::mem::take(&mut self.waited) {
+            match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         let tokens: Vec<(MioToken, bool, bool, bool, bool)> = self
             .events
             .iter()
+            .filter(|e| e.token().0 < UDP_TOKENS || e.token() == LISTENER)
             .map(|e| {
                 (
                     e.token(),
