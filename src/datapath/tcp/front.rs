@@ -329,6 +329,8 @@ struct BackendConn {
 struct BackendPool {
     addr: SocketAddrV4,
     conns: Vec<BackendConn>,
+    /// Its TCP connections are refused (logged once, until one connects again).
+    refused: bool,
 }
 
 /// A client request whose own bytes go to the backend the core chose: where they lie in
@@ -430,6 +432,7 @@ impl TcpFront {
             .iter()
             .map(|&addr| BackendPool {
                 addr,
+                refused: false,
                 conns: (0..n)
                     .map(|_| BackendConn {
                         stream: None,
@@ -1229,6 +1232,7 @@ impl TcpFront {
                 Ok(None) => match stream.peer_addr() {
                     Ok(_) => {
                         bc.connected = true;
+                        self.pools[pool].refused = false;
                         None
                     }
                     Err(e) if e.kind() == ErrorKind::NotConnected && !error => return,
@@ -1238,7 +1242,16 @@ impl TcpFront {
             if let Some(e) = failed {
                 log::debug!("TCP connection to backend {}: {e}", self.pools[pool].addr);
                 if e.kind() == ErrorKind::ConnectionRefused {
-                    let addr = self.pools[pool].addr;
+                    let p = &mut self.pools[pool];
+                    if !std::mem::replace(&mut p.refused, true) {
+                        log::warn!(
+                            "backend {} refuses TCP connections: marked down until it accepts \
+                             again (a server that serves UDP only, or on another port, needs \
+                             --own-requests udp and --tcp off)",
+                            p.addr
+                        );
+                    }
+                    let addr = p.addr;
                     driver.pipeline_mut().on_unreachable(now, addr);
                 }
                 self.failed.push((pool, conn));
