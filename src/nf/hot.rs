@@ -30,6 +30,12 @@
 //!   the delete is acknowledged (every read: `get` whatever the cache policy, `gets`, `gat`;
 //!   `incr`/`decr` and `append`/`prepend`, which build on the value, find the key absent
 //!   too). A miss is never stale.
+//! - When a key **cools**, each of its replicas may hold a copy that goes stale with the
+//!   next write to the owner. The entry stays, cooling, with those replicas *dirty*, until
+//!   a delete of the key (sent a request timeout later, when no read sent to a replica
+//!   can still be in flight) is acknowledged on each; a lost delete, or a copy that landed
+//!   after cooling, is deleted again. While the key's first live server (its owner failed)
+//!   is dirty, its reads are misses.
 //!
 //! Owns: the per-key bookkeeping above. Must not: send anything (it returns plans; the core
 //! emits frames) or read clocks.
@@ -50,6 +56,9 @@ struct Replica {
     holds: Option<u64>,
     /// A write of this key to this replica is in flight.
     in_flight: bool,
+    /// The key has cooled and this server may still hold a copy of it that no
+    /// acknowledged delete has removed (see [`HotKeys::cool`]).
+    dirty: bool,
 }
 
 /// A hot key's replication state.
@@ -117,8 +126,14 @@ impl HotKey {
         self.write_seq
     }
 
-    fn any_in_flight(&self) -> bool {
-        self.replicas.iter().any(|r| r.in_flight)
+    /// A cooled key whose current primary (its owner is down) may still hold a copy from
+    /// the hot period: reads are answered as misses until that copy is deleted.
+    fn cooling_fenced(&self) -> bool {
+        self.cooling
+            && self
+                .replicas
+                .iter()
+                .any(|r| r.backend == self.primary && (r.dirty || r.in_flight))
     }
 
     /// Makes `servers` (primary first) the key's set; replicas that leave it stay tracked
@@ -136,10 +151,11 @@ impl HotKey {
                     member: true,
                     holds: None,
                     in_flight: false,
+                    dirty: false,
                 });
             }
         }
-        self.replicas.retain(|r| r.member || r.in_flight);
+        self.replicas.retain(|r| r.member || r.in_flight || r.dirty);
     }
 }
 
@@ -196,6 +212,8 @@ pub struct HotKeys {
     last_seq: u64,
     /// Keys that are hot (not cooling).
     hot: usize,
+    /// Entries of cooled keys (copies in flight or not yet deleted).
+    cooling: usize,
     refetch_after: Duration,
     settle: Duration,
 }
@@ -208,6 +226,7 @@ impl HotKeys {
             keys: super::fixed_map(),
             last_seq: 0,
             hot: 0,
+            cooling: 0,
             refetch_after,
             settle,
         }
@@ -244,8 +263,11 @@ impl HotKeys {
     /// `hash` is the key's hash under the core's [`KeyHasher`](crate::keyhash::KeyHasher),
     /// the hasher of this table (`fixed_map`): the key is not hashed again.
     #[inline]
+    ///
+    /// A cooled key whose current primary may still hold a copy from its hot period (see
+    /// [`HotKeys::cool`]) gets a fenced view with no server: its reads are misses.
     pub fn read_view(&self, key: &[u8], hash: KeyHash, out: &mut Readers) -> bool {
-        if self.hot == 0 {
+        if self.hot == 0 && self.cooling == 0 {
             return false;
         }
         debug_assert_eq!(
@@ -257,15 +279,27 @@ impl HotKeys {
             .keys
             .raw_entry()
             .from_hash(hash.raw(), |k| **k == *key)
-            .map(|(_, h)| h)
-            .filter(|h| !h.cooling);
+            .map(|(_, h)| h);
         match found {
-            Some(h) => {
+            Some(h) if !h.cooling => {
                 h.fill_readers(out);
                 true
             }
-            None => false,
+            Some(h) if h.cooling_fenced() => {
+                *out = Readers {
+                    primary: u16::try_from(h.primary).unwrap_or(u16::MAX),
+                    fenced: true,
+                    ..Readers::EMPTY
+                };
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// Whether `key` is a cooled key fenced as [`HotKeys::read_view`] says.
+    pub fn is_cooling_fenced(&self, key: &[u8]) -> bool {
+        self.cooling > 0 && self.keys.get(key).is_some_and(HotKey::cooling_fenced)
     }
 
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut HotKey> {
@@ -293,9 +327,10 @@ impl HotKeys {
         let write_seq = self.next_seq();
         self.hot += 1;
         if let Some(h) = self.keys.get_mut(key) {
-            // Cooling, with copies still in flight: a new period over the same entry keeps
-            // their in-flight marks.
+            // Cooling, with copies in flight or not yet deleted: a new period over the same
+            // entry keeps their in-flight and dirty marks (the next cooling deletes them).
             h.cooling = false;
+            self.cooling -= 1;
             h.write_seq = write_seq;
             h.fetching = None;
             h.last_fetch = None;
@@ -326,19 +361,31 @@ impl HotKeys {
 
     /// Ends the hot period; returns the replicas that may hold a copy (to clean up). The
     /// entry lingers, hidden, while copies to its replicas are in flight.
+    ///
+    /// Every replica is then *dirty*: it may hold a copy that goes stale with the next
+    /// write to the owner. The entry stays, cooling, until each copy's delete (sent by the
+    /// core a request timeout later, see [`HotKeys::cleanup_sent`]) is acknowledged; a lost
+    /// one is retried ([`HotKeys::replica_acked`]). Meanwhile, should the owner fail and a
+    /// dirty replica become the key's primary, the key's reads are misses
+    /// ([`HotKeys::read_view`]).
     pub fn cool(&mut self, key: &[u8]) -> Option<Vec<BackendId>> {
         let h = self.keys.get_mut(key).filter(|h| !h.cooling)?;
         let replicas: Vec<BackendId> = h.replicas.iter().map(|r| r.backend).collect();
-        if h.any_in_flight() {
+        self.hot -= 1;
+        if h.replicas.is_empty() {
+            self.keys.remove(key);
+        } else {
             h.cooling = true;
             h.fetching = None;
+            h.fenced = false;
+            h.fence_in_flight = false;
             for r in &mut h.replicas {
                 r.holds = None;
+                r.member = false;
+                r.dirty = true;
             }
-        } else {
-            self.keys.remove(key);
+            self.cooling += 1;
         }
-        self.hot -= 1;
         Some(replicas)
     }
 
@@ -349,56 +396,51 @@ impl HotKeys {
     /// period of the key writes to none of these replicas before its delete is answered
     /// (the one-write-in-flight rule). Returns the sequence the deletes carry and the
     /// replicas to send them to; `None` while the key is hot again (its servers' copies are
-    /// being read; the next cooling cleans them up) or when every replica listed has a
-    /// write in flight already.
+    /// being read; the next cooling cleans them up) or when no replica listed is dirty
+    /// without a write in flight.
     pub fn cleanup_sent(
         &mut self,
         key: &[u8],
         replicas: &[BackendId],
     ) -> Option<(u64, Vec<BackendId>)> {
-        if replicas.is_empty() || self.get(key).is_some() {
+        if !self.keys.get(key).is_some_and(|h| h.cooling) {
             return None;
         }
         let seq = self.next_seq();
-        let h = self.keys.entry(key.into()).or_insert_with(|| HotKey {
-            primary: replicas[0],
-            replicas: Vec::new(),
-            write_seq: seq,
-            fetching: None,
-            last_fetch: None,
-            primary_pending: 0,
-            last_unacked_write: None,
-            fenced: false,
-            fence_in_flight: false,
-            cooling: true,
-        });
+        let h = self.keys.get_mut(key)?;
         let mut targets = Vec::new();
         for &b in replicas {
-            match h.replicas.iter_mut().find(|r| r.backend == b) {
-                Some(r) if r.in_flight => {}
-                Some(r) => {
+            if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == b) {
+                if r.dirty && !r.in_flight {
                     r.in_flight = true;
-                    r.holds = None;
-                    targets.push(b);
-                }
-                None => {
-                    h.replicas.push(Replica {
-                        backend: b,
-                        member: false,
-                        holds: None,
-                        in_flight: true,
-                    });
                     targets.push(b);
                 }
             }
         }
-        if targets.is_empty() {
-            if !h.any_in_flight() {
-                self.keys.remove(key);
+        (!targets.is_empty()).then_some((seq, targets))
+    }
+
+    /// A server that was down is emptied before it serves again (the rejoin flush): a
+    /// cooled key's copy there is gone.
+    pub fn copy_flushed(&mut self, key: &[u8], server: BackendId) {
+        if let Some(h) = self.keys.get_mut(key).filter(|h| h.cooling) {
+            if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == server) {
+                r.dirty = false;
             }
-            return None;
+            self.drop_if_clean(key);
         }
-        Some((seq, targets))
+    }
+
+    /// Removes a cooled key's entry once nothing is in flight and no copy is left.
+    fn drop_if_clean(&mut self, key: &[u8]) {
+        let Some(h) = self.keys.get_mut(key).filter(|h| h.cooling) else {
+            return;
+        };
+        h.replicas.retain(|r| r.in_flight || r.dirty);
+        if h.replicas.is_empty() {
+            self.keys.remove(key);
+            self.cooling -= 1;
+        }
     }
 
     /// A client write of `key` is being forwarded to the primary at `now`. `broadcast` is
@@ -441,23 +483,41 @@ impl HotKeys {
     }
 
     /// A replica answered a write of `key` sent with sequence `seq` (`stored`: it said
-    /// STORED). Also call it with `stored = false` when that write timed out.
-    pub fn replica_acked(&mut self, key: &[u8], replica: BackendId, seq: u64, stored: bool) {
+    /// STORED, or for a `delete`, HD or NF). Also call it with `stored = false` when that
+    /// write timed out. Returns true when the replica holds a cooled key's copy that must
+    /// still be deleted (its delete was lost, or a write from the hot period landed or
+    /// was lost): the caller sends the clean-up again later.
+    pub fn replica_acked(
+        &mut self,
+        key: &[u8],
+        replica: BackendId,
+        seq: u64,
+        stored: bool,
+        delete: bool,
+    ) -> bool {
         let Some(h) = self.keys.get_mut(key) else {
-            return;
+            return false;
         };
         let current = h.write_seq;
         let cooling = h.cooling;
+        let mut retry = false;
         if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == replica) {
             r.in_flight = false;
-            if stored && seq == current && r.member && !cooling {
+            if cooling {
+                // A delete that was answered removed the copy; anything else may have
+                // left one (a copy that landed, or a lost request that may yet land).
+                r.dirty = !(delete && stored);
+                retry = r.dirty;
+            } else if stored && seq == current && r.member {
                 r.holds = Some(seq);
             }
         }
-        h.replicas.retain(|r| r.member || r.in_flight);
-        if h.cooling && !h.any_in_flight() {
-            self.keys.remove(key);
+        if cooling {
+            self.drop_if_clean(key);
+        } else {
+            h.replicas.retain(|r| r.member || r.in_flight || r.dirty);
         }
+        retry
     }
 
     /// Whether `key` should be (re)replicated now: some replica is neither ready nor busy,
@@ -545,9 +605,15 @@ impl HotKeys {
         mut servers_of: impl FnMut(&[u8]) -> Vec<BackendId>,
     ) -> Vec<(Box<[u8]>, BackendId)> {
         let mut fenced = Vec::new();
-        for (key, h) in self.keys.iter_mut().filter(|(_, h)| !h.cooling) {
+        for (key, h) in self.keys.iter_mut() {
             let servers = servers_of(key);
             if servers.is_empty() {
+                continue;
+            }
+            if h.cooling {
+                // Reads go to the key's new first server; a dirty copy there fences it
+                // (`cooling_fenced`) until its clean-up lands.
+                h.primary = servers[0];
                 continue;
             }
             let primary = servers[0];
@@ -629,7 +695,7 @@ mod tests {
                 continue;
             }
             assert_eq!(targets, vec![1, 2], "delete it on every replica");
-            h.replica_acked(K, 1, seq, true);
+            h.replica_acked(K, 1, seq, true, false);
             assert_eq!(
                 readable(&h),
                 vec![0, 1],
@@ -653,9 +719,9 @@ mod tests {
         let seq = h.fetch_sent(K, now).unwrap();
         assert!(!h.wants_fetch(K, now, &all_up), "one fetch at a time");
         assert_eq!(h.fetched(K, seq, true, false, &all_up), vec![1, 2]);
-        h.replica_acked(K, 1, seq, true);
+        h.replica_acked(K, 1, seq, true, false);
         assert_eq!(readable(&h), vec![0, 1]);
-        h.replica_acked(K, 2, seq, false);
+        h.replica_acked(K, 2, seq, false, false);
         assert_eq!(
             readable(&h),
             vec![0, 1],
@@ -670,8 +736,8 @@ mod tests {
         let plan2 = h.on_write(K, true, false, Instant::ZERO).unwrap();
         assert!(plan2.copies.is_empty());
         // The first copies' acks arrive: they carry an old sequence, so nobody is ready.
-        h.replica_acked(K, 1, plan.seq, true);
-        h.replica_acked(K, 2, plan.seq, true);
+        h.replica_acked(K, 1, plan.seq, true, false);
+        h.replica_acked(K, 2, plan.seq, true, false);
         assert_eq!(readable(&h), vec![0]);
         // Non-broadcast writes never copy.
         assert!(h
@@ -679,6 +745,65 @@ mod tests {
             .unwrap()
             .copies
             .is_empty());
+    }
+
+    /// The read view of `K` (None: not hot, not fenced).
+    fn view(h: &HotKeys) -> Option<Readers> {
+        let hasher = crate::keyhash::KeyHasher::new(crate::nf::CACHE_SEED);
+        let mut out = Readers::EMPTY;
+        h.read_view(K, hasher.hash(K), &mut out).then_some(out)
+    }
+
+    #[test]
+    fn a_cooled_keys_copies_are_deleted_until_acknowledged_and_fence_a_failover() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+        assert!(h.make_hot(K, &[0, 1, 2]));
+        assert_eq!(h.cool(K), Some(vec![1, 2]));
+        assert!(view(&h).is_none(), "cooled: neither hot nor fenced");
+        let (seq, targets) = h.cleanup_sent(K, &[1, 2]).unwrap();
+        assert_eq!(targets, vec![1, 2]);
+        assert!(
+            h.cleanup_sent(K, &[1, 2]).is_none(),
+            "one delete in flight each"
+        );
+        // Replica 1 confirms; replica 2's delete is lost: it is to be sent again.
+        assert!(!h.replica_acked(K, 1, seq, true, true));
+        assert!(h.replica_acked(K, 2, seq, false, true));
+        // The owner fails and replica 2, which may still hold the copy, comes first: the
+        // key's reads are misses until the copy is gone.
+        h.reassign(|_| vec![2, 1]);
+        let v = view(&h).expect("fenced");
+        assert!(v.is_fenced());
+        assert_eq!(v.servers().count(), 0);
+        assert!(h.is_cooling_fenced(K));
+        let (seq, targets) = h.cleanup_sent(K, &[2]).unwrap();
+        assert_eq!(targets, vec![2]);
+        assert!(
+            h.is_cooling_fenced(K),
+            "still fenced while the delete is in flight"
+        );
+        assert!(!h.replica_acked(K, 2, seq, true, true));
+        assert!(view(&h).is_none() && !h.is_cooling_fenced(K));
+        assert!(h.keys.is_empty(), "the entry goes with its last copy");
+    }
+
+    #[test]
+    fn a_copy_that_lands_after_cooling_is_cleaned_up_too() {
+        let mut h = HotKeys::new(Duration::ZERO, Duration::ZERO);
+        h.make_hot(K, &[0, 1]);
+        let plan = h.on_write(K, true, true, Instant::ZERO).unwrap();
+        assert_eq!(plan.copies, vec![1]);
+        h.cool(K);
+        // The copy from the hot period is acknowledged after the key cooled: still dirty.
+        assert!(h.replica_acked(K, 1, plan.seq, true, false));
+        let (seq, _) = h.cleanup_sent(K, &[1]).unwrap();
+        assert!(!h.replica_acked(K, 1, seq, true, true));
+        assert!(h.keys.is_empty());
+        // A server that was down is flushed before it serves: its copy is gone.
+        h.make_hot(K, &[0, 1]);
+        h.cool(K);
+        h.copy_flushed(K, 1);
+        assert!(h.keys.is_empty());
     }
 
     #[test]
@@ -692,7 +817,7 @@ mod tests {
         h.cool(K);
         h.make_hot(K, &[0, 1]);
         // The old period's ack arrives now: replica 1 holds the old value.
-        h.replica_acked(K, 1, seq, true);
+        h.replica_acked(K, 1, seq, true, false);
         assert_eq!(readable(&h), vec![0], "a stale replica was made readable");
     }
 
@@ -731,7 +856,7 @@ mod tests {
         h.make_hot(K, &[0, 1, 2]);
         let seq = h.fetch_sent(K, Instant::ZERO).unwrap();
         h.fetched(K, seq, true, false, &all_up);
-        h.replica_acked(K, 1, seq, true);
+        h.replica_acked(K, 1, seq, true, false);
         // Server 0 dies; 1 (ready) becomes primary: no fence.
         assert!(h.reassign(|_| vec![1, 2, 3]).is_empty());
         assert_eq!(readable(&h), vec![1]);
@@ -821,7 +946,7 @@ mod tests {
                             if stored {
                                 held[r] = version;
                             }
-                            h.replica_acked(K, r, seq, stored);
+                            h.replica_acked(K, r, seq, stored, false);
                         }
                     }
                 }

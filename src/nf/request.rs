@@ -373,8 +373,13 @@ impl Core {
         writes: Writes,
         if_fenced: Option<Response<'static>>,
     ) -> Action {
+        let fenced = if_fenced.is_some()
+            && match self.hot.get(key) {
+                Some(h) => h.is_fenced(),
+                None => self.hot.is_cooling_fenced(key),
+            };
         let primary = match self.hot.get(key) {
-            Some(h) if h.is_fenced() && if_fenced.is_some() => {
+            _ if fenced => {
                 // Nothing leaves: the request's writes end here.
                 self.writes_done(&writes);
                 if let Some(k) = &hot_write {
@@ -968,7 +973,7 @@ impl Core {
         if sent {
             self.stats.replication.replica_writes += 1;
         } else {
-            self.hot.replica_acked(key, to, seq, false);
+            self.replica_answered(now, key, to, seq, false, false);
         }
     }
 
@@ -998,7 +1003,7 @@ impl Core {
         if sent {
             self.stats.replication.replica_writes += 1;
         } else {
-            self.hot.replica_acked(key, to, seq, false);
+            self.replica_answered(now, key, to, seq, false, true);
         }
     }
 

@@ -181,7 +181,7 @@ impl Core {
                 let status = MetaHead::status_of(msg);
                 let stored =
                     status == Some(MetaStatus::Hd) || (delete && status == Some(MetaStatus::Nf));
-                self.hot.replica_acked(&key, backend, seq, stored);
+                self.replica_answered(now, &key, backend, seq, stored, delete);
             }
             FlowKind::Fetch {
                 key, seq, learn, ..
@@ -476,7 +476,9 @@ impl Core {
                     }
                 }
             }
-            FlowKind::Replica { key, seq, .. } => self.hot.replica_acked(&key, backend, seq, false),
+            FlowKind::Replica {
+                key, seq, delete, ..
+            } => self.replica_answered(now, &key, backend, seq, false, delete),
             FlowKind::Fetch { key, seq, .. } => self.hot.fetch_failed(&key, seq),
             FlowKind::Fence { key, .. } => self.hot.fence_lost(&key),
             FlowKind::RejoinFlush => self.rejoining[backend] = false,

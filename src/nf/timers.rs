@@ -176,6 +176,28 @@ impl Core {
         }
     }
 
+    /// A replica answered one of kvlb's writes or deletes of `key` (or it was lost: not
+    /// `stored`). A cooled key's copy that is still there is deleted again a request
+    /// timeout later.
+    pub(super) fn replica_answered(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        replica: BackendId,
+        seq: u64,
+        stored: bool,
+        delete: bool,
+    ) {
+        if self.hot.replica_acked(key, replica, seq, stored, delete) {
+            self.stats.replication.cleanup_retries += 1;
+            self.timers.cleanups.push_back(Cleanup {
+                due: now + self.timers.cleanup_after.max(Duration::from_millis(1)),
+                key: key.into(),
+                replicas: vec![replica],
+            });
+        }
+    }
+
     /// Deletes the copies of keys that cooled a request timeout ago from their replicas,
     /// with tracked `md` requests that count as writes in flight (see
     /// [`super::hot::HotKeys::cleanup_sent`]). Not at once: a read routed to a replica
@@ -196,12 +218,24 @@ impl Core {
                 }
                 continue;
             }
-            let up: Vec<BackendId> = c
+            let (up, down): (Vec<BackendId>, Vec<BackendId>) = c
                 .replicas
                 .iter()
-                .copied()
-                .filter(|&r| self.backends.get(r).is_up())
-                .collect();
+                .partition(|&&r| self.backends.get(r).is_up());
+            if !down.is_empty() && self.hot.contains(&c.key) {
+                // Hot again: its next cooling cleans these up.
+            } else if self.rejoin_flush {
+                // A down server is emptied before it serves again.
+                for r in down {
+                    self.hot.copy_flushed(&c.key, r);
+                }
+            } else if !down.is_empty() {
+                self.timers.cleanups.push_back(Cleanup {
+                    due: now + self.timers.cleanup_after,
+                    key: c.key.clone(),
+                    replicas: down,
+                });
+            }
             let Some((seq, targets)) = self.hot.cleanup_sent(&c.key, &up) else {
                 continue;
             };

@@ -436,6 +436,9 @@ pub struct ReplicationCounters {
     pub stale_fetches: u64,
     /// Copies of cooled keys deleted from their replicas (a request timeout after cooling).
     pub cleanup_deletes: u64,
+    /// Clean-ups of a cooled key's copy sent again (the delete was lost, or a copy from
+    /// the hot period landed after it).
+    pub cleanup_retries: u64,
     pub replica_writes: u64,
     pub replica_acks: u64,
     /// Reads of hot keys served by a replica rather than the primary.
