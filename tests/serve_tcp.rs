@@ -912,8 +912,16 @@ fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed(
         assert!(ok, "kill {sig}");
     };
     signal("-STOP");
+    // Stopped for sure (the signal takes hold when the process next runs).
+    let stat = format!("/proc/{}/stat", ms[0].proc.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") T ")) {
+        assert!(Instant::now() < deadline, "memcached did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Served again (by the next server on the ring: a miss) within a bounded time; a get
-    // left waiting on the silent server is answered SERVER_ERROR. A fresh connection per
+    // left waiting on the silent server is answered SERVER_ERROR (or with its value if
+    // the server read it before it stopped: still the latest). A fresh connection per
     // round, so no round waits behind an earlier one.
     let gets: String = on0.iter().map(|k| format!("get {k}\r\n")).collect();
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -922,9 +930,9 @@ fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed(
         c.send(gets.as_bytes());
         let replies: Vec<String> = on0.iter().map(|_| c.reply()).collect();
         assert!(
-            replies
-                .iter()
-                .all(|r| r == "END\r\n" || r.starts_with("SERVER_ERROR")),
+            replies.iter().zip(&on0).all(|(r, k)| r == "END\r\n"
+                || r.starts_with("SERVER_ERROR")
+                || *r == format!("VALUE {k} 0 3\r\nold\r\nEND\r\n")),
             "{replies:?}"
         );
         if replies.iter().all(|r| r == "END\r\n") {

@@ -420,6 +420,44 @@ impl HotKeys {
         (!targets.is_empty()).then_some((seq, targets))
     }
 
+    /// `server` may hold a copy of `key` that goes stale (a write made while the key's
+    /// owner, now `primary` again, was down; see `Core::clean_displaced`): tracked as a
+    /// cooled key's copy is, to be deleted.
+    pub fn note_copy(&mut self, key: &[u8], server: BackendId, primary: BackendId) {
+        if !self.keys.contains_key(key) {
+            let write_seq = self.next_seq();
+            self.keys.insert(
+                key.into(),
+                HotKey {
+                    primary,
+                    replicas: Vec::new(),
+                    write_seq,
+                    fetching: None,
+                    last_fetch: None,
+                    primary_pending: 0,
+                    last_unacked_write: None,
+                    fenced: false,
+                    fence_in_flight: false,
+                    cooling: true,
+                },
+            );
+            self.cooling += 1;
+        }
+        let Some(h) = self.keys.get_mut(key) else {
+            return;
+        };
+        match h.replicas.iter_mut().find(|r| r.backend == server) {
+            Some(r) => r.dirty = true,
+            None => h.replicas.push(Replica {
+                backend: server,
+                member: false,
+                holds: None,
+                in_flight: false,
+                dirty: true,
+            }),
+        }
+    }
+
     /// A server that was down is emptied before it serves again (the rejoin flush): a
     /// cooled key's copy there is gone.
     pub fn copy_flushed(&mut self, key: &[u8], server: BackendId) {

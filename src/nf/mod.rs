@@ -571,7 +571,7 @@ impl Core {
     pub fn on_unreachable(&mut self, now: Instant, addr: SocketAddrV4) {
         if let Some(id) = self.backends.find(addr) {
             if let Some(h) = self.backends.on_unreachable(id, now) {
-                self.apply_health(h);
+                self.apply_health(now, h);
             }
         }
     }
@@ -615,12 +615,12 @@ impl Core {
     /// live servers never move). libmemcached's auto-eject instead rebuilds the continuum,
     /// which with unequal weights also moves keys between live servers; kvlb avoids that
     /// because a key that moves between live servers and back would find an old copy.
-    fn apply_health(&mut self, h: Health) {
+    fn apply_health(&mut self, now: Instant, h: Health) {
         match h {
             Health::Down(_) => {}
             Health::Up(id) => {
                 self.rejoining[id] = false;
-                self.clean_displaced(id);
+                self.clean_displaced(now, id);
             }
         }
         self.all_up = self.backends.live_count() == self.backends.len();
@@ -643,7 +643,7 @@ impl Core {
     }
 
     /// `owner` is back: delete the copies of its keys written elsewhere while it was down.
-    fn clean_displaced(&mut self, owner: BackendId) {
+    fn clean_displaced(&mut self, now: Instant, owner: BackendId) {
         let ring = &self.ring;
         let mine: Vec<(Box<[u8]>, BackendId)> = self
             .displaced
@@ -653,14 +653,13 @@ impl Core {
             .collect();
         for (key, fallback) in mine {
             self.displaced.remove(&key);
-            if self.backends.get(fallback).is_up() {
-                let del = crate::proto::Request::Delete {
-                    key: &key,
-                    noreply: true,
-                };
-                self.emit_untracked(fallback, &del);
-                self.stats.replication.displaced_cleaned += 1;
-            }
+            // Deleted as a cooled key's copies are (see `timers::clean_up_cooled`): a
+            // request timeout from now, when no write sent to the fallback before the owner
+            // came back can still be in flight; retried until acknowledged; and should the
+            // owner fail again first, the key's reads are misses, not the copy.
+            self.hot.note_copy(&key, fallback, owner);
+            self.stats.replication.displaced_cleaned += 1;
+            self.timers.clean_up_later(now, key, vec![fallback]);
         }
     }
 

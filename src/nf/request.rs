@@ -923,25 +923,6 @@ impl Core {
         sent
     }
 
-    /// Emits `req` to `backend` without expecting a reply (noreply clean-ups).
-    pub(super) fn emit_untracked(&mut self, backend: BackendId, req: &Request<'_>) -> bool {
-        let token = Token {
-            port_index: 0,
-            request_id: 0,
-        };
-        let Some(ep) = self.backend_endpoints(backend, token) else {
-            return false;
-        };
-        let ident = self.next_ip_ident();
-        let sent = self.outbox.emit(Dest::Port(self.server_port), |buf| {
-            proto::emit_request_frame(buf, &ep, ident, 0, req).map_err(|_| ())
-        });
-        if sent {
-            self.backends.on_sent(backend, req.buffer_len() + 8, false);
-        }
-        sent
-    }
-
     /// Writes a hot key's value to replica `to` as a meta set carrying a fresh
     /// [`Opaque`] (`ms <key> <len> F<flags> T<exptime> O<opaque>`, the same semantics as
     /// `set`, exptime included), tracked for its acknowledgement; a copy that cannot

@@ -222,7 +222,7 @@ impl Core {
             }
         }
         if let Some(h) = health {
-            self.apply_health(h);
+            self.apply_health(now, h);
         }
         self.stats.count_drop(DropReason::Absorbed);
         Verdict::Drop(DropReason::Absorbed)
@@ -386,7 +386,7 @@ impl Core {
             .backends
             .on_response(flow.backend, bytes, sent, latency, error, false)
         {
-            self.apply_health(h);
+            self.apply_health(now, h);
         }
     }
 
@@ -497,7 +497,7 @@ impl Core {
             return; // nothing was owed: not outstanding, not a timeout
         }
         if let Some(Health::Down(id)) = self.backends.on_timeout(backend, sent, now) {
-            self.apply_health(Health::Down(id));
+            self.apply_health(now, Health::Down(id));
         }
     }
 }

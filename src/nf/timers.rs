@@ -34,7 +34,10 @@ pub(super) struct Timers {
     cleanup_after: Duration,
 }
 
-/// A cooled key's copies, to delete at `due`.
+/// Most clean-up deletes sent per tick (see `Core::clean_up_cooled`).
+const MAX_CLEANUPS_PER_TICK: usize = 512;
+
+/// A key's copies (a cooled key's replicas, a fallback server), to delete at `due`.
 #[derive(Debug)]
 struct Cleanup {
     due: Instant,
@@ -43,6 +46,15 @@ struct Cleanup {
 }
 
 impl Timers {
+    /// Queues the deletion of `key`'s copies on `replicas` a request timeout from `now`.
+    pub fn clean_up_later(&mut self, now: Instant, key: Box<[u8]>, replicas: Vec<BackendId>) {
+        self.cleanups.push_back(Cleanup {
+            due: now + self.cleanup_after.max(Duration::from_millis(1)),
+            key,
+            replicas,
+        });
+    }
+
     pub fn new(cfg: &Config) -> Timers {
         Timers {
             next_replication: Instant::ZERO,
@@ -190,11 +202,7 @@ impl Core {
     ) {
         if self.hot.replica_acked(key, replica, seq, stored, delete) {
             self.stats.replication.cleanup_retries += 1;
-            self.timers.cleanups.push_back(Cleanup {
-                due: now + self.timers.cleanup_after.max(Duration::from_millis(1)),
-                key: key.into(),
-                replicas: vec![replica],
-            });
+            self.timers.clean_up_later(now, key.into(), vec![replica]);
         }
     }
 
@@ -206,7 +214,11 @@ impl Core {
     /// its later clean-up (which takes over these replicas); one that is hot again keeps
     /// its copies (its next cooling cleans them up).
     fn clean_up_cooled(&mut self, now: Instant) {
-        while self.timers.cleanups.front().is_some_and(|c| c.due <= now) {
+        // A rejoin can queue tens of thousands of fallback copies at once: at most this
+        // many deletes leave per tick (the rest stay due: the next tick comes at once), so
+        // they never crowd clients' requests out of the flow table.
+        let mut budget = MAX_CLEANUPS_PER_TICK;
+        while budget > 0 && self.timers.cleanups.front().is_some_and(|c| c.due <= now) {
             let Some(c) = self.timers.cleanups.pop_front() else {
                 break;
             };
@@ -230,16 +242,13 @@ impl Core {
                     self.hot.copy_flushed(&c.key, r);
                 }
             } else if !down.is_empty() {
-                self.timers.cleanups.push_back(Cleanup {
-                    due: now + self.timers.cleanup_after,
-                    key: c.key.clone(),
-                    replicas: down,
-                });
+                self.timers.clean_up_later(now, c.key.clone(), down);
             }
             let Some((seq, targets)) = self.hot.cleanup_sent(&c.key, &up) else {
                 continue;
             };
             for r in targets {
+                budget = budget.saturating_sub(1);
                 self.stats.replication.cleanup_deletes += 1;
                 self.emit_replica_delete(now, r, &c.key, seq);
             }
