@@ -83,6 +83,22 @@ pub struct HotKey {
 }
 
 impl HotKey {
+    /// An entry with no replica yet: hot, or `cooling` (it only tracks copies to delete).
+    fn new(primary: BackendId, write_seq: u64, cooling: bool) -> HotKey {
+        HotKey {
+            primary,
+            replicas: Vec::new(),
+            write_seq,
+            fetching: None,
+            last_fetch: None,
+            primary_pending: 0,
+            last_unacked_write: None,
+            fenced: false,
+            fence_in_flight: false,
+            cooling,
+        }
+    }
+
     pub fn primary(&self) -> BackendId {
         self.primary
     }
@@ -262,10 +278,10 @@ impl HotKeys {
     ///
     /// `hash` is the key's hash under the core's [`KeyHasher`](crate::keyhash::KeyHasher),
     /// the hasher of this table (`fixed_map`): the key is not hashed again.
-    #[inline]
     ///
     /// A cooled key whose current primary may still hold a copy from its hot period (see
     /// [`HotKeys::cool`]) gets a fenced view with no server: its reads are misses.
+    #[inline]
     pub fn read_view(&self, key: &[u8], hash: KeyHash, out: &mut Readers) -> bool {
         if self.hot == 0 && self.cooling == 0 {
             return false;
@@ -342,25 +358,13 @@ impl HotKeys {
             h.set_members(servers);
             return true;
         }
-        let mut h = HotKey {
-            primary: servers[0],
-            replicas: Vec::new(),
-            write_seq,
-            fetching: None,
-            last_fetch: None,
-            primary_pending: 0,
-            last_unacked_write: None,
-            fenced: false,
-            fence_in_flight: false,
-            cooling: false,
-        };
+        let mut h = HotKey::new(servers[0], write_seq, false);
         h.set_members(servers);
         self.keys.insert(key.into(), h);
         true
     }
 
-    /// Ends the hot period; returns the replicas that may hold a copy (to clean up). The
-    /// entry lingers, hidden, while copies to its replicas are in flight.
+    /// Ends the hot period; returns the replicas that may hold a copy (to clean up).
     ///
     /// Every replica is then *dirty*: it may hold a copy that goes stale with the next
     /// write to the owner. The entry stays, cooling, until each copy's delete (sent by the
@@ -403,11 +407,9 @@ impl HotKeys {
         key: &[u8],
         replicas: &[BackendId],
     ) -> Option<(u64, Vec<BackendId>)> {
-        if !self.keys.get(key).is_some_and(|h| h.cooling) {
-            return None;
-        }
+        // Sequences only need to be unique: one drawn for nothing is no harm.
         let seq = self.next_seq();
-        let h = self.keys.get_mut(key)?;
+        let h = self.keys.get_mut(key).filter(|h| h.cooling)?;
         let mut targets = Vec::new();
         for &b in replicas {
             if let Some(r) = h.replicas.iter_mut().find(|r| r.backend == b) {
@@ -424,28 +426,11 @@ impl HotKeys {
     /// owner, now `primary` again, was down; see `Core::clean_displaced`): tracked as a
     /// cooled key's copy is, to be deleted.
     pub fn note_copy(&mut self, key: &[u8], server: BackendId, primary: BackendId) {
-        if !self.keys.contains_key(key) {
-            let write_seq = self.next_seq();
-            self.keys.insert(
-                key.into(),
-                HotKey {
-                    primary,
-                    replicas: Vec::new(),
-                    write_seq,
-                    fetching: None,
-                    last_fetch: None,
-                    primary_pending: 0,
-                    last_unacked_write: None,
-                    fenced: false,
-                    fence_in_flight: false,
-                    cooling: true,
-                },
-            );
+        let seq = self.next_seq();
+        let h = self.keys.entry(key.into()).or_insert_with(|| {
             self.cooling += 1;
-        }
-        let Some(h) = self.keys.get_mut(key) else {
-            return;
-        };
+            HotKey::new(primary, seq, true)
+        });
         match h.replicas.iter_mut().find(|r| r.backend == server) {
             Some(r) => r.dirty = true,
             None => h.replicas.push(Replica {

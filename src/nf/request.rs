@@ -373,12 +373,13 @@ impl Core {
         writes: Writes,
         if_fenced: Option<Response<'static>>,
     ) -> Action {
+        let hot = self.hot.get(key).map(|h| (h.is_fenced(), h.primary()));
         let fenced = if_fenced.is_some()
-            && match self.hot.get(key) {
-                Some(h) => h.is_fenced(),
+            && match hot {
+                Some((fenced, _)) => fenced,
                 None => self.hot.is_cooling_fenced(key),
             };
-        let primary = match self.hot.get(key) {
+        let primary = match hot {
             _ if fenced => {
                 // Nothing leaves: the request's writes end here.
                 self.writes_done(&writes);
@@ -390,7 +391,7 @@ impl Core {
                     _ => Action::Consumed,
                 };
             }
-            Some(h) => Some(h.primary()),
+            Some((_, primary)) => Some(primary),
             None => {
                 let rh = self.ring_hash(key);
                 self.primary_for(rh)

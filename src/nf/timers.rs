@@ -234,15 +234,16 @@ impl Core {
                 .replicas
                 .iter()
                 .partition(|&&r| self.backends.get(r).is_up());
-            if !down.is_empty() && self.hot.contains(&c.key) {
-                // Hot again: its next cooling cleans these up.
-            } else if self.rejoin_flush {
-                // A down server is emptied before it serves again.
-                for r in down {
-                    self.hot.copy_flushed(&c.key, r);
+            // Copies on down servers (a key hot again keeps them for its next cooling):
+            // gone if the server is emptied before it serves again, else deleted later.
+            if !down.is_empty() && !self.hot.contains(&c.key) {
+                if self.rejoin_flush {
+                    for r in down {
+                        self.hot.copy_flushed(&c.key, r);
+                    }
+                } else {
+                    self.timers.clean_up_later(now, c.key.clone(), down);
                 }
-            } else if !down.is_empty() {
-                self.timers.clean_up_later(now, c.key.clone(), down);
             }
             let Some((seq, targets)) = self.hot.cleanup_sent(&c.key, &up) else {
                 continue;
