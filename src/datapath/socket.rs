@@ -585,39 +585,57 @@ pub fn serve_with_tcp(
             }
             let burst = &mut frames[first..received.len()];
             handle_burst(&mut driver, now, burst, &mut out, sockets, &mut counters);
-            driver.drain(now, &mut |_, _, f| match tcp.as_deref_mut() {
-                Some(t) => t.send_frame(now, f, &mut |g| out.push(sockets, g, &mut counters)),
-                None => out.push(sockets, f, &mut counters),
+            driver.drain(now, &mut |_, _, f| {
+                send_emitted(tcp.as_deref_mut(), now, f, &mut out, sockets, &mut counters)
             });
         }
         if let Some(t) = tcp.as_deref_mut() {
             t.run(&mut driver, now, &mut |f| {
                 out.push(sockets, f, &mut counters)
-            })
-            .map_err(|source| SocketError::Io {
-                what: "TCP poll",
-                source,
-            })?;
+            });
         }
-        driver.tick(now, &mut |_, _, f| match tcp.as_deref_mut() {
-            Some(t) => t.send_frame(now, f, &mut |g| out.push(sockets, g, &mut counters)),
-            None => out.push(sockets, f, &mut counters),
+        driver.tick(now, &mut |_, _, f| {
+            send_emitted(tcp.as_deref_mut(), now, f, &mut out, sockets, &mut counters)
         });
         if let Some(t) = tcp.as_deref_mut() {
             t.flush();
         }
         out.flush(sockets, &mut counters);
         if !cfg.stats_interval.is_zero() && now >= next_report {
-            let mut r = driver.pipeline_mut().report(now);
-            r.tcp = tcp.as_deref().map(|t| t.counters());
-            report(r, &counters);
+            report(full_report(&mut driver, tcp.as_deref(), now), &counters);
             next_report = now + cfg.stats_interval;
         }
     }
-    let mut r = driver.pipeline_mut().report(clock());
-    r.tcp = tcp.as_deref().map(|t| t.counters());
-    report(r, &counters);
+    report(full_report(&mut driver, tcp.as_deref(), clock()), &counters);
     Ok(counters)
+}
+
+/// A frame the core emitted (outside a burst's verdicts): through the TCP front end when
+/// there is one (a TCP client's reply, kvlb's own request on a backend connection), else
+/// as a datagram.
+fn send_emitted(
+    tcp: Option<&mut super::tcp::TcpFront>,
+    now: Instant,
+    frame: &[u8],
+    out: &mut SendQueue,
+    sockets: &Sockets,
+    counters: &mut SocketCounters,
+) {
+    match tcp {
+        Some(t) => t.send_frame(now, frame, &mut |f| out.push(sockets, f, counters)),
+        None => out.push(sockets, frame, counters),
+    }
+}
+
+/// The core's report, with the TCP front end's counters.
+fn full_report(
+    driver: &mut Driver<'_, Core>,
+    tcp: Option<&super::tcp::TcpFront>,
+    now: Instant,
+) -> Report {
+    let mut r = driver.pipeline_mut().report(now);
+    r.tcp = tcp.map(|t| t.counters());
+    r
 }
 
 /// Hands a burst of frames to the core and queues the ones it sends on (every verdict but

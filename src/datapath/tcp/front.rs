@@ -391,8 +391,6 @@ pub struct TcpFront {
     counters: TcpCounters,
     /// UDP sockets in the poll ([`TcpFront::register_udp`]).
     udp_registered: usize,
-    /// `events` holds what [`TcpFront::wait`] found, for the next `run`.
-    waited: bool,
 }
 
 impl std::fmt::Debug for TcpFront {
@@ -472,7 +470,6 @@ impl TcpFront {
             large_reply_above,
             counters: TcpCounters::default(),
             udp_registered: 0,
-            waited: false,
         })
     }
 
@@ -509,7 +506,6 @@ impl TcpFront {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.waited = true;
         for e in self.events.iter() {
             let t = e.token().0;
             if (UDP_TOKENS..UDP_TOKENS + self.udp_registered).contains(&t) {
@@ -544,27 +540,10 @@ impl TcpFront {
         self.route(now, frame, None, None, udp);
     }
 
-    /// Writes what is queued for backends.
-    pub fn flush(&mut self) {
-        self.flush_backends();
-    }
-
-    /// Does all the TCP work that is ready: accepts, reads, hands whole requests and replies
-    /// to the core, writes. Frames the core sends that are not the front end's (toward UDP
-    /// clients) go to `udp`.
-    pub fn run(
-        &mut self,
-        driver: &mut Driver<'_, Core>,
-        now: Instant,
-        udp: &mut dyn FnMut(&[u8]),
-    ) -> std::io::Result<()> {
-        if !std::mem::take(&mut self.waited) {
-            match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+    /// Does all the TCP work the last [`wait`](Self::wait) found ready: accepts, reads,
+    /// hands whole requests and replies to the core, writes. Frames the core sends that are
+    /// not the front end's (toward UDP clients) go to `udp`.
+    pub fn run(&mut self, driver: &mut Driver<'_, Core>, now: Instant, udp: &mut dyn FnMut(&[u8])) {
         let tokens: Vec<(MioToken, bool, bool, bool, bool)> = self
             .events
             .iter()
@@ -608,7 +587,7 @@ impl TcpFront {
         self.busy = busy;
         self.busy.clear();
         self.clean_failed(driver, now, udp);
-        self.flush_backends();
+        self.flush();
         let dirty: Vec<usize> = (0..self.clients.len())
             .filter(|&i| {
                 self.clients[i]
@@ -623,7 +602,6 @@ impl TcpFront {
             self.maintain(driver, now, udp);
             self.next_maintenance = now + Duration::from_millis(10);
         }
-        Ok(())
     }
 
     fn accept(&mut self, now: Instant) {
@@ -1549,7 +1527,7 @@ impl TcpFront {
     }
 
     /// Writes what backend connections have queued (one write per connection per round).
-    fn flush_backends(&mut self) {
+    pub fn flush(&mut self) {
         for (pi, p) in self.pools.iter_mut().enumerate() {
             for (ci, bc) in p.conns.iter_mut().enumerate() {
                 let Some(s) = bc.stream.as_mut() else {
