@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Kvlb, Memcached, UdpClient};
-use kvlb::config::BackendSpec;
-use kvlb::ring::KetamaRing;
 
 const T: Duration = Duration::from_secs(2);
 
@@ -286,30 +284,14 @@ fn a_dead_backend_is_routed_around_and_rejoins_flushed() {
         ],
     );
     let c = UdpClient::new(kvlb.vip);
-    let specs: Vec<BackendSpec> = ms
-        .iter()
-        .map(|m| m.addr().to_string().parse().unwrap())
-        .collect();
-    let ring = KetamaRing::from_backends(&specs, &[true; 3]).unwrap();
-    let on0: Vec<String> = (0..400)
-        .map(|i| format!("f{i}"))
-        .filter(|k| ring.server_for_key(k.as_bytes()) == Some(0))
-        .take(20)
-        .collect();
+    let on0 = common::keys_on(&ms, 0, "f", 20);
     for k in &on0 {
         assert_eq!(c.set(k, "old").as_deref(), Some("STORED\r\n"));
     }
     // The first outage is a partition: server 0 stops answering (SIGSTOP) but keeps its
     // data, so when it comes back it holds "old" for every key, a value older than the
     // "new" written elsewhere meanwhile. That makes the stale case certain, not a race.
-    let signal = |sig: &str, pid: u32| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    };
-    signal("-STOP", ms[0].proc.pid());
+    ms[0].proc.signal("-STOP");
 
     // Within a bounded time every key of the silent server is served again (by the next
     // server on the ring: a miss, then writable). Requests to it go unanswered until
@@ -338,7 +320,7 @@ fn a_dead_backend_is_routed_around_and_rejoins_flushed() {
 
     // It comes back holding "old"; kvlb flushes it before routing to it again, so no read
     // ever returns "old", before, during or after the rejoin.
-    signal("-CONT", ms[0].proc.pid());
+    ms[0].proc.signal("-CONT");
     let start = Instant::now();
     let mut flushed = false;
     while start.elapsed() < Duration::from_secs(5) {

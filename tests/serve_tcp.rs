@@ -798,7 +798,8 @@ fn last_report(path: &std::path::Path) -> serde_json::Value {
 
 /// A key made hot over TCP (half of 4,000 pipelined gets) is copied to every one of
 /// `ms` (two replicas besides its owner), then served from kvlb's cache, and a write
-/// over TCP is read back at once. Returns the kvlb serving. `tcp_only`: the servers have no UDP (readiness is checked over TCP).
+/// over TCP is read back at once. Returns the kvlb serving. `tcp_only`: the servers have
+/// no UDP (readiness is checked over TCP).
 fn hot_key_over_tcp(ms: &[Memcached], extra: &[&str], tcp_only: bool) -> Kvlb {
     let mut args = vec![
         "--hot-epoch",
@@ -875,8 +876,6 @@ fn hot_key_over_tcp(ms: &[Memcached], extra: &[&str], tcp_only: bool) -> Kvlb {
 /// returns the value it held from before.
 #[test]
 fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed() {
-    use kvlb::config::BackendSpec;
-    use kvlb::ring::KetamaRing;
     let ms: Vec<Memcached> = (0..3).map(|_| Memcached::start_tcp_only()).collect();
     let kvlb = Kvlb::serve_tcp_only(
         &ms.iter().collect::<Vec<_>>(),
@@ -890,28 +889,12 @@ fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed(
             "--no-hotkeys",
         ],
     );
-    let specs: Vec<BackendSpec> = ms
-        .iter()
-        .map(|m| m.addr().to_string().parse().unwrap())
-        .collect();
-    let ring = KetamaRing::from_backends(&specs, &[true; 3]).unwrap();
-    let on0: Vec<String> = (0..400)
-        .map(|i| format!("p{i}"))
-        .filter(|k| ring.server_for_key(k.as_bytes()) == Some(0))
-        .take(20)
-        .collect();
+    let on0 = common::keys_on(&ms, 0, "p", 20);
     let mut c = Tcp::connect(kvlb.vip);
     for k in &on0 {
         assert_eq!(c.ask(&format!("set {k} 0 0 3\r\nold\r\n")), "STORED\r\n");
     }
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &ms[0].proc.pid().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig}");
-    };
-    signal("-STOP");
+    ms[0].proc.signal("-STOP");
     // Stopped for sure (the signal takes hold when the process next runs).
     let stat = format!("/proc/{}/stat", ms[0].proc.pid());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -947,7 +930,7 @@ fn with_tcp_only_backends_a_silent_backend_is_routed_around_and_rejoins_flushed(
     for k in &on0 {
         assert_eq!(c.ask(&format!("set {k} 0 0 3\r\nnew\r\n")), "STORED\r\n");
     }
-    signal("-CONT");
+    ms[0].proc.signal("-CONT");
     let deadline = Instant::now() + Duration::from_secs(8);
     let read_back = |c: &mut Tcp| {
         c.send(gets.as_bytes());

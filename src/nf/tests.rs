@@ -453,6 +453,19 @@ fn admission_and_amplification_guards() {
     );
 }
 
+/// 2,000 GETs over 200 ms, every other one of `key` (the rest of 1,000 cold keys), each
+/// answered `v` by its server: enough for `key` to turn hot at the next tick.
+fn heat_up(core: &mut Core, key: &str) {
+    for i in 0..2000u16 {
+        let k = if i % 2 == 0 {
+            key.to_string()
+        } else {
+            format!("c{i}")
+        };
+        get_via_backend(core, ms(u64::from(i) / 10), i, &k, "v");
+    }
+}
+
 /// Makes `key` hot with GETs from `src` (half of 2,000, to 300 ms), then one more miss
 /// learns `value` into L1 (at 301 ms).
 fn make_hot(core: &mut Core, src: SocketAddrV4, key: &str, value: &str) {
@@ -883,14 +896,7 @@ fn a_hot_set_is_copied_to_ready_replicas_and_the_client_gets_one_reply() {
         "--replicas",
         "2",
     ]);
-    for i in 0..2000u16 {
-        let key = if i % 2 == 0 {
-            "hk".to_string()
-        } else {
-            format!("c{i}")
-        };
-        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
-    }
+    heat_up(&mut core, "hk");
     core.on_tick(ms(300));
     assert!(core.hot.contains(b"hk"));
     // Replication: kvlb fetches the value from the primary and writes the replicas.
@@ -1203,14 +1209,7 @@ fn no_fetch_leaves_while_a_write_from_before_the_key_turned_hot_is_in_flight() {
         core.process_frame(ms(0), PortId(0), &mut s),
         Verdict::Out(PortId(0))
     );
-    for i in 0..2000u16 {
-        let key = if i % 2 == 0 {
-            "hk".to_string()
-        } else {
-            format!("c{i}")
-        };
-        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
-    }
+    heat_up(&mut core, "hk");
     let fetches = |core: &mut Core| {
         let mut out = vec![];
         core.drain_emitted(&mut |_, f| out.push(f.to_vec()));
@@ -1246,14 +1245,7 @@ fn a_multi_key_gat_of_a_hot_key_does_not_stop_its_replication() {
         "--timeout",
         "50ms",
     ]);
-    for i in 0..2000u16 {
-        let key = if i % 2 == 0 {
-            "hk".to_string()
-        } else {
-            format!("c{i}")
-        };
-        get_via_backend(&mut core, ms(u64::from(i) / 10), i, &key, "v");
-    }
+    heat_up(&mut core, "hk");
     core.on_tick(ms(300));
     assert!(core.hot.contains(b"hk"));
     let mut out = vec![];

@@ -88,6 +88,18 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Sends `sig` (`-STOP`, `-CONT`, ...) with the kill command.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -235,6 +247,23 @@ impl Memcached {
             })
             .unwrap_or_else(|| panic!("no stat {name}"))
     }
+}
+
+/// `n` keys named `prefix<i>` whose ketama server among `ms` (libmemcached's placement,
+/// every server up) is `ms[server]`.
+pub fn keys_on(ms: &[Memcached], server: usize, prefix: &str, n: usize) -> Vec<String> {
+    let specs: Vec<kvlb::config::BackendSpec> = ms
+        .iter()
+        .map(|m| m.addr().to_string().parse().unwrap())
+        .collect();
+    let ring = kvlb::ring::KetamaRing::from_backends(&specs, &vec![true; ms.len()]).unwrap();
+    let keys: Vec<String> = (0..100 * n)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| ring.server_for_key(k.as_bytes()) == Some(server))
+        .take(n)
+        .collect();
+    assert_eq!(keys.len(), n, "too few keys land on server {server}");
+    keys
 }
 
 /// `kvlb serve` in front of some backends, on a free VIP port.
